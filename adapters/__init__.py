@@ -1,0 +1,30 @@
+"""Everything that talks to the outside world: Redis (embedded server, checkpointer) and services."""
+
+from adapters._checkpointer import RedisCheckpointSaver
+from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
+from adapters._redis import AnyRedis, connect_redis, is_cluster_url
+from adapters.errors import (
+    DataDirLockedError,
+    EmbeddedRedisError,
+    OrchestratorError,
+    PermanentError,
+    RecoverableError,
+    TransientError,
+)
+
+__all__ = [
+    "AnyRedis",
+    "DataDirLockedError",
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "OrchestratorError",
+    "PermanentError",
+    "RecoverableError",
+    "RedisCheckpointSaver",
+    "TransientError",
+    "connect_redis",
+    "default_data_dir",
+    "find_redis_server",
+    "free_port",
+    "is_cluster_url",
+]

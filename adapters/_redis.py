@@ -1,0 +1,37 @@
+"""Connecting to Redis: a URL (redis://, rediss://, unix://, cluster) or the embedded server."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+__all__ = ["AnyRedis", "connect_redis", "is_cluster_url"]
+
+AnyRedis = Redis | RedisCluster
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://``/``rediss+cluster://`` URLs or a ``?cluster=true`` query."""
+    parts = urlsplit(url)
+    if parts.scheme in _CLUSTER_SCHEMES:
+        return True
+    return parse_qs(parts.query).get("cluster", ["false"])[0].lower() in {"1", "true", "yes"}
+
+
+def connect_redis(url: str, *, max_connections: int = 256, **kwargs: Any) -> AnyRedis:
+    """An asyncio client for ``url``; a ``RedisCluster`` for cluster URLs.
+
+    Responses stay bytes (``decode_responses=False``): checkpoints are binary.
+    """
+    parts = urlsplit(url)
+    if is_cluster_url(url):
+        scheme = _CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
+        query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("cluster="))
+        plain = urlunsplit((scheme, parts.netloc, parts.path, query, parts.fragment))
+        return RedisCluster.from_url(plain, max_connections=max_connections, **kwargs)
+    return Redis.from_url(url, max_connections=max_connections, **kwargs)

@@ -1,0 +1,3 @@
+"""LangGraph graphs, their state schemas and the agent registry."""
+
+__all__: list[str] = []
