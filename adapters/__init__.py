@@ -2,7 +2,7 @@
 
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
-from adapters._redis import AnyRedis, connect_redis, is_cluster_url
+from adapters._redis import AnyRedis, connect_redis, is_cluster_url, open_redis
 from adapters.errors import (
     DataDirLockedError,
     EmbeddedRedisError,
@@ -27,4 +27,5 @@ __all__ = [
     "find_redis_server",
     "free_port",
     "is_cluster_url",
+    "open_redis",
 ]

@@ -56,12 +56,19 @@ def find_redis_server() -> str:
     raise EmbeddedRedisError(msg)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(highest: int = 55535) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, at most `highest`.
+
+    Redis Cluster needs port + 10000 for its bus, hence the default ceiling.
+    """
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port <= highest:
+            return port
+    msg = f"no free loopback port at or below {highest}"
+    raise EmbeddedRedisError(msg)
 
 
 def _die_with_parent() -> None:

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["AnyRedis", "connect_redis", "is_cluster_url"]
+__all__ = ["AnyRedis", "connect_redis", "is_cluster_url", "open_redis"]
 
 AnyRedis = Redis | RedisCluster
 
@@ -35,3 +35,18 @@ def connect_redis(url: str, *, max_connections: int = 256, **kwargs: Any) -> Any
         plain = urlunsplit((scheme, parts.netloc, parts.path, query, parts.fragment))
         return RedisCluster.from_url(plain, max_connections=max_connections, **kwargs)
     return Redis.from_url(url, max_connections=max_connections, **kwargs)
+
+
+async def open_redis(url: str, **kwargs: Any) -> AnyRedis:
+    """Like `connect_redis`, but ready to use: a cluster client has loaded its slot map.
+
+    redis-py's cluster client initialises lazily, and many first commands issued concurrently
+    race inside that initialisation (a connection used before it is connected), so initialise once
+    before handing the client out.
+    """
+    client = connect_redis(url, **kwargs)
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+    else:
+        await client.ping()
+    return client
