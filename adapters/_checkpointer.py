@@ -37,6 +37,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.commands.core import AsyncScript
 
+from adapters._pipeliner import ScriptPipeliner
 from adapters._redis import AnyRedis
 
 __all__ = ["RedisCheckpointSaver"]
@@ -114,6 +115,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         self._list = client.register_script(_load_script("list"))
         self._delete = client.register_script(_load_script("delete_thread"))
         self._prune = client.register_script(_load_script("prune"))
+        self._pipeliner = ScriptPipeliner(client)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -124,7 +126,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         return self._base(thread_id) + "ns"
 
     async def _call(self, script: AsyncScript, thread_id: str, args: list[Any]) -> Any:
-        return await script(keys=[self._ns_key(thread_id)], args=[self._base(thread_id), *args])
+        return await self._pipeliner.call(script, [self._ns_key(thread_id)], [self._base(thread_id), *args])
 
     # -- versions -----------------------------------------------------------------------------
 

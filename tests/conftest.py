@@ -10,6 +10,17 @@ import pytest
 
 from adapters import AnyRedis, EmbeddedRedis, connect_redis
 
+CONFORMANCE_LINES = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Print the checkpoint conformance report's pass counts at the end of the run."""
+    lines = config.stash.get(CONFORMANCE_LINES, [])
+    if lines:
+        terminalreporter.section("langgraph-checkpoint-conformance: RedisCheckpointSaver")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:

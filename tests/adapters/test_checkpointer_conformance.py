@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import BASE_CAPABILITIES
 
 from adapters import AnyRedis, RedisCheckpointSaver
+from tests.conftest import CONFORMANCE_LINES
 
 
 async def test_conformance_suite_passes_every_declared_capability(
-    redis_client: AnyRedis, key_prefix: str, capsys: object
+    redis_client: AnyRedis, key_prefix: str, request: pytest.FixtureRequest
 ) -> None:
     """Every capability the saver overrides passes the langgraph-checkpoint-conformance suite."""
 
@@ -20,7 +22,13 @@ async def test_conformance_suite_passes_every_declared_capability(
         yield RedisCheckpointSaver(redis_client, prefix=key_prefix)
 
     report = await validate(factory)
-    report.print_report()
+    lines = [
+        f"{name}: {r.tests_passed} passed, {r.tests_failed} failed"
+        if r.detected
+        else f"{name}: not implemented"
+        for name, r in sorted(report.results.items())
+    ]
+    request.config.stash.setdefault(CONFORMANCE_LINES, []).extend(lines)
     for cap in BASE_CAPABILITIES:
         result = report.results[cap.value]
         assert result.detected, f"base capability {cap.value} not implemented"
@@ -29,4 +37,4 @@ async def test_conformance_suite_passes_every_declared_capability(
     assert report.passed_all_base()
     passed = sum(r.tests_passed for r in report.results.values())
     assert passed >= 58
-    print(f"conformance: {passed} checks passed")
+    request.config.stash[CONFORMANCE_LINES].append(f"total: {passed} checks passed")
