@@ -3,6 +3,8 @@
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
 from adapters._redis import AnyRedis, connect_redis, is_cluster_url, open_redis
+from adapters._tasks import TASK_DATA_KEYS, TaskServiceClient, translate_http_error
+from adapters._workflows import TERMINAL, RunTicket, WorkflowRecord, WorkflowStore
 from adapters.errors import (
     DataDirLockedError,
     EmbeddedRedisError,
@@ -13,6 +15,8 @@ from adapters.errors import (
 )
 
 __all__ = [
+    "TASK_DATA_KEYS",
+    "TERMINAL",
     "AnyRedis",
     "DataDirLockedError",
     "EmbeddedRedis",
@@ -21,11 +25,16 @@ __all__ = [
     "PermanentError",
     "RecoverableError",
     "RedisCheckpointSaver",
+    "RunTicket",
+    "TaskServiceClient",
     "TransientError",
+    "WorkflowRecord",
+    "WorkflowStore",
     "connect_redis",
     "default_data_dir",
     "find_redis_server",
     "free_port",
     "is_cluster_url",
     "open_redis",
+    "translate_http_error",
 ]

@@ -1,3 +1,7 @@
-"""LangGraph graphs, their state schemas and the agent registry."""
+"""LangGraph graphs, their state schemas, the ports nodes use, and the catalogue of workflows."""
 
-__all__: list[str] = []
+from graphs._catalog import WORKFLOWS, WorkflowSpec
+from graphs._ports import Ports, TaskPort
+from graphs._preview import PreviewState, build_preview
+
+__all__ = ["WORKFLOWS", "Ports", "PreviewState", "TaskPort", "WorkflowSpec", "build_preview"]

@@ -1,0 +1,444 @@
+"""Workflow records, the run queue, the event log, decisions and change notifications in Redis.
+
+Keys (``P`` is the configured prefix; ``{wid}`` is the hash tag that keeps one workflow in one slot):
+
+    P:wf:{wid}              HASH    the workflow record (status, progress, pending decisions, ...)
+    P:wf:{wid}:events       STREAM  the audit log: who, what, when, correlation id
+    P:wf:{wid}:decisions    HASH    decision id -> recorded answer (first answer wins)
+    P:wf:{wid}:jobs         HASH    idempotency key -> outside job id (side effects at most once)
+    P:idem:<project>:<key>  STRING  start_workflow idempotency key -> workflow id
+    P:project:<pid>:wfs     ZSET    the project's workflows by creation time
+    P:wfs                   ZSET    every workflow by creation time
+    P:runs                  STREAM  the run queue, consumer group "workers"
+    P:lease:{wid}           STRING  the instance running the workflow (expires unless renewed)
+    channel P:changed:<wid>          a message per change, for notifications across instances
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from adapters._redis import AnyRedis
+
+__all__ = ["TERMINAL", "RunTicket", "WorkflowRecord", "WorkflowStore"]
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+_JSON_FIELDS = ("options", "pending", "agents_running", "result", "services")
+_GROUP = "workers"
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass
+class WorkflowRecord:
+    """What the store knows of one workflow (the status a caller sees)."""
+
+    id: str
+    project_id: str
+    workflow: str
+    status: str
+    created_at: float
+    updated_at: float
+    created_by: str = ""
+    brief: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    phase: str = ""
+    step: str = ""
+    percent: float = 0.0
+    message: str = ""
+    last_error: str = ""
+    waiting_reason: str = ""
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    agents_running: list[str] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)
+    forked_from: str = ""
+    control: str = ""
+    correlation_id: str = ""
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> WorkflowRecord:
+        """Decode a Redis hash into a record."""
+        d = {_s(k): _s(v) for k, v in raw.items()}
+        kwargs: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            if name not in d:
+                continue
+            value: Any = d[name]
+            if name in _JSON_FIELDS:
+                if not value:
+                    continue
+                value = json.loads(value)
+            elif name in {"created_at", "updated_at", "percent"}:
+                value = float(value or 0)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def to_hash(self) -> dict[str, str]:
+        """Encode for HSET."""
+        out: dict[str, str] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = json.dumps(value) if name in _JSON_FIELDS else str(value)
+        return out
+
+
+@dataclass(frozen=True)
+class RunTicket:
+    """One claimed entry of the run queue."""
+
+    entry_id: str
+    workflow_id: str
+    reason: str
+    correlation_id: str
+
+
+class WorkflowStore:
+    """Redis side of workflows: records, queue, events, decisions, jobs, notifications.
+
+    Args:
+        client: redis-py asyncio client (bytes responses).
+        prefix: key prefix shared by every instance of one deployment.
+        retention_seconds: how long a finished workflow's keys live.
+    """
+
+    def __init__(
+        self, client: AnyRedis, *, prefix: str = "mo", retention_seconds: float = 30 * 86400
+    ) -> None:
+        # redis-py's stubs type replies as unions of bytes/str/None/Awaitable; replies are bytes here.
+        self.client: Any = client
+        self.prefix = prefix
+        self.retention_seconds = int(retention_seconds)
+        self._transactional = not isinstance(client, RedisCluster)
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def key(self, wid: str, suffix: str = "") -> str:
+        """The key of a workflow, or of one of its parts (``events``, ``decisions``, ``jobs``)."""
+        return f"{self.prefix}:wf:{{{wid}}}" + (f":{suffix}" if suffix else "")
+
+    @property
+    def queue_key(self) -> str:
+        """The run queue stream."""
+        return f"{self.prefix}:runs"
+
+    def channel(self, wid: str) -> str:
+        """The pub/sub channel announcing changes of one workflow."""
+        return f"{self.prefix}:changed:{wid}"
+
+    def lease_key(self, wid: str) -> str:
+        """The lease of the instance running a workflow."""
+        return f"{self.prefix}:lease:{{{wid}}}"
+
+    # -- create, read -------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        project_id: str,
+        workflow: str,
+        brief: str,
+        options: dict[str, Any],
+        created_by: str,
+        correlation_id: str,
+        idempotency_key: str | None = None,
+        forked_from: str = "",
+    ) -> tuple[WorkflowRecord, bool]:
+        """Create a workflow and enqueue its first run; with a known idempotency key return that one.
+
+        Returns:
+            The record, and whether it was created by this call.
+        """
+        wid = f"wf-{uuid.uuid4().hex[:16]}"
+        if idempotency_key:
+            idem = f"{self.prefix}:idem:{project_id}:{idempotency_key}"
+            claimed = await self.client.set(idem, wid, nx=True, ex=self.retention_seconds)
+            if not claimed:
+                existing = await self.client.get(idem)
+                if existing is not None:
+                    rec = await self.get(_s(existing))
+                    if rec is not None:
+                        return rec, False
+                # The key outlived its workflow: take it over.
+                await self.client.set(idem, wid, ex=self.retention_seconds)
+        now = _now()
+        rec = WorkflowRecord(
+            id=wid,
+            project_id=project_id,
+            workflow=workflow,
+            status="queued",
+            created_at=now,
+            updated_at=now,
+            created_by=created_by,
+            brief=brief,
+            options=options,
+            forked_from=forked_from,
+            correlation_id=correlation_id,
+            message="waiting for a worker",
+        )
+        pipe = self.client.pipeline(transaction=self._transactional)
+        pipe.hset(self.key(wid), mapping=rec.to_hash())
+        pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
+        pipe.zadd(f"{self.prefix}:wfs", {wid: now})
+        self._event(pipe, wid, "workflow.created", created_by, correlation_id, workflow=workflow)
+        pipe.xadd(self.queue_key, {"wid": wid, "reason": "start", "cid": correlation_id})
+        pipe.publish(self.channel(wid), "created")
+        await pipe.execute()
+        return rec, True
+
+    async def get(self, wid: str) -> WorkflowRecord | None:
+        """The record, or None for an unknown workflow."""
+        raw = await self.client.hgetall(self.key(wid))
+        return WorkflowRecord.from_hash(raw) if raw else None
+
+    async def list_workflows(
+        self, *, project_ids: list[str] | None, status: str | None, cursor: float | None, limit: int
+    ) -> tuple[list[WorkflowRecord], float | None]:
+        """Workflows newest first, optionally of some projects and one status; cursor pages on."""
+        upper = f"({cursor}" if cursor is not None else "+inf"
+        keys = (
+            [f"{self.prefix}:project:{p}:wfs" for p in project_ids]
+            if project_ids is not None
+            else [f"{self.prefix}:wfs"]
+        )
+        out: list[WorkflowRecord] = []
+        next_cursor: float | None = None
+        scan_upper = upper
+        while len(out) < limit:
+            batch: list[tuple[str, float]] = []
+            for k in keys:
+                rows = await self.client.zrevrangebyscore(
+                    k, scan_upper, "-inf", start=0, num=limit, withscores=True
+                )
+                batch += [(_s(m), float(s)) for m, s in rows]
+            if not batch:
+                next_cursor = None
+                break
+            batch.sort(key=lambda r: r[1], reverse=True)
+            batch = batch[:limit]
+            pipe = self.client.pipeline(transaction=False)
+            for wid, _ in batch:
+                pipe.hgetall(self.key(wid))
+            raws = await pipe.execute()
+            for (_, score), raw in zip(batch, raws, strict=True):
+                next_cursor = score
+                if not raw:
+                    continue
+                rec = WorkflowRecord.from_hash(raw)
+                if status and rec.status != status:
+                    continue
+                out.append(rec)
+                if len(out) >= limit:
+                    break
+            scan_upper = f"({next_cursor}"
+            if len(batch) < limit:
+                if len(out) < limit:
+                    next_cursor = None
+                break
+        return out, next_cursor
+
+    # -- update -------------------------------------------------------------------------------
+
+    def _event(self, pipe: Any, wid: str, what: str, who: str, correlation_id: str, **data: Any) -> None:
+        entry = {
+            "what": what,
+            "who": who or "system",
+            "when": f"{_now():.6f}",
+            "cid": correlation_id,
+            "data": json.dumps(data, default=str),
+        }
+        pipe.xadd(self.key(wid, "events"), entry, maxlen=10_000, approximate=True)
+
+    async def update(
+        self,
+        wid: str,
+        fields: Mapping[str, Any],
+        *,
+        event: str | None = None,
+        who: str = "system",
+        correlation_id: str = "",
+        event_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Change fields of the record, append an event if given, and announce the change."""
+        enc: dict[str, str] = {"updated_at": str(_now())}
+        for k, v in fields.items():
+            enc[k] = json.dumps(v) if k in _JSON_FIELDS else str(v)
+        pipe = self.client.pipeline(transaction=self._transactional)
+        pipe.hset(self.key(wid), mapping=enc)
+        if event:
+            self._event(pipe, wid, event, who, correlation_id, **dict(event_data or {}))
+        if fields.get("status") in TERMINAL:
+            for suffix in ("", "events", "decisions", "jobs"):
+                pipe.expire(self.key(wid, suffix), self.retention_seconds)
+        pipe.publish(self.channel(wid), event or "updated")
+        await pipe.execute()
+
+    async def events(self, wid: str, *, count: int = 1000) -> list[dict[str, Any]]:
+        """The audit log of a workflow, oldest first."""
+        rows = await self.client.xrange(self.key(wid, "events"), count=count)
+        out = []
+        for entry_id, raw in rows:
+            d = {_s(k): _s(v) for k, v in raw.items()}
+            out.append(
+                {
+                    "id": _s(entry_id),
+                    "what": d.get("what", ""),
+                    "who": d.get("who", ""),
+                    "when": float(d.get("when", 0)),
+                    "correlation_id": d.get("cid", ""),
+                    "data": json.loads(d.get("data") or "{}"),
+                }
+            )
+        return out
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    async def record_decision(
+        self, wid: str, decision_id: str, answer: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any]]:
+        """Record the first answer to a decision; returns (recorded now, the answer that stands)."""
+        key = self.key(wid, "decisions")
+        if await self.client.hsetnx(key, decision_id, json.dumps(answer)):
+            return True, answer
+        stored = await self.client.hget(key, decision_id)
+        return False, json.loads(stored) if stored else answer
+
+    async def decisions(self, wid: str) -> dict[str, dict[str, Any]]:
+        """Every recorded answer by decision id."""
+        raw = await self.client.hgetall(self.key(wid, "decisions"))
+        return {_s(k): json.loads(v) for k, v in raw.items()}
+
+    # -- outside jobs -------------------------------------------------------------------------
+
+    async def job_for(self, wid: str, idempotency_key: str) -> str | None:
+        """The outside job already submitted for this step, if any."""
+        v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        return _s(v) if v is not None else None
+
+    async def remember_job(self, wid: str, idempotency_key: str, job_id: str) -> None:
+        """Record the outside job of a step before waiting for it."""
+        await self.client.hset(self.key(wid, "jobs"), idempotency_key, job_id)
+
+    async def forget_job(self, wid: str, idempotency_key: str) -> None:
+        """Drop a step's job record (after the job failed, so a retry submits anew)."""
+        await self.client.hdel(self.key(wid, "jobs"), idempotency_key)
+
+    def _job_key(self, task_id: str) -> str:
+        return f"{self.prefix}:job:{task_id}"
+
+    async def put_job_result(self, task_id: str, result: dict[str, Any], ttl: int = 86400) -> bool:
+        """Store a job's result (from the webhook) and wake its waiter; False if already stored."""
+        stored = await self.client.set(self._job_key(task_id), json.dumps(result), nx=True, ex=ttl)
+        if stored:
+            await self.client.publish(self._job_key(task_id), "done")
+        return bool(stored)
+
+    async def job_result(self, task_id: str) -> dict[str, Any] | None:
+        """A job's result if its webhook has arrived."""
+        raw = await self.client.get(self._job_key(task_id))
+        return json.loads(raw) if raw else None
+
+    async def wait_job_result(self, task_id: str, wait_seconds: float) -> None:
+        """Sleep until the job's webhook arrives or `wait_seconds` pass."""
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(self._job_key(task_id))
+            if await self.client.exists(self._job_key(task_id)):
+                return
+            deadline = asyncio.get_running_loop().time() + wait_seconds
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+                if msg is not None:
+                    return
+        finally:
+            await pubsub.aclose()
+
+    async def jobs(self, wid: str) -> dict[str, str]:
+        """Every outside job of the workflow by idempotency key."""
+        raw = await self.client.hgetall(self.key(wid, "jobs"))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    # -- run queue ----------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the run queue's consumer group if it does not exist."""
+        try:
+            await self.client.xgroup_create(self.queue_key, _GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def enqueue(self, wid: str, reason: str, correlation_id: str) -> None:
+        """Queue a run of the workflow (start, resume, retry)."""
+        await self.client.xadd(self.queue_key, {"wid": wid, "reason": reason, "cid": correlation_id})
+
+    @staticmethod
+    def _tickets(rows: Any) -> list[RunTicket]:
+        out = []
+        for entry_id, raw in rows:
+            if raw is None:
+                continue
+            d = {_s(k): _s(v) for k, v in raw.items()}
+            out.append(RunTicket(_s(entry_id), d.get("wid", ""), d.get("reason", ""), d.get("cid", "")))
+        return out
+
+    async def claim(self, consumer: str, count: int, block_ms: int) -> list[RunTicket]:
+        """New runs for this consumer (blocks up to block_ms)."""
+        resp = await self.client.xreadgroup(
+            _GROUP, consumer, {self.queue_key: ">"}, count=count, block=block_ms
+        )
+        out: list[RunTicket] = []
+        for _, rows in resp or []:
+            out += self._tickets(rows)
+        return out
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[RunTicket]:
+        """Runs whose holder stopped renewing them for min_idle_ms (a dead instance)."""
+        resp = await self.client.xautoclaim(self.queue_key, _GROUP, consumer, min_idle_ms, "0-0", count=count)
+        return self._tickets(resp[1])
+
+    async def renew(self, consumer: str, tickets: list[RunTicket], lease_ms: int) -> None:
+        """Heartbeat: reset the idle time of held runs and extend their leases."""
+        if not tickets:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xclaim(self.queue_key, _GROUP, consumer, 0, [t.entry_id for t in tickets], justid=True)
+        for t in tickets:
+            pipe.set(self.lease_key(t.workflow_id), consumer, px=lease_ms)
+        await pipe.execute()
+
+    async def take_lease(self, wid: str, consumer: str, lease_ms: int) -> bool:
+        """Own the workflow's lease unless another live instance holds it."""
+        if await self.client.set(self.lease_key(wid), consumer, nx=True, px=lease_ms):
+            return True
+        holder = await self.client.get(self.lease_key(wid))
+        return holder is not None and _s(holder) == consumer
+
+    async def finish(self, ticket: RunTicket, consumer: str) -> None:
+        """Acknowledge a run and drop the lease if it is ours."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(self.queue_key, _GROUP, ticket.entry_id)
+        pipe.xdel(self.queue_key, ticket.entry_id)
+        await pipe.execute()
+        holder = await self.client.get(self.lease_key(ticket.workflow_id))
+        if holder is not None and _s(holder) == consumer:
+            await self.client.delete(self.lease_key(ticket.workflow_id))
+
+    async def queue_depth(self) -> int:
+        """Entries waiting or held in the run queue."""
+        return int(await self.client.xlen(self.queue_key))

@@ -1,0 +1,7 @@
+"""`python -m server` is the `movie-orchestrator` command."""
+
+import sys
+
+from server.cli import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""`make demo`: a complete production on this machine, driven through a real MCP client over stdio."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mcp import Client, StdioServerParameters
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.prompt import Prompt
+from rich.table import Table
+
+__all__ = ["run_demo"]
+
+
+def _structured(result: Any) -> dict[str, Any]:
+    if result.is_error:
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        raise RuntimeError(text)
+    data: dict[str, Any] = result.structured_content or {}
+    return data
+
+
+def _choose(decision: dict[str, Any], console: Console, interactive: bool) -> str:
+    options = decision.get("options") or []
+    default = str(decision.get("context", {}).get("recommended") or (options[0] if options else "approve"))
+    if not interactive:
+        console.print(f"  [cyan]decision[/] {decision['question']} → auto-answered [bold]{default}[/]")
+        return default
+    console.print(f"\n[bold cyan]{decision['question']}[/]")
+    return Prompt.ask("  your choice", choices=options or None, default=default, console=console)
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    """Start the server over stdio with the sandbox stand-ins and run one production to the end."""
+    console = Console(stderr=False)
+    started = time.monotonic()
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="mo-demo-")) / "redis"
+    env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "warning"}
+    env.pop("REDIS_URL", None)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir)],
+        env=env,
+    )
+    console.rule("[bold]movie-orchestrator demo")
+    console.print(f"server: [dim]{' '.join(params.args)}[/] (stdio, embedded Redis in {data_dir})")
+    decisions = 0
+    async with Client(params, mode="legacy") as client:
+        tools = await client.list_tools()
+        console.print(
+            f"connected over MCP stdio; {len(tools.tools)} tools: {', '.join(t.name for t in tools.tools)}"
+        )
+        start = _structured(
+            await client.call_tool(
+                "start_workflow",
+                {
+                    "project_id": "demo-project",
+                    "workflow": args.workflow,
+                    "brief": "A lighthouse keeper finds a map that redraws itself every night.",
+                    "idempotency_key": f"demo-{int(time.time())}",
+                },
+            )
+        )
+        wid = start["workflow_id"]
+        console.print(f"started [bold]{wid}[/] ({args.workflow})")
+        status: dict[str, Any] = {}
+        with Progress(
+            TextColumn("[bold]{task.fields[phase]}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[msg]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            bar = progress.add_task("run", total=100, phase="queued", msg="")
+            while True:
+                status = _structured(
+                    await client.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5})
+                )
+                progress.update(
+                    bar,
+                    completed=status["percent"],
+                    phase=status["phase"] or status["status"],
+                    msg=status["message"][:60],
+                )
+                if status["status"] in {"completed", "failed", "cancelled"}:
+                    break
+                if status["status"] == "waiting_decision":
+                    progress.stop()
+                    for d in status["pending_decisions"]:
+                        choice = _choose(d, console, args.interactive)
+                        _structured(
+                            await client.call_tool(
+                                "submit_decision",
+                                {"workflow_id": wid, "decision_id": d["id"], "choice": choice},
+                            )
+                        )
+                        decisions += 1
+                    progress.start()
+        events = await client.read_resource(f"workflow://{wid}/events") if False else None
+        del events
+    elapsed = time.monotonic() - started
+    media_dir = data_dir.parent / "sandbox-media"
+    files = sorted(p for p in media_dir.rglob("*") if p.is_file()) if media_dir.exists() else []
+    table = Table(title=f"Production {wid}: {status.get('status')}", show_header=False)
+    table.add_row("workflow", args.workflow)
+    table.add_row("status", str(status.get("status")))
+    table.add_row("last phase", str(status.get("phase")))
+    table.add_row("decisions answered", str(decisions))
+    table.add_row("media files", str(len(files)))
+    table.add_row("media folder", str(media_dir))
+    table.add_row("time taken", f"{elapsed:.1f}s")
+    for k, v in (status.get("result") or {}).items():
+        table.add_row(f"result.{k}", str(v)[:100])
+    if status.get("last_error"):
+        table.add_row("last error", status["last_error"][:200])
+    console.print(table)
+    return 0 if status.get("status") == "completed" else 1

@@ -1,0 +1,366 @@
+"""The run engine: workers claim runs from the Redis Stream, hold leases, execute graphs.
+
+A run is "bring this workflow as far as it can go now": start it, continue it after a crash, or
+resume it with the decisions recorded since it stopped. Runs survive any one process: a run whose
+holder stops renewing its claim is taken over (XAUTOCLAIM) and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
+from langgraph.types import Command, StateSnapshot
+
+from adapters import TERMINAL, RedisCheckpointSaver, RunTicket, WorkflowRecord, WorkflowStore
+from graphs import WORKFLOWS, Ports
+
+__all__ = ["Engine"]
+
+log = structlog.get_logger(__name__)
+
+
+def pending_decisions(state: StateSnapshot) -> list[dict[str, Any]]:
+    """The open interrupts of a snapshot as decisions a caller can answer."""
+    out = []
+    for intr in state.interrupts:
+        value = intr.value if isinstance(intr.value, dict) else {"question": str(intr.value)}
+        out.append(
+            {
+                "id": intr.id,
+                "question": str(value.get("question", "")),
+                "options": list(value.get("options", [])),
+                "kind": str(value.get("kind", "choice")),
+                "deadline": value.get("deadline"),
+                "context": value.get("context", {}),
+            }
+        )
+    return out
+
+
+class Engine:
+    """Worker pool of one instance.
+
+    Args:
+        store: workflow records and the run queue.
+        saver: the checkpointer every graph uses.
+        make_ports: builds the ports of a run from its workflow record.
+        consumer: this instance's name in the consumer group and in leases.
+        concurrency: most runs this instance executes at once (waiting costs no thread).
+        lease_seconds: how long a silent holder keeps a run before others may take it.
+        durability: LangGraph durability for runs ("sync" waits for each checkpoint).
+    """
+
+    def __init__(
+        self,
+        store: WorkflowStore,
+        saver: RedisCheckpointSaver,
+        make_ports: Callable[[WorkflowRecord], Ports],
+        *,
+        consumer: str,
+        concurrency: int = 1000,
+        lease_seconds: float = 30.0,
+        durability: str = "sync",
+    ) -> None:
+        self.store = store
+        self.saver = saver
+        self.make_ports = make_ports
+        self.consumer = consumer
+        self.concurrency = concurrency
+        self.lease_ms = int(lease_seconds * 1000)
+        self.durability = durability
+        self._graphs: dict[str, Any] = {}
+        self._running: dict[str, tuple[RunTicket, asyncio.Task[None], RunControl]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._slot = asyncio.Event()
+        self.stats = {"runs_started": 0, "runs_finished": 0, "reclaimed": 0}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def graph(self, name: str) -> Any:
+        """The compiled graph of a workflow (compiled once per process)."""
+        if name not in self._graphs:
+            self._graphs[name] = WORKFLOWS[name].build().compile(checkpointer=self.saver)
+        return self._graphs[name]
+
+    async def start(self) -> None:
+        """Create the consumer group and start claiming runs and renewing leases."""
+        await self.store.ensure_group()
+        for coro in (self._claim_loop(), self._heartbeat_loop()):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        log.info("engine.started", consumer=self.consumer, concurrency=self.concurrency)
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop claiming; drain running runs at their next step boundary, hand back the rest."""
+        self._stopping.set()
+        for _, _, control in self._running.values():
+            control.request_drain("shutdown")
+        running = [t for _, t, _ in self._running.values()]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace_seconds)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("engine.stopped", consumer=self.consumer)
+
+    def control(self, wid: str, what: str) -> bool:
+        """Apply pause/cancel to a run this instance holds; False if it holds none."""
+        held = self._running.get(wid)
+        if held is None:
+            return False
+        _, task, control = held
+        if what == "pause":
+            control.request_drain("pause")
+        elif what == "cancel":
+            task.cancel()
+        return True
+
+    @property
+    def running(self) -> list[str]:
+        """Workflow ids this instance is executing."""
+        return list(self._running)
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        last_reclaim = 0.0
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            try:
+                tickets: list[RunTicket] = []
+                if time.monotonic() - last_reclaim > self.lease_ms / 4000:
+                    last_reclaim = time.monotonic()
+                    reclaimed = await self.store.reclaim(self.consumer, self.lease_ms, min(free, 100))
+                    reclaimed = [t for t in reclaimed if t.workflow_id not in self._running]
+                    if reclaimed:
+                        self.stats["reclaimed"] += len(reclaimed)
+                        log.warning("engine.runs_reclaimed", count=len(reclaimed))
+                    tickets += reclaimed
+                tickets += await self.store.claim(self.consumer, min(free - len(tickets), 100) or 1, 200)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("engine.claim_failed")
+                await asyncio.sleep(1.0)
+                continue
+            for ticket in tickets:
+                self._spawn(ticket)
+
+    def _spawn(self, ticket: RunTicket) -> None:
+        if ticket.workflow_id in self._running:
+            # The run in progress will see whatever this entry asks for; drop the duplicate.
+            task = asyncio.create_task(self.store.finish(ticket, self.consumer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        control = RunControl()
+        task = asyncio.create_task(self._run(ticket, control))
+        self._running[ticket.workflow_id] = (ticket, task, control)
+        self.stats["runs_started"] += 1
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(ticket.workflow_id, None)
+            self.stats["runs_finished"] += 1
+            self._slot.set()
+
+        task.add_done_callback(done)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                await self.store.renew(
+                    self.consumer, [t for t, _, _ in self._running.values()], self.lease_ms
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("engine.heartbeat_failed")
+
+    # -- one run ------------------------------------------------------------------------------
+
+    async def _run(self, ticket: RunTicket, control: RunControl) -> None:
+        wid = ticket.workflow_id
+        structlog.contextvars.bind_contextvars(
+            workflow_id=wid, run_id=ticket.entry_id, correlation_id=ticket.correlation_id
+        )
+        handed_back = False
+        try:
+            rec = await self.store.get(wid)
+            if rec is None or rec.status in TERMINAL:
+                return
+            if not await self.store.take_lease(wid, self.consumer, self.lease_ms):
+                log.info("engine.run_held_elsewhere")
+                return
+            if rec.control in {"pause", "cancel"}:
+                await self._apply_control(rec)
+                return
+            log.info("engine.run_claimed", reason=ticket.reason)
+            handed_back = await self._drive(rec, control)
+        except asyncio.CancelledError:
+            rec = await self.store.get(wid)
+            if rec is not None and rec.control == "cancel":
+                await self._apply_control(rec)
+            elif self._stopping.is_set():
+                handed_back = True
+            else:
+                raise
+        except Exception as exc:
+            log.exception("engine.run_failed")
+            await self.store.update(
+                wid,
+                {
+                    "status": "failed",
+                    "last_error": f"{type(exc).__name__}: {exc}"[:2000],
+                    "agents_running": [],
+                },
+                event="workflow.failed",
+                correlation_id=ticket.correlation_id,
+                event_data={"error": f"{type(exc).__name__}: {exc}"[:500]},
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                if handed_back:
+                    # Give the run to any instance right away instead of waiting for the lease.
+                    await self.store.enqueue(wid, "handed_back", ticket.correlation_id)
+                await self.store.finish(ticket, self.consumer)
+            structlog.contextvars.unbind_contextvars("workflow_id", "run_id", "correlation_id")
+
+    async def _apply_control(self, rec: WorkflowRecord) -> None:
+        if rec.control == "pause":
+            await self.store.update(
+                rec.id,
+                {"status": "paused", "agents_running": [], "message": "paused"},
+                event="workflow.paused",
+            )
+        elif rec.control == "cancel":
+            await self.store.update(
+                rec.id,
+                {"status": "cancelled", "agents_running": [], "message": "cancelled"},
+                event="workflow.cancelled",
+            )
+
+    async def _drive(self, rec: WorkflowRecord, control: RunControl) -> bool:
+        """Run until the workflow completes, waits for a human, fails or is drained.
+
+        Returns:
+            True when the run was drained for shutdown (to be handed back), else False.
+        """
+        wid = rec.id
+        graph = self.graph(rec.workflow)
+        config: Any = {"configurable": {"thread_id": wid}, "recursion_limit": 1000}
+        ports = self.make_ports(rec)
+        spec = WORKFLOWS[rec.workflow]
+        while True:
+            state = await graph.aget_state(config)
+            graph_input: Any
+            if state.created_at is None:
+                graph_input = spec.initial_input(rec.project_id, rec.brief, rec.options)
+            elif state.interrupts:
+                answers = await self.store.decisions(wid)
+                resume = {i.id: answers[i.id]["choice"] for i in state.interrupts if i.id in answers}
+                if not resume:
+                    pending = pending_decisions(state)
+                    await self.store.update(
+                        wid,
+                        {
+                            "status": "waiting_decision",
+                            "pending": pending,
+                            "agents_running": [],
+                            "message": pending[0]["question"] if pending else "waiting for a decision",
+                        },
+                        event="decision.requested",
+                        event_data={"decisions": [p["id"] for p in pending]},
+                    )
+                    return False
+                graph_input = Command(resume=resume)
+            elif state.next:
+                graph_input = None
+            else:
+                await self.store.update(
+                    wid,
+                    {
+                        "status": "completed",
+                        "percent": 100,
+                        "pending": [],
+                        "agents_running": [],
+                        "message": "completed",
+                        "result": _jsonable(state.values.get("summary", {})),
+                    },
+                    event="workflow.completed",
+                )
+                return False
+            await self.store.update(
+                wid,
+                {"status": "running", "pending": [], "last_error": "", "message": "running"},
+                event="run.started" if graph_input is not None else "run.resumed",
+            )
+            try:
+                await self._stream(wid, graph, graph_input, config=config, ports=ports, control=control)
+            except GraphDrained as drained:
+                if drained.reason == "pause":
+                    await self.store.update(
+                        wid,
+                        {"status": "paused", "agents_running": [], "message": "paused"},
+                        event="workflow.paused",
+                    )
+                    return False
+                log.info("engine.run_drained", reason=drained.reason)
+                return True
+
+    async def _stream(
+        self, wid: str, graph: Any, graph_input: Any, *, config: Any, ports: Ports, control: RunControl
+    ) -> None:
+        running: dict[str, str] = {}
+        async for mode, chunk in graph.astream(
+            graph_input,
+            config,
+            context=ports,
+            stream_mode=["custom", "tasks"],
+            durability=self.durability,
+            control=control,
+        ):
+            if mode == "custom" and isinstance(chunk, dict):
+                fields = {k: chunk[k] for k in ("phase", "step", "percent", "message") if k in chunk}
+                if fields:
+                    await self.store.update(wid, fields)
+            elif mode == "tasks" and isinstance(chunk, dict):
+                if "result" in chunk or "error" in chunk:
+                    running.pop(chunk["id"], None)
+                    event = "agent.failed" if chunk.get("error") else "agent.finished"
+                    await self.store.update(
+                        wid,
+                        {"agents_running": sorted(set(running.values()))},
+                        event=event,
+                        event_data={"agent": chunk["name"], "error": str(chunk.get("error") or "")[:500]},
+                    )
+                else:
+                    running[chunk["id"]] = chunk["name"]
+                    await self.store.update(
+                        wid,
+                        {"agents_running": sorted(set(running.values()))},
+                        event="agent.started",
+                        event_data={"agent": chunk["name"]},
+                    )
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,168 @@
+"""The MCP surface: tools over OrchestratorService, with schemas and errors an LLM can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from server._models import DecisionResult, StartResult, WorkflowList, WorkflowStatus
+from server._service import Caller, OrchestratorService
+from server.errors import ServiceError
+
+__all__ = ["build_mcp_server"]
+
+T = TypeVar("T")
+
+_INSTRUCTIONS = """\
+movie-orchestrator runs AI movie productions as durable workflows.
+Start one with start_workflow (it returns at once with a workflow_id), follow it with get_status
+(pass wait_seconds to wait for the next change), and answer its questions with submit_decision
+when get_status shows pending_decisions. Workflows survive restarts; nothing runs inside a call.
+"""
+
+WorkflowId = Annotated[str, Field(description="id returned by start_workflow, e.g. 'wf-0123456789abcdef'")]
+
+
+async def _run(coro: Awaitable[T]) -> T:
+    try:
+        return await coro
+    except ServiceError as exc:
+        raise ToolError(f"{exc.code}: {exc}") from exc
+
+
+def build_mcp_server(
+    service: OrchestratorService, *, caller_of: Callable[[Context], Caller] | None = None
+) -> MCPServer:
+    """The MCPServer exposing the orchestrator's tools.
+
+    Args:
+        service: the operations behind the tools.
+        caller_of: who is calling, from the request context (default: the trusted local user).
+    """
+    mcp = MCPServer(name="movie-orchestrator", instructions=_INSTRUCTIONS, version="0.1.0")
+
+    def who(ctx: Context) -> Caller:
+        return caller_of(ctx) if caller_of is not None else Caller()
+
+    @mcp.tool(
+        description=(
+            "Start a production workflow for a project. Returns immediately with the workflow id and "
+            "resource URIs; the production runs in the background. The same idempotency_key "
+            "returns the same workflow instead of starting another."
+        ),
+        annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False, open_world_hint=True),
+    )
+    async def start_workflow(
+        project_id: Annotated[str, Field(description="Auto-Movie project id (letters, digits, '_', '-')")],
+        ctx: Context,
+        workflow: Annotated[
+            str, Field(description="movie_production | character_development | episode_production | preview")
+        ] = "movie_production",
+        brief: Annotated[str, Field(description="what the production is about, in plain words")] = "",
+        options: Annotated[
+            dict[str, Any] | None,
+            Field(description="workflow options, e.g. {'scenes': 6, 'auto_approve': true}"),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None, Field(description="any string; repeating it returns the first workflow")
+        ] = None,
+    ) -> StartResult:
+        return await _run(
+            service.start_workflow(
+                who(ctx),
+                project_id=project_id,
+                workflow=workflow,
+                brief=brief,
+                options=options,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    @mcp.tool(
+        description=(
+            "Where a workflow stands: status, phase, step, percent, agents running, pending decisions "
+            "(answer them with submit_decision) and the last error. With wait_seconds, waits for the "
+            "next change (up to that long) and sends progress notifications meanwhile."
+        ),
+        annotations=ToolAnnotations(read_only_hint=True),
+    )
+    async def get_status(
+        workflow_id: WorkflowId,
+        ctx: Context,
+        wait_seconds: Annotated[float, Field(ge=0, le=300, description="0 answers at once")] = 0,
+    ) -> WorkflowStatus:
+        caller = who(ctx)
+        if not wait_seconds:
+            return await _run(service.get_status(caller, workflow_id))
+
+        async def progress(status: WorkflowStatus) -> None:
+            await ctx.report_progress(status.percent, 100, f"{status.status}: {status.message}")
+
+        return await _run(service.wait_status(caller, workflow_id, wait_seconds, progress))
+
+    @mcp.tool(
+        description=(
+            "Answer a pending decision of a workflow (ids and allowed options are in get_status's "
+            "pending_decisions). Idempotent: repeating the same answer is accepted; a different answer "
+            "to a decision already taken is refused with the earlier choice."
+        ),
+        annotations=ToolAnnotations(idempotent_hint=True),
+    )
+    async def submit_decision(
+        workflow_id: WorkflowId,
+        decision_id: Annotated[str, Field(description="id from pending_decisions")],
+        choice: Annotated[str, Field(description="one of the decision's options")],
+        ctx: Context,
+        comment: Annotated[str, Field(description="optional reason, kept in the audit log")] = "",
+    ) -> DecisionResult:
+        return await _run(
+            service.submit_decision(
+                who(ctx), workflow_id=workflow_id, decision_id=decision_id, choice=choice, comment=comment
+            )
+        )
+
+    @mcp.tool(
+        description="List workflows newest first, optionally of one project and one status; page with cursor.",
+        annotations=ToolAnnotations(read_only_hint=True),
+    )
+    async def list_workflows(
+        ctx: Context,
+        project_id: str | None = None,
+        status: Annotated[
+            str | None,
+            Field(
+                description="queued | running | waiting_decision | paused | completed | failed | cancelled"
+            ),
+        ] = None,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 50,
+    ) -> WorkflowList:
+        return await _run(
+            service.list_workflows(who(ctx), project_id=project_id, status=status, cursor=cursor, limit=limit)
+        )
+
+    @mcp.tool(description="Pause a workflow at its next step boundary; its progress is kept.")
+    async def pause_workflow(workflow_id: WorkflowId, ctx: Context) -> WorkflowStatus:
+        return await _run(service.pause(who(ctx), workflow_id))
+
+    @mcp.tool(description="Resume a paused workflow from where it stopped.")
+    async def resume_workflow(workflow_id: WorkflowId, ctx: Context) -> WorkflowStatus:
+        return await _run(service.resume(who(ctx), workflow_id))
+
+    @mcp.tool(
+        description="Cancel a workflow for good (outside jobs are cancelled too).",
+        annotations=ToolAnnotations(destructive_hint=True),
+    )
+    async def cancel_workflow(workflow_id: WorkflowId, ctx: Context) -> WorkflowStatus:
+        return await _run(service.cancel(who(ctx), workflow_id))
+
+    @mcp.tool(description="Re-run the step a failed workflow stopped at; finished steps are not redone.")
+    async def retry_step(workflow_id: WorkflowId, ctx: Context) -> WorkflowStatus:
+        return await _run(service.retry_step(who(ctx), workflow_id))
+
+    return mcp

@@ -1,0 +1,407 @@
+"""The orchestrator's operations, independent of MCP: validate, touch Redis, enqueue, answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from adapters import TERMINAL, WorkflowRecord, WorkflowStore
+from graphs import WORKFLOWS
+from server._models import (
+    Decision,
+    DecisionResult,
+    StartResult,
+    WorkflowList,
+    WorkflowStatus,
+    WorkflowSummary,
+)
+from server.errors import ConflictError, InvalidArgumentError, NotFoundError
+
+__all__ = ["Caller", "OrchestratorService"]
+
+log = structlog.get_logger(__name__)
+
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_WID_RE = re.compile(r"^wf-[0-9a-f]{16}$")
+_IDEM_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_MAX_OPTIONS_BYTES = 16_384
+_MAX_COMMENT = 2_000
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a key's name, the projects it may touch ("*" for all) and its role."""
+
+    name: str = "local"
+    projects: tuple[str, ...] = ("*",)
+    role: str = "admin"
+    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def sees(self, project_id: str) -> bool:
+        """True if the caller may see the project."""
+        return "*" in self.projects or project_id in self.projects
+
+
+def _status(rec: WorkflowRecord) -> WorkflowStatus:
+    return WorkflowStatus(
+        workflow_id=rec.id,
+        project_id=rec.project_id,
+        workflow=rec.workflow,
+        status=rec.status,
+        phase=rec.phase,
+        step=rec.step,
+        percent=rec.percent,
+        message=rec.message,
+        agents_running=rec.agents_running,
+        pending_decisions=[Decision.model_validate(p) for p in rec.pending],
+        last_error=rec.last_error,
+        created_at=rec.created_at,
+        updated_at=rec.updated_at,
+        result=rec.result,
+        forked_from=rec.forked_from,
+    )
+
+
+class OrchestratorService:
+    """Start, inspect, steer and decide workflows.
+
+    Args:
+        store: the Redis workflow store.
+        brief_max_chars: longest brief accepted.
+        publish_control: announces pause/cancel to whichever instance runs the workflow.
+    """
+
+    def __init__(
+        self,
+        store: WorkflowStore,
+        *,
+        brief_max_chars: int = 20_000,
+        publish_control: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.brief_max_chars = brief_max_chars
+        self._publish_control = publish_control
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _visible(self, caller: Caller, workflow_id: str) -> WorkflowRecord:
+        if not isinstance(workflow_id, str) or not _WID_RE.match(workflow_id):
+            raise InvalidArgumentError("workflow_id", "must look like 'wf-' followed by 16 hex digits")
+        rec = await self.store.get(workflow_id)
+        if rec is None or not caller.sees(rec.project_id):
+            msg = f"unknown workflow {workflow_id!r}"
+            raise NotFoundError(msg, workflow_id=workflow_id)
+        return rec
+
+    @staticmethod
+    def resources(wid: str) -> dict[str, str]:
+        """The resource URIs of a workflow."""
+        return {
+            "state": f"workflow://{wid}/state",
+            "decisions": f"workflow://{wid}/decisions",
+            "events": f"workflow://{wid}/events",
+            "checkpoints": f"workflow://{wid}/checkpoints",
+        }
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def start_workflow(
+        self,
+        caller: Caller,
+        *,
+        project_id: str,
+        workflow: str = "movie_production",
+        brief: str = "",
+        options: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> StartResult:
+        """Validate, record and enqueue a workflow; returns at once.
+
+        Raises:
+            InvalidArgumentError: an argument is wrong (nothing is written).
+            NotFoundError: the caller's key does not cover the project.
+        """
+        if not isinstance(project_id, str) or not _PROJECT_RE.match(project_id):
+            raise InvalidArgumentError(
+                "project_id", "must be 1-100 characters of letters, digits, '_' or '-'"
+            )
+        if workflow not in WORKFLOWS:
+            raise InvalidArgumentError("workflow", f"unknown workflow; use one of {sorted(WORKFLOWS)}")
+        if len(brief) > self.brief_max_chars:
+            raise InvalidArgumentError(
+                "brief", f"is {len(brief)} characters; at most {self.brief_max_chars} are accepted"
+            )
+        opts = options or {}
+        if len(json.dumps(opts, default=str)) > _MAX_OPTIONS_BYTES:
+            raise InvalidArgumentError("options", f"larger than {_MAX_OPTIONS_BYTES} bytes as JSON")
+        if idempotency_key is not None and not _IDEM_RE.match(idempotency_key):
+            raise InvalidArgumentError(
+                "idempotency_key", "must be 1-200 characters of letters, digits, '_', '.', ':' or '-'"
+            )
+        if not caller.sees(project_id):
+            msg = f"unknown project {project_id!r}"
+            raise NotFoundError(msg, project_id=project_id)
+        rec, created = await self.store.create(
+            project_id=project_id,
+            workflow=workflow,
+            brief=brief,
+            options=opts,
+            created_by=caller.name,
+            correlation_id=caller.correlation_id,
+            idempotency_key=idempotency_key,
+        )
+        log.info("service.workflow_started", workflow_id=rec.id, project_id=project_id, created=created)
+        return StartResult(
+            workflow_id=rec.id,
+            status=rec.status,
+            project_id=rec.project_id,
+            workflow=rec.workflow,
+            created=created,
+            resources=self.resources(rec.id),
+        )
+
+    async def get_status(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
+        """The workflow's status straight from its Redis record."""
+        return _status(await self._visible(caller, workflow_id))
+
+    async def wait_status(
+        self,
+        caller: Caller,
+        workflow_id: str,
+        wait_seconds: float,
+        on_change: Callable[[WorkflowStatus], Awaitable[None]] | None = None,
+    ) -> WorkflowStatus:
+        """Return at the workflow's next change, or after `wait_seconds` with the current status."""
+        if not 0 <= wait_seconds <= 300:
+            raise InvalidArgumentError("wait_seconds", "must be between 0 and 300")
+        first = await self._visible(caller, workflow_id)
+        if wait_seconds == 0 or first.status in TERMINAL:
+            return _status(first)
+        pubsub = self.store.client.pubsub()
+        try:
+            await pubsub.subscribe(self.store.channel(workflow_id))
+            current = await self.store.get(workflow_id) or first
+            if current.updated_at != first.updated_at:
+                return _status(current)
+            deadline = time.monotonic() + wait_seconds
+            while (left := deadline - time.monotonic()) > 0:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 1.0))
+                if msg is None:
+                    continue
+                current = await self.store.get(workflow_id) or current
+                status = _status(current)
+                if on_change is not None:
+                    await on_change(status)
+                return status
+            return _status(current)
+        finally:
+            await pubsub.aclose()
+
+    async def submit_decision(
+        self,
+        caller: Caller,
+        *,
+        workflow_id: str,
+        decision_id: str,
+        choice: str,
+        comment: str = "",
+    ) -> DecisionResult:
+        """Answer an open decision; idempotent (the first answer stands) and resumes the run.
+
+        Raises:
+            NotFoundError: unknown workflow or decision.
+            InvalidArgumentError: the choice is not among the options, or the comment is too long.
+            ConflictError: the decision was already taken with another choice, or is closed.
+        """
+        rec = await self._visible(caller, workflow_id)
+        if len(comment) > _MAX_COMMENT:
+            raise InvalidArgumentError("comment", f"at most {_MAX_COMMENT} characters")
+        decided = await self.store.decisions(workflow_id)
+        if decision_id in decided:
+            earlier = decided[decision_id]
+            if earlier.get("choice") == choice:
+                return DecisionResult(
+                    accepted=True,
+                    reason="already recorded with this choice",
+                    workflow_id=workflow_id,
+                    decision_id=decision_id,
+                    choice=choice,
+                    decided_by=str(earlier.get("by", "")),
+                )
+            msg = (
+                f"decision {decision_id!r} of workflow {workflow_id!r} was already taken: "
+                f"{earlier.get('choice')!r} by {earlier.get('by')!r}"
+            )
+            raise ConflictError(msg, earlier_choice=earlier.get("choice"), decided_by=earlier.get("by"))
+        open_ = {p["id"]: p for p in rec.pending}
+        if decision_id not in open_:
+            msg = f"unknown or closed decision {decision_id!r} for workflow {workflow_id!r}"
+            if rec.pending:
+                msg += f"; open decisions: {sorted(open_)}"
+            raise NotFoundError(msg, decision_id=decision_id)
+        options = open_[decision_id].get("options") or []
+        if options and choice not in options:
+            raise InvalidArgumentError("choice", f"{choice!r} is not one of {options}")
+        answer = {"choice": choice, "comment": comment, "by": caller.name, "at": time.time()}
+        recorded, standing = await self.store.record_decision(workflow_id, decision_id, answer)
+        if not recorded and standing.get("choice") != choice:
+            msg = f"decision {decision_id!r} was taken concurrently: {standing.get('choice')!r}"
+            raise ConflictError(msg, earlier_choice=standing.get("choice"))
+        await self.store.update(
+            workflow_id,
+            {"status": "queued", "message": "decision received, resuming"},
+            event="decision.submitted",
+            who=caller.name,
+            correlation_id=caller.correlation_id,
+            event_data={"decision_id": decision_id, "choice": choice, "comment": comment},
+        )
+        await self.store.enqueue(workflow_id, "decision", caller.correlation_id)
+        return DecisionResult(
+            accepted=True,
+            reason="recorded; the workflow resumes",
+            workflow_id=workflow_id,
+            decision_id=decision_id,
+            choice=choice,
+            decided_by=caller.name,
+        )
+
+    async def list_workflows(
+        self,
+        caller: Caller,
+        *,
+        project_id: str | None = None,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> WorkflowList:
+        """Workflows the caller may see, newest first, one page at a time."""
+        if project_id is not None and not _PROJECT_RE.match(project_id):
+            raise InvalidArgumentError(
+                "project_id", "must be 1-100 characters of letters, digits, '_' or '-'"
+            )
+        statuses = {"queued", "running", "waiting_decision", "paused", *TERMINAL}
+        if status is not None and status not in statuses:
+            raise InvalidArgumentError("status", f"use one of {sorted(statuses)}")
+        if not 1 <= limit <= 200:
+            raise InvalidArgumentError("limit", "must be between 1 and 200")
+        try:
+            after = float(cursor) if cursor else None
+        except ValueError:
+            raise InvalidArgumentError("cursor", "pass the next_cursor of an earlier page") from None
+        if project_id is not None:
+            projects: list[str] | None = [project_id] if caller.sees(project_id) else []
+        else:
+            projects = None if "*" in caller.projects else list(caller.projects)
+        if projects == []:
+            return WorkflowList(workflows=[], next_cursor=None)
+        recs, nxt = await self.store.list_workflows(
+            project_ids=projects, status=status, cursor=after, limit=limit
+        )
+        return WorkflowList(
+            workflows=[
+                WorkflowSummary(
+                    workflow_id=r.id,
+                    project_id=r.project_id,
+                    workflow=r.workflow,
+                    status=r.status,
+                    percent=r.percent,
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                )
+                for r in recs
+            ],
+            next_cursor=repr(nxt) if nxt is not None else None,
+        )
+
+    async def pause(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
+        """Stop the workflow at its next step boundary, keeping its checkpoint."""
+        rec = await self._visible(caller, workflow_id)
+        if rec.status in TERMINAL:
+            msg = f"workflow {workflow_id!r} is {rec.status}; only unfinished workflows can be paused"
+            raise ConflictError(msg)
+        if rec.status == "paused":
+            return _status(rec)
+        await self.store.update(
+            workflow_id,
+            {"control": "pause"},
+            event="workflow.pause_requested",
+            who=caller.name,
+            correlation_id=caller.correlation_id,
+        )
+        if rec.status in {"queued", "waiting_decision"}:
+            await self.store.update(
+                workflow_id,
+                {"status": "paused", "message": "paused"},
+                event="workflow.paused",
+                who=caller.name,
+                correlation_id=caller.correlation_id,
+            )
+        elif self._publish_control is not None:
+            await self._publish_control(workflow_id, "pause")
+        return _status(await self.store.get(workflow_id) or rec)
+
+    async def resume(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
+        """Continue a paused workflow from its checkpoint."""
+        rec = await self._visible(caller, workflow_id)
+        if rec.status != "paused" and rec.control != "pause":
+            msg = f"workflow {workflow_id!r} is {rec.status}, not paused"
+            raise ConflictError(msg)
+        await self.store.update(
+            workflow_id,
+            {"control": "", "status": "queued", "message": "resuming"},
+            event="workflow.resumed",
+            who=caller.name,
+            correlation_id=caller.correlation_id,
+        )
+        await self.store.enqueue(workflow_id, "resume", caller.correlation_id)
+        return _status(await self.store.get(workflow_id) or rec)
+
+    async def cancel(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
+        """Stop the workflow for good and mark it cancelled."""
+        rec = await self._visible(caller, workflow_id)
+        if rec.status in TERMINAL:
+            if rec.status == "cancelled":
+                return _status(rec)
+            msg = f"workflow {workflow_id!r} is already {rec.status}"
+            raise ConflictError(msg)
+        await self.store.update(
+            workflow_id,
+            {"control": "cancel"},
+            event="workflow.cancel_requested",
+            who=caller.name,
+            correlation_id=caller.correlation_id,
+        )
+        if rec.status in {"queued", "waiting_decision", "paused"}:
+            await self.store.update(
+                workflow_id,
+                {"status": "cancelled", "message": "cancelled", "pending": []},
+                event="workflow.cancelled",
+                who=caller.name,
+                correlation_id=caller.correlation_id,
+            )
+        elif self._publish_control is not None:
+            await self._publish_control(workflow_id, "cancel")
+        return _status(await self.store.get(workflow_id) or rec)
+
+    async def retry_step(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
+        """Run a failed workflow again from the step that failed (finished steps are kept)."""
+        rec = await self._visible(caller, workflow_id)
+        if rec.status != "failed":
+            msg = f"workflow {workflow_id!r} is {rec.status}; only a failed workflow can retry its step"
+            raise ConflictError(msg)
+        await self.store.update(
+            workflow_id,
+            {"status": "queued", "message": "retrying the failed step"},
+            event="workflow.retry",
+            who=caller.name,
+            correlation_id=caller.correlation_id,
+        )
+        await self.store.enqueue(workflow_id, "retry", caller.correlation_id)
+        return _status(await self.store.get(workflow_id) or rec)

@@ -1,0 +1,9 @@
+"""STAND-INS of the platform's outside services, for the demo and the integration tests.
+
+They speak the contracts in shared/contracts/ on loopback ports; the adapters never know.
+"""
+
+from server.sandbox._serve import serve_app
+from server.sandbox.task_service import TaskServiceStandIn
+
+__all__ = ["TaskServiceStandIn", "serve_app"]

@@ -1,0 +1,46 @@
+"""The one settings object, read once at start from the environment (and `*_FILE` secrets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters import default_data_dir
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one orchestrator process.
+
+    Every field reads the environment variable of the same name in upper case (``REDIS_URL``,
+    ``TASK_SERVICE_API_KEY``, ...). Secrets are ``SecretStr``: they print as ``**********``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://, rediss://, unix:// or redis+cluster:// URL; unset starts an embedded server",
+    )
+    data_dir: Path = Field(default_factory=default_data_dir, description="embedded redis-server's folder")
+    key_prefix: str = Field(default="mo", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
+    instance_id: str = Field(default="", description="name of this instance in leases and events")
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    worker_concurrency: int = Field(default=1000, ge=1, le=100_000)
+    lease_seconds: float = Field(default=30.0, gt=0.5)
+    retention_days: float = Field(default=30.0, gt=0)
+    checkpoint_ttl_days: float | None = Field(default=None, gt=0)
+
+    task_service_url: str = ""
+    task_service_api_key: SecretStr = SecretStr("")
+    task_poll_seconds: float = Field(default=5.0, gt=0)
+    webhook_base_url: str = ""
+
+    brief_max_chars: int = Field(default=20_000, ge=100)
