@@ -1,8 +1,16 @@
 """Everything that talks to the outside world: Redis (embedded server, checkpointer) and services."""
 
+from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
 from adapters._redis import AnyRedis, connect_redis, is_cluster_url, open_redis
+from adapters._resilience import (
+    BreakerBoard,
+    CircuitOpenError,
+    RetryPolicy,
+    ServiceGuard,
+    set_testing,
+)
 from adapters._tasks import TASK_DATA_KEYS, TaskServiceClient, translate_http_error
 from adapters._workflows import TERMINAL, RunTicket, WorkflowRecord, WorkflowStore
 from adapters.errors import (
@@ -18,6 +26,9 @@ __all__ = [
     "TASK_DATA_KEYS",
     "TERMINAL",
     "AnyRedis",
+    "BrainClient",
+    "BreakerBoard",
+    "CircuitOpenError",
     "DataDirLockedError",
     "EmbeddedRedis",
     "EmbeddedRedisError",
@@ -25,7 +36,9 @@ __all__ = [
     "PermanentError",
     "RecoverableError",
     "RedisCheckpointSaver",
+    "RetryPolicy",
     "RunTicket",
+    "ServiceGuard",
     "TaskServiceClient",
     "TransientError",
     "WorkflowRecord",
@@ -36,5 +49,6 @@ __all__ = [
     "free_port",
     "is_cluster_url",
     "open_redis",
+    "set_testing",
     "translate_http_error",
 ]

@@ -4,6 +4,7 @@ They speak the contracts in shared/contracts/ on loopback ports; the adapters ne
 """
 
 from server.sandbox._serve import serve_app
+from server.sandbox.brain import BrainStandIn
 from server.sandbox.task_service import TaskServiceStandIn
 
-__all__ = ["TaskServiceStandIn", "serve_app"]
+__all__ = ["BrainStandIn", "TaskServiceStandIn", "serve_app"]

@@ -1,0 +1,208 @@
+"""Brain client: MCP over WebSocket (the platform contract) or the deployed build's legacy envelope.
+
+Both dialects are chosen by configuration (``BRAIN_DIALECT=mcp|legacy``) and answer the same calls.
+Failures are translated: a dropped socket or a timeout is transient (the caller's guard retries and
+this client reconnects); an error the Brain reports about the request is permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import structlog
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from adapters._ws_mcp import websocket_client
+from adapters.errors import PermanentError, TransientError
+
+__all__ = ["BrainClient"]
+
+log = structlog.get_logger(__name__)
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+class BrainClient:
+    """Client of the Brain service in either dialect.
+
+    Args:
+        url: the Brain's WebSocket base, e.g. ``ws://127.0.0.1:8002`` (``/mcp`` or ``/`` is appended).
+        api_key: bearer key for the MCP dialect (the legacy build has no auth); never logged.
+        dialect: ``mcp`` or ``legacy``.
+        call_timeout: seconds one call may take.
+        legacy_sockets: sockets kept for the legacy dialect (it answers one request per socket at a time).
+    """
+
+    service = "brain"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str = "",
+        dialect: str = "mcp",
+        call_timeout: float = 15.0,
+        legacy_sockets: int = 4,
+    ) -> None:
+        if dialect not in {"mcp", "legacy"}:
+            msg = f"BRAIN_DIALECT must be 'mcp' or 'legacy', not {dialect!r}"
+            raise ValueError(msg)
+        self.dialect = dialect
+        self.mcp_url = _with_path(url, "/mcp")
+        self.legacy_url = _with_path(url, "/")
+        self._key = api_key
+        self.call_timeout = call_timeout
+        self._client: Client | None = None
+        self._client_stack: contextlib.AsyncExitStack | None = None
+        self._connect_lock = asyncio.Lock()
+        self._tools: list[str] = []
+        self._sockets: asyncio.Queue[ClientConnection | None] = asyncio.Queue()
+        for _ in range(legacy_sockets):
+            self._sockets.put_nowait(None)
+        self.reconnects = 0
+
+    # -- MCP dialect --------------------------------------------------------------------------
+
+    async def _session(self) -> Client:
+        async with self._connect_lock:
+            if self._client is not None:
+                return self._client
+            stack = contextlib.AsyncExitStack()
+            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            try:
+                transport = websocket_client(self.mcp_url, headers=headers, open_timeout=self.call_timeout)
+                client = await stack.enter_async_context(Client(transport, mode="legacy"))
+                self._tools = [t.name for t in (await client.list_tools()).tools]
+            except BaseException as exc:
+                await stack.aclose()
+                raise self._translate(exc) from exc
+            self._client, self._client_stack = client, stack
+            self.reconnects += 1
+            log.info("brain.connected", dialect="mcp", tools=self._tools)
+            return client
+
+    async def _drop(self) -> None:
+        stack, self._client, self._client_stack = self._client_stack, None, None
+        if stack is not None:
+            with contextlib.suppress(BaseException):
+                await stack.aclose()
+
+    async def tools(self) -> list[str]:
+        """Tool names the Brain offers (MCP dialect: discovered with tools/list)."""
+        if self.dialect == "legacy":
+            return ["create_character", "find_similar_characters", "store_knowledge", "get_knowledge",
+                    "store_embedding", "search_embeddings"]  # fmt: skip
+        await self._session()
+        return list(self._tools)
+
+    async def _call_mcp(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        client = await self._session()
+        if self._tools and tool not in self._tools:
+            msg = f"the Brain offers no tool {tool!r}; it has {self._tools}"
+            raise PermanentError(msg)
+        try:
+            result = await asyncio.wait_for(client.call_tool(tool, args), self.call_timeout)
+        except (TimeoutError, MCPError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            # A lost socket surfaces as MCPError (connection closed) from the session layer.
+            await self._drop()
+            raise self._translate(exc) from exc
+        if result.is_error:
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            msg = f"brain {tool} failed: {text[:500]}"
+            raise PermanentError(msg)
+        data = result.structured_content
+        if data is None:
+            text = "".join(getattr(c, "text", "") for c in result.content)
+            data = json.loads(text) if text else {}
+        return dict(data)
+
+    # -- legacy dialect -----------------------------------------------------------------------
+
+    async def _call_legacy(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        ws = await self._sockets.get()
+        try:
+            if ws is None:
+                ws = await connect(self.legacy_url, open_timeout=self.call_timeout)
+                self.reconnects += 1
+            await ws.send(json.dumps({"tool": tool, **args}))
+            raw = await asyncio.wait_for(ws.recv(), self.call_timeout)
+        except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
+            if ws is not None:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            ws = None
+            raise self._translate(exc) from exc
+        finally:
+            self._sockets.put_nowait(ws)
+        reply = json.loads(raw)
+        if reply.get("status") == "error":
+            msg = f"brain {tool} refused: {reply.get('message')}"
+            raise PermanentError(msg)
+        return dict(reply)
+
+    # -- common -------------------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> Exception:
+        if isinstance(exc, PermanentError | TransientError):
+            return exc
+        if isinstance(exc, InvalidStatus):
+            code = exc.response.status_code
+            msg = f"brain refused the WebSocket upgrade with HTTP {code}"
+            return TransientError(msg) if code >= 500 else PermanentError(msg)
+        if isinstance(exc, TimeoutError):
+            return TransientError(f"brain did not answer within {self.call_timeout}s")
+        return TransientError(f"brain connection failed: {type(exc).__name__}: {exc}")
+
+    async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call a Brain tool in the configured dialect; returns its JSON answer."""
+        if self.dialect == "mcp":
+            return await self._call_mcp(tool, args)
+        return await self._call_legacy(tool, args)
+
+    async def create_character(self, project_id: str, name: str, personality: str, appearance: str) -> str:
+        """Create a character; returns its id."""
+        reply = await self.call(
+            "create_character",
+            {"project_id": project_id, "name": name, "personality_description": personality,
+             "appearance_description": appearance},
+        )  # fmt: skip
+        return str(reply["character_id"])
+
+    async def find_similar_characters(self, project_id: str, query: str) -> list[dict[str, Any]]:
+        """Characters of the project most similar to `query`, best first."""
+        reply = await self.call("find_similar_characters", {"project_id": project_id, "query": query})
+        return list(reply.get("results", []))
+
+    async def store_knowledge(self, project_id: str, content: str, kind: str = "note") -> str:
+        """Store a knowledge node; returns its id."""
+        reply = await self.call(
+            "store_knowledge", {"project_id": project_id, "content": content, "type": kind}
+        )
+        return str(reply.get("node_id", ""))
+
+    async def search(self, project_id: str, query: str, top_k: int = 5) -> list[dict[str, Any]]:
+        """Semantic search over the project's stored texts and knowledge."""
+        reply = await self.call(
+            "search_embeddings", {"project_id": project_id, "query": query, "top_k": top_k}
+        )
+        return list(reply.get("results", []))
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self._drop()
+        while not self._sockets.empty():
+            ws = self._sockets.get_nowait()
+            if ws is not None:
+                with contextlib.suppress(Exception):
+                    await ws.close()
