@@ -1,5 +1,6 @@
 """Everything that talks to the outside world: Redis (embedded server, checkpointer) and services."""
 
+from adapters._auto_movie import PHASES, STATUSES, AutoMovieClient, normalise_genre
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
@@ -23,9 +24,12 @@ from adapters.errors import (
 )
 
 __all__ = [
+    "PHASES",
+    "STATUSES",
     "TASK_DATA_KEYS",
     "TERMINAL",
     "AnyRedis",
+    "AutoMovieClient",
     "BrainClient",
     "BreakerBoard",
     "CircuitOpenError",
@@ -48,6 +52,7 @@ __all__ = [
     "find_redis_server",
     "free_port",
     "is_cluster_url",
+    "normalise_genre",
     "open_redis",
     "set_testing",
     "translate_http_error",

@@ -4,7 +4,8 @@ They speak the contracts in shared/contracts/ on loopback ports; the adapters ne
 """
 
 from server.sandbox._serve import serve_app
+from server.sandbox.auto_movie import AutoMovieStandIn
 from server.sandbox.brain import BrainStandIn
 from server.sandbox.task_service import TaskServiceStandIn
 
-__all__ = ["BrainStandIn", "TaskServiceStandIn", "serve_app"]
+__all__ = ["AutoMovieStandIn", "BrainStandIn", "TaskServiceStandIn", "serve_app"]

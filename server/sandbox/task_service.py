@@ -128,7 +128,7 @@ class TaskServiceStandIn:
             return JSONResponse({"detail": problems}, status_code=422)
         if body["task_type"] in _REJECTED_TYPES:
             return _error(400, f"Task type {body['task_type']} is not supported")
-        if self.failure_rate and random.random() < self.failure_rate / 2:  # noqa: S311
+        if self.failure_rate and random.random() < self.failure_rate / 2:
             return _error(500, "Internal server error (sandbox chaos)")
         task_id = str(uuid.uuid4())
         idem = str((body.get("metadata") or {}).get("idempotency_key", ""))
@@ -200,7 +200,7 @@ class TaskServiceStandIn:
         if task is None or task["status"] != "processing":
             return
         fail = (task["task_type"] == "generate_video" and self.video_always_fails) or (
-            self.failure_rate and random.random() < self.failure_rate  # noqa: S311
+            self.failure_rate and random.random() < self.failure_rate
         )
         if fail:
             task.update(status="failed", completed_at=_iso(), error="Generation failed (GPU worker error)")

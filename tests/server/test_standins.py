@@ -1,0 +1,118 @@
+"""The stand-ins speak the contracts: driven by the real adapters over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from adapters import AutoMovieClient, PermanentError, TaskServiceClient, TransientError
+from server.sandbox import AutoMovieStandIn, TaskServiceStandIn, serve_app
+
+
+async def test_task_service_stand_in_contract(tmp_path: Path) -> None:
+    """Auth, submit, webhook with retries, media files, 404 status route, 500 on cancelling a finished task."""
+    received: list[dict[str, Any]] = []
+    fail_first = {"left": 1}
+
+    async def webhook(request: Request) -> JSONResponse:
+        if fail_first["left"]:
+            fail_first["left"] -= 1
+            return JSONResponse({}, status_code=503)  # the service tries again 1 s later
+        received.append(await request.json())
+        assert request.headers["user-agent"] == "AI-Movie-Task-Service/1.0"
+        return JSONResponse({"ok": True})
+
+    receiver = Starlette(routes=[Route("/hook", webhook, methods=["POST"])])
+    ts = TaskServiceStandIn(media_dir=tmp_path / "media", latency=0.05)
+    async with serve_app(ts.app()) as url, serve_app(receiver) as hook_url:
+        ts.public_url = url
+        wrong = TaskServiceClient(url, "nope")
+        try:
+            try:
+                await wrong.project_tasks("p1")
+            except PermanentError as exc:
+                assert "403" in str(exc)
+        finally:
+            await wrong.aclose()
+        client = TaskServiceClient(url, ts.api_key)
+        try:
+            img = await client.submit(
+                "p1",
+                "generate_image",
+                {"prompt": "fox", "image_params": {}},
+                idempotency_key="a",
+                callback_url=f"{hook_url}/hook",
+            )
+            wav = await client.submit(
+                "p1", "process_audio", {"prompt": "rain", "audio_params": {}}, idempotency_key="b"
+            )
+            vid = await client.submit(
+                "p1", "generate_video", {"scene_data": {}, "video_params": {}}, idempotency_key="c"
+            )
+            with anyio.fail_after(10):
+                while len(received) < 1:
+                    await asyncio.sleep(0.05)
+            assert received[0]["task_id"] == img["task_id"]
+            assert received[0]["status"] == "completed"
+            assert received[0]["result"]["media_url"].endswith(".png")
+            rows = {r["task_id"]: r for r in await client.project_tasks("p1")}
+            assert rows[wav["task_id"]]["status"] == "completed"
+            assert rows[vid["task_id"]]["status"] == "failed"  # the current build's defect, mirrored
+            png = Path(received[0]["result"]["file"]).read_bytes()
+            assert png.startswith(b"\x89PNG\r\n\x1a\n")
+            async with httpx.AsyncClient() as http:
+                served = await http.get(received[0]["result"]["media_url"])
+            assert served.content == png
+            assert await client.task_status(img["task_id"]) is None
+            assert (await client.cancel(img["task_id"]))["status"] == "finished"
+            ts.latency = 30
+            slow = await client.submit(
+                "p1", "generate_image", {"prompt": "x", "image_params": {}}, idempotency_key="d"
+            )
+            assert (await client.cancel(slow["task_id"]))["status"] == "cancelled"
+            ts.outage = True
+            try:
+                await client.project_tasks("p1")
+            except TransientError as exc:
+                assert "503" in str(exc)
+            else:
+                raise AssertionError("outage must answer 503")
+            assert ts.submits_by_key == {"a": 1, "b": 1, "c": 1, "d": 1}
+        finally:
+            await client.aclose()
+
+
+async def test_auto_movie_stand_in_persists_and_expires_tokens(tmp_path: Path) -> None:
+    """Project reads, status PUT and Payload progress persist to the JSON file; expired tokens re-login."""
+    am = AutoMovieStandIn(store_file=tmp_path / "projects.json", token_ttl=0.2)
+    am.seed("p1", "Lighthouse", genre="sci-fi")
+    async with serve_app(am.app()) as url:
+        client = AutoMovieClient(
+            url, api_token=am.api_token, payload_email=am.email, payload_password=am.password
+        )
+        try:
+            project = await client.get_project("p1")
+            assert project["genre"] == "scifi"
+            await client.update_status("p1", "production")
+            await client.write_progress("p1", "story_development", ["concept"], 10)
+            await asyncio.sleep(0.3)
+            await client.write_progress("p1", "visual_design", ["concept", "story"], 40)
+            assert client.logins == 2
+            try:
+                await client.get_project("missing")
+            except PermanentError as exc:
+                assert "Project not found" in str(exc)
+        finally:
+            await client.aclose()
+    reloaded = AutoMovieStandIn(store_file=tmp_path / "projects.json")._load()["p1"]
+    assert reloaded["status"] == "production"
+    assert reloaded["progress"]["currentPhase"] == "visual_design"
+    assert reloaded["progress"]["overallProgress"] == 40
