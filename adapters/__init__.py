@@ -4,6 +4,7 @@ from adapters._auto_movie import PHASES, STATUSES, AutoMovieClient, normalise_ge
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
+from adapters._llm import LLMWriter
 from adapters._redis import AnyRedis, connect_redis, is_cluster_url, open_redis
 from adapters._resilience import (
     BreakerBoard,
@@ -36,6 +37,7 @@ __all__ = [
     "DataDirLockedError",
     "EmbeddedRedis",
     "EmbeddedRedisError",
+    "LLMWriter",
     "OrchestratorError",
     "PermanentError",
     "RecoverableError",

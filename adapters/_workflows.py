@@ -158,6 +158,7 @@ class WorkflowStore:
         correlation_id: str,
         idempotency_key: str | None = None,
         forked_from: str = "",
+        enqueue: bool = True,
     ) -> tuple[WorkflowRecord, bool]:
         """Create a workflow and enqueue its first run; with a known idempotency key return that one.
 
@@ -196,7 +197,8 @@ class WorkflowStore:
         pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
         pipe.zadd(f"{self.prefix}:wfs", {wid: now})
         self._event(pipe, wid, "workflow.created", created_by, correlation_id, workflow=workflow)
-        pipe.xadd(self.queue_key, {"wid": wid, "reason": "start", "cid": correlation_id})
+        if enqueue:
+            pipe.xadd(self.queue_key, {"wid": wid, "reason": "start", "cid": correlation_id})
         pipe.publish(self.channel(wid), "created")
         await pipe.execute()
         return rec, True
@@ -283,7 +285,7 @@ class WorkflowStore:
         if event:
             self._event(pipe, wid, event, who, correlation_id, **dict(event_data or {}))
         if fields.get("status") in TERMINAL:
-            for suffix in ("", "events", "decisions", "jobs"):
+            for suffix in ("", "events", "decisions", "jobs", "memo"):
                 pipe.expire(self.key(wid, suffix), self.retention_seconds)
         pipe.publish(self.channel(wid), event or "updated")
         await pipe.execute()

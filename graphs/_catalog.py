@@ -8,6 +8,7 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 
+from graphs._movie import build_character_development, build_episode_production, build_movie_production
 from graphs._preview import build_preview
 
 __all__ = ["WORKFLOWS", "WorkflowSpec"]
@@ -23,13 +24,34 @@ class WorkflowSpec:
 
     def initial_input(self, project_id: str, brief: str, options: dict[str, Any]) -> dict[str, Any]:
         """The graph's input for a new run."""
-        return {"project_id": project_id, "brief": brief, **({"options": options} if options else {})}
+        return {"project_id": project_id, "brief": brief, "options": options}
 
 
 WORKFLOWS: dict[str, WorkflowSpec] = {
-    "preview": WorkflowSpec(
-        name="preview",
-        description="A concept, one key image from the Task Service and a summary (about a second).",
-        build=build_preview,
-    ),
+    spec.name: spec
+    for spec in (
+        WorkflowSpec(
+            "movie_production",
+            "The whole production: concepts (you choose), story with a quality gate and revisions, characters, "
+            "visual and audio design, every scene, post-production, final assembly and your final approval.",
+            build_movie_production,
+        ),
+        WorkflowSpec(
+            "character_development",
+            "Story and cast only: the story from the brief, then every character created, checked for "
+            "consistency, designed and voiced.",
+            build_character_development,
+        ),
+        WorkflowSpec(
+            "episode_production",
+            "One episode of an existing series from its brief: story (quality gate), cast, design, scenes, "
+            "post-production and final assembly, without the concept choice.",
+            build_episode_production,
+        ),
+        WorkflowSpec(
+            "preview",
+            "A concept, one key image from the Task Service and a summary (seconds).",
+            build_preview,
+        ),
+    )
 }

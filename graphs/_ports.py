@@ -1,15 +1,18 @@
 """The ports through which graph nodes reach the outside world, passed as LangGraph run context.
 
-Nodes never build clients: the engine hands them a `Ports` for the run. Tests pass in-process
-fakes of these protocols; the server passes adapters bound to the workflow.
+Nodes never build clients: the engine hands them a `Ports` for the run. Graph tests pass
+in-process fakes of these protocols; the server passes adapters bound to the workflow.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Ports", "TaskPort"]
+from graphs._writer import WriterPort
+
+__all__ = ["AutoMoviePort", "BrainPort", "FilesPort", "MemoPort", "Ports", "TaskPort"]
 
 
 class TaskPort(Protocol):
@@ -29,6 +32,50 @@ class TaskPort(Protocol):
         ...
 
 
+class BrainPort(Protocol):
+    """The Brain: knowledge and character consistency."""
+
+    async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call a Brain tool; returns its JSON answer."""
+        ...
+
+
+class AutoMoviePort(Protocol):
+    """The Auto-Movie app: project data and progress."""
+
+    async def get_project(self, project_id: str) -> dict[str, Any]:
+        """The project (normalised genre, settings, progress)."""
+        ...
+
+    async def write_progress(self, project_id: str, phase: str, completed: list[str], percent: float) -> None:
+        """Write the production's progress back to the project (best effort)."""
+        ...
+
+    async def set_status(self, project_id: str, status: str) -> None:
+        """Set the project's status."""
+        ...
+
+
+class MemoPort(Protocol):
+    """Results of finished agent executions, so a re-run step does not redo them."""
+
+    async def get(self, key: str) -> Any | None:
+        """The stored result, or None."""
+        ...
+
+    async def put(self, key: str, value: Any) -> None:
+        """Store a result."""
+        ...
+
+
+class FilesPort(Protocol):
+    """Where local agents write deliverables."""
+
+    async def write_file(self, name: str, content: str | bytes) -> str:
+        """Write a file of this workflow; returns its URL or path."""
+        ...
+
+
 @dataclass(frozen=True)
 class Ports:
     """Everything a node may call, bound to one workflow run."""
@@ -36,3 +83,10 @@ class Ports:
     workflow_id: str
     project_id: str
     tasks: TaskPort
+    brain: BrainPort
+    auto_movie: AutoMoviePort
+    writer: WriterPort
+    memo: MemoPort
+    files: FilesPort
+    unavailable: Callable[[str], bool] = field(default=lambda _service: False)
+    on_agent: Callable[[str, str, str], None] = field(default=lambda _agent, _outcome, _detail: None)

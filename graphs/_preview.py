@@ -25,6 +25,7 @@ class PreviewState(TypedDict, total=False):
 
     project_id: str
     brief: str
+    options: dict[str, Any]
     concept: dict[str, Any]
     keyframe: dict[str, Any]
     summary: dict[str, Any]

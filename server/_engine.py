@@ -20,6 +20,7 @@ from langgraph.types import Command, StateSnapshot
 
 from adapters import TERMINAL, RedisCheckpointSaver, RunTicket, WorkflowRecord, WorkflowStore
 from graphs import WORKFLOWS, Ports
+from server._metrics import Metrics
 
 __all__ = ["Engine"]
 
@@ -67,6 +68,7 @@ class Engine:
         concurrency: int = 1000,
         lease_seconds: float = 30.0,
         durability: str = "sync",
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.saver = saver
@@ -75,6 +77,7 @@ class Engine:
         self.concurrency = concurrency
         self.lease_ms = int(lease_seconds * 1000)
         self.durability = durability
+        self.metrics = metrics or Metrics()
         self._graphs: dict[str, Any] = {}
         self._running: dict[str, tuple[RunTicket, asyncio.Task[None], RunControl]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -150,6 +153,7 @@ class Engine:
                     reclaimed = [t for t in reclaimed if t.workflow_id not in self._running]
                     if reclaimed:
                         self.stats["reclaimed"] += len(reclaimed)
+                        self.metrics.lease_reclaims.inc(len(reclaimed))
                         log.warning("engine.runs_reclaimed", count=len(reclaimed))
                     tickets += reclaimed
                 tickets += await self.store.claim(self.consumer, min(free - len(tickets), 100) or 1, 200)
@@ -173,10 +177,12 @@ class Engine:
         task = asyncio.create_task(self._run(ticket, control))
         self._running[ticket.workflow_id] = (ticket, task, control)
         self.stats["runs_started"] += 1
+        self.metrics.runs_active.set(len(self._running))
 
         def done(_: asyncio.Task[None]) -> None:
             self._running.pop(ticket.workflow_id, None)
             self.stats["runs_finished"] += 1
+            self.metrics.runs_active.set(len(self._running))
             self._slot.set()
 
         task.add_done_callback(done)
@@ -223,7 +229,7 @@ class Engine:
                 raise
         except Exception as exc:
             log.exception("engine.run_failed")
-            await self.store.update(
+            await self._set(
                 wid,
                 {
                     "status": "failed",
@@ -242,15 +248,20 @@ class Engine:
                 await self.store.finish(ticket, self.consumer)
             structlog.contextvars.unbind_contextvars("workflow_id", "run_id", "correlation_id")
 
+    async def _set(self, wid: str, fields: dict[str, Any], event: str, **kw: Any) -> None:
+        if "status" in fields:
+            self.metrics.workflow_events.labels(fields["status"]).inc()
+        await self.store.update(wid, fields, event=event, **kw)
+
     async def _apply_control(self, rec: WorkflowRecord) -> None:
         if rec.control == "pause":
-            await self.store.update(
+            await self._set(
                 rec.id,
                 {"status": "paused", "agents_running": [], "message": "paused"},
                 event="workflow.paused",
             )
         elif rec.control == "cancel":
-            await self.store.update(
+            await self._set(
                 rec.id,
                 {"status": "cancelled", "agents_running": [], "message": "cancelled"},
                 event="workflow.cancelled",
@@ -277,7 +288,7 @@ class Engine:
                 resume = {i.id: answers[i.id]["choice"] for i in state.interrupts if i.id in answers}
                 if not resume:
                     pending = pending_decisions(state)
-                    await self.store.update(
+                    await self._set(
                         wid,
                         {
                             "status": "waiting_decision",
@@ -293,7 +304,7 @@ class Engine:
             elif state.next:
                 graph_input = None
             else:
-                await self.store.update(
+                await self._set(
                     wid,
                     {
                         "status": "completed",
@@ -306,16 +317,22 @@ class Engine:
                     event="workflow.completed",
                 )
                 return False
-            await self.store.update(
+            await self._set(
                 wid,
-                {"status": "running", "pending": [], "last_error": "", "message": "running"},
+                {
+                    "status": "running",
+                    "pending": [],
+                    "last_error": "",
+                    "waiting_reason": "",
+                    "message": "running",
+                },
                 event="run.started" if graph_input is not None else "run.resumed",
             )
             try:
                 await self._stream(wid, graph, graph_input, config=config, ports=ports, control=control)
             except GraphDrained as drained:
                 if drained.reason == "pause":
-                    await self.store.update(
+                    await self._set(
                         wid,
                         {"status": "paused", "agents_running": [], "message": "paused"},
                         event="workflow.paused",
@@ -328,6 +345,8 @@ class Engine:
         self, wid: str, graph: Any, graph_input: Any, *, config: Any, ports: Ports, control: RunControl
     ) -> None:
         running: dict[str, str] = {}
+        started: dict[str, float] = {}
+        best = 0.0
         async for mode, chunk in graph.astream(
             graph_input,
             config,
@@ -337,26 +356,33 @@ class Engine:
             control=control,
         ):
             if mode == "custom" and isinstance(chunk, dict):
-                fields = {k: chunk[k] for k in ("phase", "step", "percent", "message") if k in chunk}
-                if fields:
-                    await self.store.update(wid, fields)
+                fields: dict[str, Any] = {k: chunk[k] for k in ("phase", "step", "message") if k in chunk}
+                # Parallel branches report their own percent; the workflow's never goes back.
+                best = max(best, float(chunk.get("percent", 0)))
+                fields["percent"] = best
+                fields["waiting_reason"] = ""
+                await self.store.update(wid, fields)
             elif mode == "tasks" and isinstance(chunk, dict):
                 if "result" in chunk or "error" in chunk:
                     running.pop(chunk["id"], None)
-                    event = "agent.failed" if chunk.get("error") else "agent.finished"
+                    t0 = started.pop(chunk["id"], None)
+                    if t0 is not None:
+                        self.metrics.step_seconds.labels(chunk["name"]).observe(time.monotonic() - t0)
+                    event = "step.failed" if chunk.get("error") else "step.finished"
                     await self.store.update(
                         wid,
                         {"agents_running": sorted(set(running.values()))},
                         event=event,
-                        event_data={"agent": chunk["name"], "error": str(chunk.get("error") or "")[:500]},
+                        event_data={"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]},
                     )
                 else:
                     running[chunk["id"]] = chunk["name"]
+                    started[chunk["id"]] = time.monotonic()
                     await self.store.update(
                         wid,
                         {"agents_running": sorted(set(running.values()))},
-                        event="agent.started",
-                        event_data={"agent": chunk["name"]},
+                        event="step.started",
+                        event_data={"step": chunk["name"]},
                     )
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from server._models import DecisionResult, StartResult, WorkflowList, WorkflowStatus
+from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._service import Caller, OrchestratorService
-from server.errors import ServiceError
+from server.errors import NotFoundError, ServiceError
 
 __all__ = ["build_mcp_server"]
 
@@ -33,6 +34,18 @@ async def _run(coro: Awaitable[T]) -> T:
         return await coro
     except ServiceError as exc:
         raise ToolError(f"{exc.code}: {exc}") from exc
+
+
+async def _read(coro: Awaitable[Any]) -> str:
+    try:
+        value = await coro
+    except NotFoundError as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+    except ServiceError as exc:
+        raise ResourceError(f"{exc.code}: {exc}") from exc
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json(indent=1))
+    return json.dumps(value, indent=1, default=str)
 
 
 def build_mcp_server(
@@ -164,5 +177,68 @@ def build_mcp_server(
     @mcp.tool(description="Re-run the step a failed workflow stopped at; finished steps are not redone.")
     async def retry_step(workflow_id: WorkflowId, ctx: Context) -> WorkflowStatus:
         return await _run(service.retry_step(who(ctx), workflow_id))
+
+    @mcp.tool(
+        description=(
+            "Start a new workflow from any checkpoint of an existing one (ids are in the resource "
+            "workflow://{id}/checkpoints). The new workflow continues from that state on its own."
+        )
+    )
+    async def fork_workflow(
+        workflow_id: WorkflowId,
+        checkpoint_id: Annotated[str, Field(description="checkpoint id to start from")],
+        ctx: Context,
+    ) -> StartResult:
+        return await _run(service.fork(who(ctx), workflow_id, checkpoint_id))
+
+    @mcp.tool(
+        description="List the production's agents, optionally of one phase (story, character, visual, audio, "
+        "scene, post, final) or with one capability; shows whether each is available now.",
+        annotations=ToolAnnotations(read_only_hint=True),
+    )
+    async def list_agents(
+        ctx: Context,
+        phase: str | None = None,
+        capability: Annotated[str | None, Field(description="e.g. scene.video or character.voice")] = None,
+    ) -> AgentList:
+        async def go() -> AgentList:
+            return service.list_agents(phase=phase, capability=capability)
+
+        return await _run(go())
+
+    # -- resources ------------------------------------------------------------------------------
+
+    @mcp.resource("workflow://{workflow_id}/state", mime_type="application/json",
+                  description="The workflow's status (the same as get_status).")  # fmt: skip
+    async def state_resource(workflow_id: str, ctx: Context) -> str:
+        return await _read(service.get_status(who(ctx), workflow_id))
+
+    @mcp.resource("workflow://{workflow_id}/decisions", mime_type="application/json",
+                  description="Open decisions and the answers recorded so far.")  # fmt: skip
+    async def decisions_resource(workflow_id: str, ctx: Context) -> str:
+        return await _read(service.decisions(who(ctx), workflow_id))
+
+    @mcp.resource("workflow://{workflow_id}/events", mime_type="application/json",
+                  description="The audit log: every state change with who, what, when and correlation id.")  # fmt: skip
+    async def events_resource(workflow_id: str, ctx: Context) -> str:
+        return await _read(service.events(who(ctx), workflow_id))
+
+    @mcp.resource("workflow://{workflow_id}/checkpoints", mime_type="application/json",
+                  description="The workflow's checkpoints, newest first (fork from any of them).")  # fmt: skip
+    async def checkpoints_resource(workflow_id: str, ctx: Context) -> str:
+        return await _read(service.checkpoints(who(ctx), workflow_id))
+
+    @mcp.resource("workflow://{workflow_id}/checkpoints/{checkpoint_id}", mime_type="application/json",
+                  description="One checkpoint's state values and metadata.")  # fmt: skip
+    async def checkpoint_resource(workflow_id: str, checkpoint_id: str, ctx: Context) -> str:
+        return await _read(service.checkpoint(who(ctx), workflow_id, checkpoint_id))
+
+    @mcp.resource("agents://registry", mime_type="application/json",
+                  description="Every agent of the production with its phase, capabilities and operation.")  # fmt: skip
+    async def agents_resource() -> str:
+        async def go() -> AgentList:
+            return service.list_agents()
+
+        return await _read(go())
 
     return mcp

@@ -7,6 +7,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "AgentInfo",
+    "AgentList",
+    "CheckpointDetail",
+    "CheckpointInfo",
+    "CheckpointList",
     "Decision",
     "DecisionResult",
     "StartResult",
@@ -54,6 +59,12 @@ class WorkflowStatus(BaseModel):
     agents_running: list[str]
     pending_decisions: list[Decision]
     last_error: str
+    waiting_reason: str = Field(
+        default="", description="why the workflow waits, e.g. an outside service is down"
+    )
+    services: dict[str, str] = Field(
+        default_factory=dict, description="outside services' circuit states: closed | open | half-open"
+    )
     created_at: float
     updated_at: float
     result: dict[str, Any] = Field(default_factory=dict)
@@ -88,3 +99,50 @@ class DecisionResult(BaseModel):
     decision_id: str
     choice: str
     decided_by: str
+
+
+class AgentInfo(BaseModel):
+    """One agent of the registry."""
+
+    id: str
+    name: str
+    phase: str
+    capabilities: list[str]
+    operation: str = Field(description="kind:name, e.g. task:generate_image or brain:create_character")
+    alternatives: list[str]
+    available: bool = Field(description="false while the service it depends on is unavailable")
+
+
+class AgentList(BaseModel):
+    """Agents matching list_agents' filters."""
+
+    agents: list[AgentInfo]
+
+
+class CheckpointInfo(BaseModel):
+    """One checkpoint of a workflow."""
+
+    checkpoint_id: str
+    parent_id: str | None
+    step: int | None
+    source: str | None
+    created_at: str
+    next: list[str] = Field(default_factory=list)
+
+
+class CheckpointList(BaseModel):
+    """A workflow's checkpoints, newest first."""
+
+    workflow_id: str
+    checkpoints: list[CheckpointInfo]
+
+
+class CheckpointDetail(BaseModel):
+    """One checkpoint's state values and metadata."""
+
+    workflow_id: str
+    checkpoint_id: str
+    parent_id: str | None
+    metadata: dict[str, Any]
+    values: dict[str, Any]
+    pending_writes: int

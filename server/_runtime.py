@@ -1,13 +1,15 @@
-"""Assembling one orchestrator process: Redis, checkpointer, store, engine, adapters, MCP server."""
+"""Assembling one orchestrator process: Redis, checkpointer, store, engine, adapters, MCP, HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -15,24 +17,33 @@ from mcp.server.mcpserver import MCPServer
 
 from adapters import (
     AnyRedis,
+    AutoMovieClient,
+    BrainClient,
+    BreakerBoard,
     EmbeddedRedis,
+    LLMWriter,
     RedisCheckpointSaver,
+    RetryPolicy,
+    ServiceGuard,
     TaskServiceClient,
     WorkflowRecord,
     WorkflowStore,
     open_redis,
 )
-from graphs import Ports
+from graphs import LocalWriter, Ports, WriterPort
 from server._engine import Engine
-from server._jobs import WorkflowTasks
 from server._mcp import build_mcp_server
+from server._metrics import Metrics
+from server._ports_impl import GuardedAutoMovie, GuardedBrain, MediaFiles, RedisMemo, WorkflowTasks
 from server._service import OrchestratorService
-from server.sandbox import TaskServiceStandIn, serve_app
+from server.sandbox import AutoMovieStandIn, BrainStandIn, TaskServiceStandIn, serve_app
 from server.settings import Settings
 
 __all__ = ["Orchestrator"]
 
 log = structlog.get_logger(__name__)
+
+SERVICES = ("task-service", "brain", "auto-movie", "llm")
 
 
 @dataclass
@@ -46,17 +57,43 @@ class Orchestrator:
     service: OrchestratorService
     mcp: MCPServer
     engine: Engine | None
-    tasks_client: TaskServiceClient
+    board: BreakerBoard
+    guards: dict[str, ServiceGuard]
+    metrics: Metrics
+    webhook_secret: bytes
+    consumer: str
     embedded: EmbeddedRedis | None = None
+    http_url: str = ""
     sandbox_urls: dict[str, str] = field(default_factory=dict)
     sandbox: dict[str, Any] = field(default_factory=dict)
+    media_dir: Path = Path()
+
+    def refresh_gauges_soon(self) -> None:
+        """Bring breaker gauges up to date (called on scrape)."""
+        for name, state in self.board.states().items():
+            self.metrics.breaker_state.labels(name).set({"open": 1.0, "half-open": 0.5}.get(state, 0.0))
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(
-        cls, settings: Settings, *, with_sandbox: bool = False, with_engine: bool = True
+    async def open(  # noqa: PLR0915 - one linear assembly reads better than fragments
+        cls,
+        settings: Settings,
+        *,
+        with_sandbox: bool = False,
+        with_engine: bool = True,
+        http: tuple[str, int] | None = None,
+        http_app_hook: Any = None,
     ) -> AsyncIterator[Orchestrator]:
-        """Start everything; stop it all, in reverse, when the block exits."""
+        """Start everything; stop it all, in reverse, when the block exits.
+
+        Args:
+            settings: the process's settings.
+            with_sandbox: start the stand-ins of the outside services and point the adapters at them.
+            with_engine: run workflows in this process (else serve MCP only).
+            http: (host, port) to serve the HTTP port on; with the sandbox and no HTTP port, a loopback
+                listener is started for the Task Service's webhooks anyway.
+            http_app_hook: called with (orchestrator, app) before serving, to add auth and routes.
+        """
         async with contextlib.AsyncExitStack() as stack:
             embedded: EmbeddedRedis | None = None
             if settings.redis_url is not None:
@@ -68,76 +105,164 @@ class Orchestrator:
                 url = embedded.url
             redis = await open_redis(url)
             stack.push_async_callback(redis.aclose)
+            prefix = settings.key_prefix
+            consumer = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+            metrics = Metrics()
+            media_dir = settings.media_dir or settings.data_dir.parent / "media"
 
+            if settings.webhook_secret is not None:
+                secret = settings.webhook_secret.get_secret_value().encode()
+            else:
+                # One secret per deployment, shared by every instance through Redis.
+                await redis.set(f"{prefix}:webhook-secret", secrets.token_hex(32), nx=True)
+                stored = await redis.get(f"{prefix}:webhook-secret")
+                secret = stored if isinstance(stored, bytes) else str(stored or "").encode()
+
+            # -- outside services (or their stand-ins) ----------------------------------------
+            cfg: dict[str, str] = {
+                "task_url": settings.task_service_url,
+                "task_key": settings.task_service_api_key.get_secret_value(),
+                "brain_url": settings.brain_url,
+                "brain_key": settings.brain_api_key.get_secret_value(),
+                "am_url": settings.auto_movie_url,
+                "am_token": settings.auto_movie_token.get_secret_value(),
+                "am_email": settings.payload_email,
+                "am_password": settings.payload_password.get_secret_value(),
+            }
             sandbox: dict[str, Any] = {}
             urls: dict[str, str] = {}
-            task_url, task_key = settings.task_service_url, settings.task_service_api_key.get_secret_value()
             if with_sandbox:
-                media = settings.data_dir.parent / "sandbox-media"
-                ts = TaskServiceStandIn(media_dir=media)
-                task_url = await stack.enter_async_context(serve_app(ts.app()))
-                ts.public_url = task_url
-                task_key = ts.api_key
-                sandbox["task_service"] = ts
-                urls["task_service"] = task_url
-                log.info("sandbox.started", task_service=task_url, media=str(media))
-            tasks_client = TaskServiceClient(task_url, task_key)
-            stack.push_async_callback(tasks_client.aclose)
+                ts = TaskServiceStandIn(media_dir=media_dir / "_tasks")
+                cfg["task_url"] = ts.public_url = await stack.enter_async_context(serve_app(ts.app()))
+                cfg["task_key"] = ts.api_key
+                brain = BrainStandIn()
+                brain_http = await stack.enter_async_context(serve_app(brain.app()))
+                cfg["brain_url"], cfg["brain_key"] = brain_http.replace("http://", "ws://"), brain.api_key
+                am = AutoMovieStandIn(store_file=media_dir / "_auto_movie" / "projects.json")
+                cfg["am_url"] = await stack.enter_async_context(serve_app(am.app()))
+                cfg["am_token"], cfg["am_email"], cfg["am_password"] = am.api_token, am.email, am.password
+                sandbox = {"task_service": ts, "brain": brain, "auto_movie": am}
+                urls = {
+                    "task_service": cfg["task_url"],
+                    "brain": cfg["brain_url"],
+                    "auto_movie": cfg["am_url"],
+                }
+                log.info("sandbox.started", **urls, media=str(media_dir))
 
-            prefix = settings.key_prefix
+            board = BreakerBoard(redis, prefix=prefix, instance=consumer)
+            guards = {
+                name: ServiceGuard(name, board, retry=RetryPolicy(max_attempts=4, base=0.2, cap=5.0),
+                                   timeout=300.0 if name == "llm" else 30.0, concurrency=256,
+                                   fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_seconds)
+                for name in SERVICES
+            }  # fmt: skip
+            await board.start()
+            stack.push_async_callback(board.stop)
+
+            tasks_client = TaskServiceClient(cfg["task_url"], cfg["task_key"])
+            stack.push_async_callback(tasks_client.aclose)
+            brain_client = BrainClient(cfg["brain_url"] or "ws://127.0.0.1:9", api_key=cfg["brain_key"],
+                                       dialect=settings.brain_dialect)  # fmt: skip
+            stack.push_async_callback(brain_client.aclose)
+            am_client = (
+                AutoMovieClient(cfg["am_url"], api_token=cfg["am_token"], payload_email=cfg["am_email"],
+                                payload_password=cfg["am_password"])
+                if cfg["am_url"] else None
+            )  # fmt: skip
+            if am_client is not None:
+                stack.push_async_callback(am_client.aclose)
+            writer: WriterPort = (
+                LLMWriter(settings.llm_url, settings.llm_api_key.get_secret_value(), settings.llm_model)
+                if settings.llm_url else LocalWriter()
+            )  # fmt: skip
+
             ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
             saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl)
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400)
+            webhook_base = {"url": settings.webhook_base_url}
+            pending_events: set[asyncio.Task[Any]] = set()
 
             def make_ports(rec: WorkflowRecord) -> Ports:
+                async def on_wait(reason: str) -> None:
+                    await store.update(rec.id, {"waiting_reason": reason, "message": reason},
+                                       event="service.waiting", event_data={"reason": reason})  # fmt: skip
+
+                def on_agent(agent: str, outcome: str, detail: str) -> None:
+                    metrics.agent_executions.labels(agent, outcome).inc()
+                    if outcome != "ok" or detail:
+                        t = asyncio.get_running_loop().create_task(
+                            store.update(
+                                rec.id,
+                                {},
+                                event=f"agent.{outcome}",
+                                event_data={"agent": agent, "detail": detail},
+                            )
+                        )
+                        pending_events.add(t)
+                        t.add_done_callback(pending_events.discard)
+
+                def unavailable(service: str) -> bool:
+                    g = guards.get(service)
+                    return g is not None and g.state == "open"
+
                 return Ports(
                     workflow_id=rec.id,
                     project_id=rec.project_id,
-                    tasks=WorkflowTasks(
-                        store,
-                        tasks_client,
-                        workflow_id=rec.id,
-                        project_id=rec.project_id,
-                        correlation_id=rec.correlation_id,
-                        poll_max=settings.task_poll_seconds,
-                    ),
-                )
-
-            consumer = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-            engine: Engine | None = None
-            if with_engine:
-                engine = Engine(
-                    store,
-                    saver,
-                    make_ports,
-                    consumer=consumer,
-                    concurrency=settings.worker_concurrency,
-                    lease_seconds=settings.lease_seconds,
-                )
-                await engine.start()
-                stack.push_async_callback(engine.stop)
-                listener = asyncio.create_task(_control_listener(redis, prefix, engine))
-                stack.callback(listener.cancel)
+                    tasks=WorkflowTasks(store, tasks_client, guards["task-service"], workflow_id=rec.id,
+                                        project_id=rec.project_id, correlation_id=rec.correlation_id,
+                                        webhook_base=webhook_base["url"], webhook_secret=secret,
+                                        poll_max=settings.task_poll_seconds, on_wait=on_wait),
+                    brain=GuardedBrain(brain_client, guards["brain"], on_wait),
+                    auto_movie=GuardedAutoMovie(am_client, guards["auto-movie"], rec.correlation_id),
+                    writer=writer,
+                    memo=RedisMemo(store, rec.id),
+                    files=MediaFiles(media_dir / "deliverables", rec.project_id, rec.id),
+                    unavailable=unavailable,
+                    on_agent=on_agent,
+                )  # fmt: skip
 
             async def publish_control(wid: str, what: str) -> None:
                 await redis.publish(f"{prefix}:control:{wid}", what)
 
-            service = OrchestratorService(
-                store, brief_max_chars=settings.brief_max_chars, publish_control=publish_control
-            )
-            yield cls(
-                settings=settings,
-                redis=redis,
-                store=store,
-                saver=saver,
-                service=service,
-                mcp=build_mcp_server(service),
-                engine=engine,
-                tasks_client=tasks_client,
-                embedded=embedded,
-                sandbox_urls=urls,
-                sandbox=sandbox,
-            )
+            async def cancel_jobs(wid: str) -> None:
+                for key, task_id in (await store.jobs(wid)).items():
+                    try:
+                        await tasks_client.cancel(task_id)
+                        log.info("jobs.cancelled", workflow_id=wid, step=key, task_id=task_id)
+                    except Exception:
+                        log.warning("jobs.cancel_failed", workflow_id=wid, task_id=task_id)
+
+            service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
+                                          publish_control=publish_control, cancel_jobs=cancel_jobs,
+                                          saver=saver, health=board.states)  # fmt: skip
+            orch = cls(
+                settings=settings, redis=redis, store=store, saver=saver, service=service,
+                mcp=build_mcp_server(service), engine=None, board=board, guards=guards, metrics=metrics,
+                webhook_secret=secret, consumer=consumer, embedded=embedded, sandbox_urls=urls, sandbox=sandbox,
+                media_dir=media_dir,
+            )  # fmt: skip
+
+            if http is not None or with_sandbox:
+                from server._http import build_http_app
+
+                app = build_http_app(orch)
+                if http_app_hook is not None:
+                    app = http_app_hook(orch, app)
+                host, port = http if http is not None else ("127.0.0.1", 0)
+                orch.http_url = await stack.enter_async_context(serve_app(app, host, port, lifespan="on"))
+                if not webhook_base["url"]:
+                    webhook_base["url"] = orch.http_url
+                log.info("http.listening", url=orch.http_url)
+
+            if with_engine:
+                engine = Engine(store, saver, make_ports, consumer=consumer, concurrency=settings.worker_concurrency,
+                                lease_seconds=settings.lease_seconds, metrics=metrics)  # fmt: skip
+                await engine.start()
+                stack.push_async_callback(engine.stop)
+                listener = asyncio.create_task(_control_listener(redis, prefix, engine))
+                stack.callback(listener.cancel)
+                orch.engine = engine
+            yield orch
 
 
 async def _control_listener(redis: AnyRedis, prefix: str, engine: Engine) -> None:

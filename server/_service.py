@@ -12,9 +12,14 @@ from typing import Any
 
 import structlog
 
-from adapters import TERMINAL, WorkflowRecord, WorkflowStore
-from graphs import WORKFLOWS
+from adapters import TERMINAL, RedisCheckpointSaver, WorkflowRecord, WorkflowStore
+from graphs import WORKFLOWS, registry
 from server._models import (
+    AgentInfo,
+    AgentList,
+    CheckpointDetail,
+    CheckpointInfo,
+    CheckpointList,
     Decision,
     DecisionResult,
     StartResult,
@@ -49,7 +54,7 @@ class Caller:
         return "*" in self.projects or project_id in self.projects
 
 
-def _status(rec: WorkflowRecord) -> WorkflowStatus:
+def _status(rec: WorkflowRecord, services: dict[str, str] | None = None) -> WorkflowStatus:
     return WorkflowStatus(
         workflow_id=rec.id,
         project_id=rec.project_id,
@@ -62,6 +67,8 @@ def _status(rec: WorkflowRecord) -> WorkflowStatus:
         agents_running=rec.agents_running,
         pending_decisions=[Decision.model_validate(p) for p in rec.pending],
         last_error=rec.last_error,
+        waiting_reason=rec.waiting_reason,
+        services=services or {},
         created_at=rec.created_at,
         updated_at=rec.updated_at,
         result=rec.result,
@@ -84,10 +91,16 @@ class OrchestratorService:
         *,
         brief_max_chars: int = 20_000,
         publish_control: Callable[[str, str], Awaitable[None]] | None = None,
+        cancel_jobs: Callable[[str], Awaitable[None]] | None = None,
+        saver: RedisCheckpointSaver | None = None,
+        health: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.store = store
         self.brief_max_chars = brief_max_chars
         self._publish_control = publish_control
+        self._cancel_jobs = cancel_jobs
+        self.saver = saver
+        self._health = health or dict
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -169,7 +182,7 @@ class OrchestratorService:
 
     async def get_status(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """The workflow's status straight from its Redis record."""
-        return _status(await self._visible(caller, workflow_id))
+        return _status(await self._visible(caller, workflow_id), self._health())
 
     async def wait_status(
         self,
@@ -189,18 +202,18 @@ class OrchestratorService:
             await pubsub.subscribe(self.store.channel(workflow_id))
             current = await self.store.get(workflow_id) or first
             if current.updated_at != first.updated_at:
-                return _status(current)
+                return _status(current, self._health())
             deadline = time.monotonic() + wait_seconds
             while (left := deadline - time.monotonic()) > 0:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 1.0))
                 if msg is None:
                     continue
                 current = await self.store.get(workflow_id) or current
-                status = _status(current)
+                status = _status(current, self._health())
                 if on_change is not None:
                     await on_change(status)
                 return status
-            return _status(current)
+            return _status(current, self._health())
         finally:
             await pubsub.aclose()
 
@@ -388,6 +401,8 @@ class OrchestratorService:
             )
         elif self._publish_control is not None:
             await self._publish_control(workflow_id, "cancel")
+        if self._cancel_jobs is not None:
+            await self._cancel_jobs(workflow_id)
         return _status(await self.store.get(workflow_id) or rec)
 
     async def retry_step(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
@@ -405,3 +420,104 @@ class OrchestratorService:
         )
         await self.store.enqueue(workflow_id, "retry", caller.correlation_id)
         return _status(await self.store.get(workflow_id) or rec)
+
+    async def fork(self, caller: Caller, workflow_id: str, checkpoint_id: str) -> StartResult:
+        """Start a new workflow from any checkpoint of another (its state at that point, a fresh future).
+
+        Raises:
+            NotFoundError: unknown workflow or checkpoint.
+        """
+        src = await self._visible(caller, workflow_id)
+        if self.saver is None:
+            msg = "forking needs the checkpointer"
+            raise ConflictError(msg)
+        tup = await self._checkpoint_tuple(workflow_id, checkpoint_id)
+        rec, _ = await self.store.create(
+            project_id=src.project_id, workflow=src.workflow, brief=src.brief, options=src.options,
+            created_by=caller.name, correlation_id=caller.correlation_id, forked_from=f"{workflow_id}@{checkpoint_id}",
+            enqueue=False,
+        )  # fmt: skip
+        config: Any = {"configurable": {"thread_id": rec.id, "checkpoint_ns": ""}}
+        versions = dict(tup.checkpoint["channel_versions"])
+        metadata: Any = {**tup.metadata, "source": "fork"}
+        stored = await self.saver.aput(config, tup.checkpoint, metadata, versions)
+        by_task: dict[str, list[tuple[str, Any]]] = {}
+        for task_id, channel, value in tup.pending_writes or []:
+            by_task.setdefault(task_id, []).append((channel, value))
+        for task_id, writes in by_task.items():
+            await self.saver.aput_writes(stored, writes, task_id)
+        await self.store.update(rec.id, {}, event="workflow.forked", who=caller.name,
+                                correlation_id=caller.correlation_id,
+                                event_data={"from": workflow_id, "checkpoint_id": checkpoint_id})  # fmt: skip
+        await self.store.enqueue(rec.id, "fork", caller.correlation_id)
+        return StartResult(workflow_id=rec.id, status="queued", project_id=rec.project_id, workflow=rec.workflow,
+                           created=True, resources=self.resources(rec.id))  # fmt: skip
+
+    async def _checkpoint_tuple(self, workflow_id: str, checkpoint_id: str) -> Any:
+        if not isinstance(checkpoint_id, str) or not re.match(r"^[0-9a-f-]{8,64}$", checkpoint_id):
+            raise InvalidArgumentError(
+                "checkpoint_id", "must be a checkpoint id from workflow://{id}/checkpoints"
+            )
+        assert self.saver is not None
+        cfg: Any = {
+            "configurable": {"thread_id": workflow_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+        }
+        tup = await self.saver.aget_tuple(cfg)
+        if tup is None:
+            msg = f"unknown checkpoint {checkpoint_id!r} of workflow {workflow_id!r}"
+            raise NotFoundError(msg)
+        return tup
+
+    async def checkpoints(self, caller: Caller, workflow_id: str, limit: int = 100) -> CheckpointList:
+        """The workflow's checkpoints (root namespace), newest first."""
+        await self._visible(caller, workflow_id)
+        out: list[CheckpointInfo] = []
+        if self.saver is not None:
+            cfg: Any = {"configurable": {"thread_id": workflow_id, "checkpoint_ns": ""}}
+            async for tup in self.saver.alist(cfg, limit=limit):
+                parent = tup.parent_config["configurable"]["checkpoint_id"] if tup.parent_config else None
+                out.append(CheckpointInfo(
+                    checkpoint_id=tup.config["configurable"]["checkpoint_id"], parent_id=parent,
+                    step=tup.metadata.get("step"), source=tup.metadata.get("source"), created_at=tup.checkpoint["ts"],
+                    next=sorted({w[1].removeprefix("branch:to:") for w in tup.pending_writes or []
+                                 if str(w[1]).startswith("branch:to:")}),
+                ))  # fmt: skip
+        return CheckpointList(workflow_id=workflow_id, checkpoints=out)
+
+    async def checkpoint(self, caller: Caller, workflow_id: str, checkpoint_id: str) -> CheckpointDetail:
+        """One checkpoint's values and metadata."""
+        await self._visible(caller, workflow_id)
+        tup = await self._checkpoint_tuple(workflow_id, checkpoint_id)
+        values = json.loads(json.dumps(tup.checkpoint["channel_values"], default=str))
+        values = {k: v for k, v in values.items() if not k.startswith("branch:")}
+        parent = tup.parent_config["configurable"]["checkpoint_id"] if tup.parent_config else None
+        return CheckpointDetail(workflow_id=workflow_id, checkpoint_id=checkpoint_id, parent_id=parent,
+                                metadata=json.loads(json.dumps(dict(tup.metadata), default=str)), values=values,
+                                pending_writes=len(tup.pending_writes or []))  # fmt: skip
+
+    async def events(self, caller: Caller, workflow_id: str) -> list[dict[str, Any]]:
+        """The workflow's audit log, oldest first."""
+        await self._visible(caller, workflow_id)
+        return await self.store.events(workflow_id)
+
+    async def decisions(self, caller: Caller, workflow_id: str) -> dict[str, Any]:
+        """Open decisions and the answers recorded so far."""
+        rec = await self._visible(caller, workflow_id)
+        return {
+            "workflow_id": workflow_id,
+            "pending": rec.pending,
+            "answered": await self.store.decisions(workflow_id),
+        }
+
+    def list_agents(self, *, phase: str | None = None, capability: str | None = None) -> AgentList:
+        """Agents of the registry, optionally of one phase or with one capability."""
+        phases = {"story", "character", "visual", "audio", "scene", "post", "final"}
+        if phase is not None and phase not in phases:
+            raise InvalidArgumentError("phase", f"use one of {sorted(phases)}")
+        states = self._health()
+        return AgentList(agents=[
+            AgentInfo(id=a.id, name=a.name, phase=a.phase, capabilities=a.capabilities,
+                      operation=f"{a.operation.kind}:{a.operation.name}", alternatives=a.alternatives,
+                      available=states.get(a.operation.service, "closed") != "open")
+            for a in registry().find(phase=phase, capability=capability)
+        ])  # fmt: skip

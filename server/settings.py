@@ -41,6 +41,24 @@ class Settings(BaseSettings):
     task_service_url: str = ""
     task_service_api_key: SecretStr = SecretStr("")
     task_poll_seconds: float = Field(default=5.0, gt=0)
-    webhook_base_url: str = ""
+    webhook_base_url: str = Field(default="", description="public base URL of this service's HTTP port")
+    webhook_secret: SecretStr | None = Field(default=None, description="signs per-job webhook tokens")
+
+    brain_url: str = ""
+    brain_api_key: SecretStr = SecretStr("")
+    brain_dialect: Literal["mcp", "legacy"] = "mcp"
+
+    auto_movie_url: str = ""
+    auto_movie_token: SecretStr = SecretStr("")
+    payload_email: str = ""
+    payload_password: SecretStr = SecretStr("")
+
+    llm_url: str = Field(default="", description="OpenAI-compatible base URL; unset uses the local writer")
+    llm_api_key: SecretStr = SecretStr("")
+    llm_model: str = ""
+
+    media_dir: Path | None = Field(default=None, description="where deliverables are written")
+    breaker_fail_max: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
 
     brief_max_chars: int = Field(default=20_000, ge=100)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -14,14 +14,21 @@ __all__ = ["serve_app"]
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn until the block exits; yields its base URL."""
+async def serve_app(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "off",
+    **ssl: Any,
+) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn until the block exits; yields its base URL (https when ssl_* given)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", ws="websockets-sansio"
+        app, log_level="warning", access_log=False, lifespan=lifespan, ws="websockets-sansio", **ssl
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -30,7 +37,8 @@ async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIt
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        yield f"http://{host}:{bound_port}"
+        scheme = "https" if ssl.get("ssl_certfile") else "http"
+        yield f"{scheme}://{host}:{bound_port}"
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

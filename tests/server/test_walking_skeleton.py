@@ -43,7 +43,7 @@ async def test_preview_runs_to_completion_in_process(orch: Orchestrator) -> None
     assert ts.submits_by_key == {f"{start['workflow_id']}:keyframe": 1}
     events = [e["what"] for e in await orch.store.events(start["workflow_id"])]
     assert events[0] == "workflow.created"
-    assert "agent.finished" in events
+    assert "step.finished" in events
     assert events[-1] == "workflow.completed"
 
 

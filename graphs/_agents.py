@@ -1,0 +1,125 @@
+"""Running one agent: its operation on the right port, alternatives on recoverable failure, memo."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from adapters.errors import RecoverableError, TransientError
+from graphs._ports import Ports
+from graphs._registry import Agent, registry
+from graphs._transforms import TRANSFORMS
+
+__all__ = ["AgentOutcome", "run_agent"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    """What an agent produced and which agent (the asked one or an alternative) produced it."""
+
+    agent_id: str
+    output: dict[str, Any]
+    fallback_from: str = ""
+
+
+@dataclass(frozen=True)
+class _LocalCtx:
+    workflow_id: str
+    ports: Ports
+
+    async def write_file(self, name: str, content: str | bytes) -> str:
+        return await self.ports.files.write_file(name, content)
+
+
+def _task_data(task_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    prompt = str(inputs.get("prompt") or inputs.get("summary") or inputs.get("title") or "")
+    if task_type == "generate_image":
+        return {"prompt": prompt, "image_params": {"width": 768, "height": 432}}
+    if task_type == "process_audio":
+        return {"prompt": prompt, "audio_params": {"seconds": 2}}
+    if task_type == "generate_video":
+        return {"scene_data": inputs.get("scene", {}), "video_params": {"fps": 24, "seconds": 6}}
+    return {
+        "department_slug": str(inputs.get("department", "story")),
+        "department_number": int(inputs.get("department_number", 1)),
+        "gather_data": inputs.get("gather_data", {}),
+        "previous_evaluations": inputs.get("previous_evaluations", []),
+        "threshold": float(inputs.get("threshold", 70)),
+    }
+
+
+async def _execute(ports: Ports, agent: Agent, inputs: dict[str, Any], key: str) -> dict[str, Any]:
+    op = agent.operation
+    out_key = agent.outputs[0]
+    if op.kind == "local":
+        result = TRANSFORMS[op.name](inputs, _LocalCtx(ports.workflow_id, ports))
+        if inspect.isawaitable(result):
+            result = await result
+        return dict(result)
+    if op.kind == "writer":
+        return await ports.writer.write(op.name, inputs)
+    if op.kind == "task":
+        res = await ports.tasks.run_task(key, op.name, _task_data(op.name, inputs))
+        return {out_key: res}
+    if op.kind == "brain":
+        pid = ports.project_id
+        if op.name == "create_character":
+            c = inputs["character"]
+            args = {"project_id": pid, "name": c["name"], "personality_description": c.get("personality", ""),
+                    "appearance_description": c.get("appearance", "")}  # fmt: skip
+        elif op.name == "find_similar_characters":
+            c = inputs["character"]
+            args = {"project_id": pid, "query": f"{c.get('personality', '')} {c.get('appearance', '')}"}
+        else:
+            args = {"project_id": pid, "content": str(inputs.get("content", ""))[:4000], "type": "story"}
+        return {out_key: await ports.brain.call(op.name, args)}
+    if op.name == "get_project":
+        return {out_key: await ports.auto_movie.get_project(ports.project_id)}
+    if op.name == "complete_project":
+        await ports.auto_movie.set_status(ports.project_id, "completed")
+        return {out_key: {"status": "completed"}}
+    await ports.auto_movie.write_progress(
+        ports.project_id,
+        str(inputs["phase"]),
+        list(inputs.get("completed", [])),
+        float(inputs.get("percent", 0)),
+    )
+    return {out_key: {"phase": inputs["phase"]}}
+
+
+async def run_agent(ports: Ports, agent_id: str, inputs: dict[str, Any], *, step: str) -> AgentOutcome:
+    """Run `agent_id` (or, when it fails recoverably or its service is down, an alternative).
+
+    A result already produced for this step (before a crash or a failed sibling) is returned from
+    the memo instead of running the agent again.
+
+    Raises:
+        RecoverableError: the agent and every alternative failed.
+        TransientError: the service kept failing transiently (the node's retry policy decides).
+    """
+    failures: list[str] = []
+    for agent in registry().chain(agent_id, ports.unavailable):
+        key = f"{step}:{agent.id}"
+        cached = await ports.memo.get(key)
+        if cached is not None:
+            return AgentOutcome(agent.id, dict(cached), "" if agent.id == agent_id else agent_id)
+        try:
+            output = await _execute(ports, agent, inputs, key)
+        except RecoverableError as exc:
+            failures.append(f"{agent.id}: {exc}")
+            ports.on_agent(agent.id, "failed", str(exc)[:300])
+            log.warning("agent.failed_trying_alternative", agent=agent.id, step=step, error=str(exc)[:300])
+            continue
+        except TransientError as exc:
+            ports.on_agent(agent.id, "transient", str(exc)[:300])
+            raise
+        await ports.memo.put(key, output)
+        ports.on_agent(agent.id, "ok", "" if agent.id == agent_id else f"alternative to {agent_id}")
+        return AgentOutcome(agent.id, output, "" if agent.id == agent_id else agent_id)
+    msg = f"agent {agent_id!r} and its alternatives failed at step {step!r}: {'; '.join(failures)}"
+    raise RecoverableError(msg)

@@ -1,0 +1,117 @@
+"""The HTTP port: MCP (Streamable HTTP at /mcp, WebSocket at /ws), Task Service webhooks, health, metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from server._ports_impl import webhook_token
+from server._ws import serve_mcp_websocket
+
+if TYPE_CHECKING:
+    from server._runtime import Orchestrator
+
+__all__ = ["build_http_app", "webhook_result"]
+
+log = structlog.get_logger(__name__)
+
+
+def webhook_result(payload: dict[str, Any]) -> dict[str, Any]:
+    """The part of a Task Service webhook a waiting step needs."""
+    result = payload.get("result") or {}
+    out: dict[str, Any] = {
+        "status": payload.get("status"),
+        "result_url": result.get("media_url") or result.get("url"),
+        "error": payload.get("error", ""),
+    }
+    if "score" in result:
+        out["score"] = result["score"]
+    return out
+
+
+def _lag(payload: dict[str, Any]) -> float | None:
+    stamp = payload.get("completed_at") or payload.get("failed_at")
+    try:
+        return max(0.0, time.time() - dt.datetime.fromisoformat(str(stamp)).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def build_http_app(
+    orch: Orchestrator,
+    *,
+    ws_authorize: Callable[[WebSocket], Awaitable[Any]] | None = None,
+) -> Starlette:
+    """The Starlette app of the HTTP port (stateless Streamable HTTP: any instance answers any request)."""
+    mcp = orch.mcp
+    app = mcp.streamable_http_app(stateless_http=True, json_response=True)
+
+    async def webhook(request: Request) -> Response:
+        q = request.query_params
+        wid, step, token = q.get("wid", ""), q.get("step", ""), q.get("token", "")
+        expected = webhook_token(orch.webhook_secret, wid, step)
+        if not wid or not hmac.compare_digest(token, expected):
+            orch.metrics.webhooks.labels("refused").inc()
+            log.warning(
+                "webhook.refused", source=request.client.host if request.client else "?", workflow_id=wid
+            )
+            return JSONResponse({"error": "invalid webhook token"}, status_code=401)
+        try:
+            payload = await request.json()
+            task_id = str(payload["task_id"])
+        except (ValueError, KeyError, TypeError):
+            orch.metrics.webhooks.labels("malformed").inc()
+            return JSONResponse({"error": "body must be JSON with task_id"}, status_code=400)
+        stored = await orch.store.put_job_result(task_id, webhook_result(payload))
+        lag = _lag(payload)
+        if lag is not None:
+            orch.metrics.webhook_lag.observe(lag)
+        orch.metrics.webhooks.labels("accepted" if stored else "duplicate").inc()
+        log.info("webhook.received", workflow_id=wid, step=step, task_id=task_id, duplicate=not stored)
+        return JSONResponse({"ok": True, "duplicate": not stored})
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            await orch.redis.ping()
+            redis_ok = True
+        except Exception:
+            redis_ok = False
+        breakers = orch.board.states()
+        body = {"ready": redis_ok, "redis": "ok" if redis_ok else "unreachable", "breakers": breakers}
+        return JSONResponse(body, status_code=200 if redis_ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        orch.refresh_gauges_soon()
+        try:
+            orch.metrics.queue_depth.set(await orch.store.queue_depth())
+        except Exception:
+            log.warning("metrics.queue_depth_unavailable")
+        return Response(generate_latest(orch.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def ws(websocket: WebSocket) -> None:
+        await serve_mcp_websocket(websocket, mcp, authorize=ws_authorize)
+
+    app.router.routes.extend(
+        [
+            Route("/webhooks/tasks", webhook, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            WebSocketRoute("/ws", ws),
+        ]
+    )
+    return app

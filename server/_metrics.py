@@ -1,0 +1,33 @@
+"""Prometheus metrics of one process (its own registry, so several instances can share a process in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """The metrics the engine, the adapters and the HTTP endpoints update."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.workflow_events = Counter(
+            "mo_workflow_transitions_total", "Workflow status changes", ["status"], registry=r
+        )
+        self.runs_active = Gauge("mo_runs_active", "Runs this instance executes now", registry=r)
+        self.step_seconds = Histogram("mo_step_duration_seconds", "Graph node durations", ["node"], registry=r,
+                                      buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300))  # fmt: skip
+        self.agent_executions = Counter(
+            "mo_agent_executions_total", "Agent executions", ["agent", "outcome"], registry=r
+        )
+        self.queue_depth = Gauge("mo_queue_depth", "Entries in the run queue", registry=r)
+        self.lease_reclaims = Counter(
+            "mo_lease_reclaims_total", "Runs taken over from a silent instance", registry=r
+        )
+        self.breaker_state = Gauge("mo_breaker_open", "1 when the service's breaker is open (0.5 half-open)",
+                                   ["service"], registry=r)  # fmt: skip
+        self.webhook_lag = Histogram("mo_webhook_lag_seconds", "Job completion to webhook receipt", registry=r,
+                                     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 60))  # fmt: skip
+        self.webhooks = Counter("mo_webhooks_total", "Task Service webhooks", ["outcome"], registry=r)

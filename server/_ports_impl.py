@@ -1,0 +1,218 @@
+"""The ports of one workflow run, made of the real adapters behind their service guards."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import structlog
+
+from adapters import (
+    AutoMovieClient,
+    BrainClient,
+    OrchestratorError,
+    RecoverableError,
+    ServiceGuard,
+    TaskServiceClient,
+    WorkflowStore,
+)
+
+__all__ = ["GuardedAutoMovie", "GuardedBrain", "MediaFiles", "RedisMemo", "WorkflowTasks", "webhook_token"]
+
+log = structlog.get_logger(__name__)
+
+OnWait = Callable[[str], Awaitable[None]]
+
+
+def webhook_token(secret: bytes, workflow_id: str, step_key: str) -> str:
+    """The per-job token a webhook must carry (HMAC of workflow and step)."""
+    return hmac.new(secret, f"{workflow_id}\x00{step_key}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class WorkflowTasks:
+    """The Task Service as one workflow's nodes see it (TaskPort).
+
+    A step's job id is recorded under ``<workflow>:<step_key>`` before waiting, so a step resumed after
+    a crash waits for the job it already submitted instead of submitting again. Results arrive by
+    webhook (which wakes the waiter on whichever instance holds it) or, when no webhook comes, by
+    polling the project's task list with exponential backoff.
+    """
+
+    def __init__(
+        self,
+        store: WorkflowStore,
+        client: TaskServiceClient,
+        guard: ServiceGuard,
+        *,
+        workflow_id: str,
+        project_id: str,
+        correlation_id: str = "",
+        webhook_base: str = "",
+        webhook_secret: bytes = b"",
+        poll_max: float = 5.0,
+        on_wait: OnWait | None = None,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._guard = guard
+        self._wid = workflow_id
+        self._pid = project_id
+        self._cid = correlation_id
+        self._webhook_base = webhook_base
+        self._secret = webhook_secret
+        self._poll_max = poll_max
+        self._on_wait = on_wait
+
+    def _callback(self, step_key: str) -> str | None:
+        if not self._webhook_base:
+            return None
+        query = urlencode(
+            {"wid": self._wid, "step": step_key, "token": webhook_token(self._secret, self._wid, step_key)}
+        )
+        return f"{self._webhook_base}/webhooks/tasks?{query}"
+
+    async def run_task(self, step_key: str, task_type: str, task_data: dict[str, Any]) -> dict[str, Any]:
+        """Submit once per step key, then wait for the job to finish."""
+        key = f"{self._wid}:{step_key}"
+        task_id = await self._store.job_for(self._wid, key)
+        if task_id is None:
+            answer = await self._guard.call(
+                lambda: self._client.submit(
+                    self._pid, task_type, task_data, idempotency_key=key, callback_url=self._callback(step_key),
+                    metadata={"workflow_id": self._wid, "step": step_key}, correlation_id=self._cid,
+                ),
+                on_wait=self._on_wait,
+            )  # fmt: skip
+            task_id = str(answer["task_id"])
+            await self._store.remember_job(self._wid, key, task_id)
+            log.info("jobs.submitted", step=step_key, task_id=task_id, task_type=task_type)
+        else:
+            log.info("jobs.resumed_wait", step=step_key, task_id=task_id)
+        result = await self._wait(task_id)
+        if result.get("status") != "completed":
+            await self._store.forget_job(self._wid, key)  # a retry of this step submits a new job
+            msg = f"{task_type} job {task_id} for step {step_key!r} {result.get('status')}: {result.get('error', '')}"
+            raise RecoverableError(msg)
+        if task_type == "evaluate_department" and "score" not in result and result.get("result_url"):
+            result = {**result, **await self._fetch_json(str(result["result_url"]))}
+        return {"task_id": task_id, **result}
+
+    async def _fetch_json(self, url: str) -> dict[str, Any]:
+        async def get() -> dict[str, Any]:
+            async with httpx.AsyncClient(timeout=10) as http:
+                resp = await http.get(url)
+                resp.raise_for_status()
+                return dict(resp.json())
+
+        try:
+            return await self._guard.call(get, on_wait=self._on_wait)
+        except (httpx.HTTPError, ValueError) as exc:
+            msg = f"evaluation result at {url} could not be read: {exc}"
+            raise RecoverableError(msg) from exc
+
+    async def _wait(self, task_id: str) -> dict[str, Any]:
+        delay = 0.05
+        while True:
+            pushed = await self._store.job_result(task_id)
+            if pushed is not None:
+                return pushed
+            row = await self._guard.call(lambda: self._client.find(self._pid, task_id), on_wait=self._on_wait)
+            if row is not None and row.get("status") in {"completed", "failed", "cancelled"}:
+                return {
+                    "status": row["status"],
+                    "result_url": row.get("result_url"),
+                    "error": row.get("error", ""),
+                }
+            if row is None:
+                log.warning("jobs.unknown_to_service", task_id=task_id)
+            await self._store.wait_job_result(task_id, wait_seconds=delay)
+            delay = min(delay * 2, self._poll_max)
+
+
+class GuardedBrain:
+    """BrainPort: the Brain client behind its guard."""
+
+    def __init__(self, client: BrainClient, guard: ServiceGuard, on_wait: OnWait | None = None) -> None:
+        self._client, self._guard, self._on_wait = client, guard, on_wait
+
+    async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call a Brain tool with retries and the breaker."""
+        return await self._guard.call(lambda: self._client.call(tool, args), on_wait=self._on_wait)
+
+
+class GuardedAutoMovie:
+    """AutoMoviePort: the Auto-Movie client behind its guard; progress is best effort."""
+
+    def __init__(self, client: AutoMovieClient | None, guard: ServiceGuard, correlation_id: str = "") -> None:
+        self._client, self._guard, self._cid = client, guard, correlation_id
+
+    async def get_project(self, project_id: str) -> dict[str, Any]:
+        """The project, or defaults when no Auto-Movie is configured."""
+        if self._client is None:
+            return {"id": project_id, "genre": "other", "projectSettings": {}, "progress": {}}
+        client = self._client
+        return await self._guard.call(lambda: client.get_project(project_id, correlation_id=self._cid))
+
+    async def write_progress(self, project_id: str, phase: str, completed: list[str], percent: float) -> None:
+        """Write progress; failures are logged, never raised (progress must not stop a production)."""
+        if self._client is None:
+            return
+        client = self._client
+        try:
+            await self._guard.call(
+                lambda: client.write_progress(project_id, phase, completed, percent, correlation_id=self._cid)
+            )
+        except OrchestratorError as exc:
+            log.warning("auto_movie.progress_not_written", phase=phase, error=str(exc)[:200])
+
+    async def set_status(self, project_id: str, status: str) -> None:
+        """Set the project status (best effort, like progress)."""
+        if self._client is None:
+            return
+        client = self._client
+        try:
+            await self._guard.call(lambda: client.update_status(project_id, status, correlation_id=self._cid))
+        except OrchestratorError as exc:
+            log.warning("auto_movie.status_not_written", status=status, error=str(exc)[:200])
+
+
+class RedisMemo:
+    """MemoPort: finished agent results in ``P:wf:{wid}:memo``."""
+
+    def __init__(self, store: WorkflowStore, workflow_id: str) -> None:
+        self._store, self._key = store, store.key(workflow_id, "memo")
+
+    async def get(self, key: str) -> Any | None:
+        """A stored result or None."""
+        raw = await self._store.client.hget(self._key, key)
+        return json.loads(raw) if raw else None
+
+    async def put(self, key: str, value: Any) -> None:
+        """Store a result (it expires with the workflow)."""
+        await self._store.client.hset(self._key, key, json.dumps(value, default=str))
+
+
+class MediaFiles:
+    """FilesPort: deliverables under ``<media_dir>/<project>/<workflow>/``."""
+
+    def __init__(self, root: Path, project_id: str, workflow_id: str) -> None:
+        self.folder = root / project_id / workflow_id
+
+    async def write_file(self, name: str, content: str | bytes) -> str:
+        """Write a deliverable; returns its path."""
+        safe = Path(name).name
+        data = content if isinstance(content, bytes) else content.encode()
+
+        def write() -> str:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / safe).write_bytes(data)
+            return str(self.folder / safe)
+
+        return await asyncio.to_thread(write)
