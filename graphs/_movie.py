@@ -24,7 +24,7 @@ from langgraph.types import RetryPolicy, Send, interrupt
 from adapters.errors import OrchestratorError, PermanentError, TransientError
 from graphs._agents import run_agent
 from graphs._ports import Ports
-from graphs._registry import PHASE_TO_AUTO_MOVIE
+from graphs._registry import PHASE_TO_AUTO_MOVIE, registry
 from graphs._transforms import REQUIRED_DELIVERABLES
 
 __all__ = ["MovieState", "build_character_development", "build_episode_production", "build_movie_production"]
@@ -80,7 +80,19 @@ def _opts(state: MovieState) -> dict[str, Any]:
     return state.get("options") or {}
 
 
-async def _phase_done(ports: Ports, state: MovieState, phase: str) -> list[str]:
+def _merge(*parts: MovieState) -> MovieState:
+    """Combine node outputs, concatenating the list channels that have reducers."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if k in {"agents_run", "phases_done"}:
+                out[k] = [*out.get(k, []), *list(v)]  # type: ignore[call-overload]
+            else:
+                out[k] = v
+    return out  # type: ignore[return-value]
+
+
+async def _phase_done(ports: Ports, state: MovieState, phase: str) -> MovieState:
     """Report the end of a phase to Auto-Movie; never fails the production."""
     done = [*state.get("phases_done", []), phase]
     _progress(phase, f"{phase}.done", _PHASE_END[phase], f"{phase} phase complete")
@@ -94,7 +106,8 @@ async def _phase_done(ports: Ports, state: MovieState, phase: str) -> list[str]:
         )  # fmt: skip
     except OrchestratorError as exc:
         log.warning("progress.write_back_failed", phase=phase, error=str(exc)[:300])
-    return [phase]
+        return {"phases_done": [phase]}
+    return {"phases_done": [phase], "agents_run": ["progress_reporter"]}
 
 
 def _decide(state: MovieState, question: str, options: list[str], recommended: str, **context: Any) -> str:
@@ -249,8 +262,8 @@ async def breakdown(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     out = await run_agent(runtime.context, "episode_breakdown", {"story": state["story"], "options": _opts(state)},
                           step="breakdown")  # fmt: skip
     done = await _phase_done(runtime.context, state, "story")
-    return {"scenes": out.output["scenes"], "characters": out.output["characters"], "agents_run": [out.agent_id],
-            "phases_done": done}  # fmt: skip
+    return _merge({"scenes": out.output["scenes"], "characters": out.output["characters"],
+                   "agents_run": [out.agent_id]}, done)  # fmt: skip
 
 
 # -- characters -----------------------------------------------------------------------------------
@@ -300,7 +313,7 @@ async def relationships(state: MovieState, runtime: Runtime[Ports]) -> MovieStat
     out = await run_agent(runtime.context, "relationship_mapper", {"characters": state.get("characters", [])},
                           step="relationships")  # fmt: skip
     done = await _phase_done(runtime.context, state, "character")
-    return {"relationships": out.output["relationships"], "agents_run": [out.agent_id], "phases_done": done}
+    return _merge({"relationships": out.output["relationships"], "agents_run": [out.agent_id]}, done)
 
 
 # -- visual and audio (in parallel) ---------------------------------------------------------------
@@ -348,10 +361,10 @@ async def audio_design(state: MovieState, runtime: Runtime[Ports]) -> MovieState
 
 async def plan_scenes(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """Join of visual and audio design; ends both phases."""
-    done = await _phase_done(runtime.context, state, "visual")
-    done += await _phase_done(runtime.context, {**state, "phases_done": [*state.get("phases_done", []), *done]},
+    visual = await _phase_done(runtime.context, state, "visual")
+    audio = await _phase_done(runtime.context, {**state, "phases_done": [*state.get("phases_done", []), "visual"]},
                               "audio")  # fmt: skip
-    return {"phases_done": done}
+    return _merge(visual, audio)
 
 
 # -- scenes ---------------------------------------------------------------------------------------
@@ -418,9 +431,9 @@ async def post_production(state: MovieState, runtime: Runtime[Ports]) -> MovieSt
     outs = [edit, mix, grade, subs, vfx, titles, master]
     post = {k: v for o in outs for k, v in o.output.items()}
     done_post = await _phase_done(
-        ports, {**state, "phases_done": [*state.get("phases_done", []), *done_scene]}, "post"
+        ports, {**state, "phases_done": [*state.get("phases_done", []), "scene"]}, "post"
     )
-    return {"post": post, "agents_run": [o.agent_id for o in outs], "phases_done": done_scene + done_post}
+    return _merge({"post": post, "agents_run": [o.agent_id for o in outs]}, done_scene, done_post)
 
 
 def _deliverables(state: MovieState) -> dict[str, Any]:
@@ -483,12 +496,18 @@ async def distribute(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     out = await run_agent(runtime.context, "distribution", {"package": {}, "project_id": state["project_id"]},
                           step="distribute")  # fmt: skip
     done = await _phase_done(runtime.context, state, "final")
-    return {"outcome": "distributed", "agents_run": [out.agent_id], "phases_done": done}
+    return _merge({"outcome": "distributed", "agents_run": [out.agent_id]}, done)
 
 
 def summary(state: MovieState) -> MovieState:
     """What the production made."""
     agents = state.get("agents_run", [])
+    reg = registry()
+    calls: dict[str, int] = {}
+    for a in agents:
+        service = reg[a].operation.service if a in reg.agents else ""
+        if service and service != "llm":  # the writer is reported apart: it may be local
+            calls[service] = calls.get(service, 0) + 1
     d = state.get("deliverables", {})
     return {"summary": {
         "outcome": state.get("outcome") or "completed",
@@ -497,6 +516,8 @@ def summary(state: MovieState) -> MovieState:
         "revisions": state.get("revisions", 0),
         "phases": state.get("phases_done", []),
         "agent_executions": len(agents),
+        "outside_calls": calls,
+        "writer_calls": sum(1 for a in agents if a in reg.agents and reg[a].operation.kind == "writer"),
         "distinct_agents": len(set(agents)),
         "characters": len(state.get("character_results", [])),
         "scenes": len(state.get("scene_results", [])),

@@ -37,12 +37,15 @@ def _choose(decision: dict[str, Any], console: Console, interactive: bool) -> st
     return Prompt.ask("  your choice", choices=options or None, default=default, console=console)
 
 
-async def run_demo(args: argparse.Namespace) -> int:
+async def run_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - a script: one straight story
     """Start the server over stdio with the sandbox stand-ins and run one production to the end."""
     console = Console(stderr=False)
     started = time.monotonic()
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="mo-demo-")) / "redis"
-    env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "warning"}
+    log_file = data_dir.parent / "server.log"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "info", "LOG_FILE": str(log_file),
+           "TASK_POLL_SECONDS": "1"}  # fmt: skip
     env.pop("REDIS_URL", None)
     params = StdioServerParameters(
         command=sys.executable,
@@ -65,6 +68,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                     "workflow": args.workflow,
                     "brief": "A lighthouse keeper finds a map that redraws itself every night.",
                     "idempotency_key": f"demo-{int(time.time())}",
+                    "options": {"scenes": args.scenes, "characters": 3},
                 },
             )
         )
@@ -108,18 +112,39 @@ async def run_demo(args: argparse.Namespace) -> int:
         events = await client.read_resource(f"workflow://{wid}/events") if False else None
         del events
     elapsed = time.monotonic() - started
-    media_dir = data_dir.parent / "sandbox-media"
-    files = sorted(p for p in media_dir.rglob("*") if p.is_file()) if media_dir.exists() else []
-    table = Table(title=f"Production {wid}: {status.get('status')}", show_header=False)
+    media_dir = data_dir.parent / "media"
+    files = sorted(p for p in media_dir.rglob("*") if p.is_file() and not p.name.endswith(".json.tmp"))
+    kinds: dict[str, int] = {}
+    for f in files:
+        kinds[f.suffix or "?"] = kinds.get(f.suffix or "?", 0) + 1
+    result = status.get("result") or {}
+    table = Table(
+        title=f"Production {wid}: {status.get('status')} ({result.get('outcome', '')})", show_header=False
+    )
     table.add_row("workflow", args.workflow)
     table.add_row("status", str(status.get("status")))
-    table.add_row("last phase", str(status.get("phase")))
+    table.add_row("phases", ", ".join(result.get("phases", [])) or str(status.get("phase")))
+    table.add_row("concept", str(result.get("concept", "")))
+    table.add_row(
+        "story", f"score {result.get('story_score')} after {result.get('revisions', 0)} revision(s)"
+    )
+    table.add_row(
+        "agents run",
+        f"{result.get('agent_executions', 0)} executions of {result.get('distinct_agents', 0)} agents",
+    )
+    table.add_row(
+        "outside calls", ", ".join(f"{k}: {v}" for k, v in (result.get("outside_calls") or {}).items())
+    )
+    table.add_row("characters / scenes", f"{result.get('characters', 0)} / {result.get('scenes', 0)}")
+    table.add_row("scene clips made by", ", ".join(result.get("scene_clips_by", [])))
     table.add_row("decisions answered", str(decisions))
-    table.add_row("media files", str(len(files)))
-    table.add_row("media folder", str(media_dir))
+    table.add_row(
+        "media files", f"{len(files)} (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
+    )
+    table.add_row("writer calls", f"{result.get('writer_calls', 0)} (local deterministic writer)")
+    table.add_row("files are in", str(media_dir))
+    table.add_row("server log", str(log_file))
     table.add_row("time taken", f"{elapsed:.1f}s")
-    for k, v in (status.get("result") or {}).items():
-        table.add_row(f"result.{k}", str(v)[:100])
     if status.get("last_error"):
         table.add_row("last error", status["last_error"][:200])
     console.print(table)

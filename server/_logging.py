@@ -25,9 +25,10 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """Configure structlog (and stdlib logging) once per process."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+def configure_logging(fmt: str = "auto", level: str = "info", log_file: str = "") -> None:
+    """Configure structlog (and stdlib logging) once per process; to `log_file` when given."""
+    stream: Any = open(log_file, "a", buffering=1) if log_file else sys.stderr  # noqa: SIM115 - lives as long as the process
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     lvl = getattr(logging, level.upper(), logging.INFO)
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
@@ -42,7 +43,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(stream=sys.stderr, level=max(lvl, logging.WARNING), force=True)
+    logging.basicConfig(stream=stream, level=max(lvl, logging.WARNING), force=True)

@@ -68,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run a complete production end to end on this machine")
     demo.add_argument("--data-dir")
     demo.add_argument("--interactive", action="store_true", help="ask the decisions on the terminal")
-    demo.add_argument("--workflow", default="preview")
+    demo.add_argument("--workflow", default="movie_production")
+    demo.add_argument("--scenes", type=int, default=6)
 
     args = parser.parse_args(argv)
     from server.settings import Settings
 
-    configure_logging(args.log_format or Settings().log_format, Settings().log_level)
+    base = Settings()
+    configure_logging(args.log_format or base.log_format, base.log_level, base.log_file)
     with contextlib.suppress(KeyboardInterrupt):
         if args.command == "serve":
             return asyncio.run(_serve(args))

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_file: str = Field(default="", description="write logs to this file instead of stderr")
 
     worker_concurrency: int = Field(default=1000, ge=1, le=100_000)
     lease_seconds: float = Field(default=30.0, gt=0.5)

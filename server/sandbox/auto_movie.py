@@ -215,7 +215,8 @@ class AutoMovieStandIn:
         return JSONResponse({"doc": project, "message": "Updated successfully."})
 
     def app(self) -> Starlette:
-        """The ASGI app."""
+        """The ASGI app (seeds the demo's project on first start)."""
+        self.seed("demo-project", "The Lighthouse Map", genre="sci-fi", episodes=1)
         return Starlette(
             routes=[
                 Route("/api/v1/projects", self._list, methods=["GET"]),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import random
 import re
 import uuid
@@ -242,18 +244,25 @@ class TaskServiceStandIn:
             path = write_json(folder / f"{tid}.json", {"scene": data.get("scene_data"), "frames": 24})
             kind = "application/json"
         else:
-            score = 60 + (hash(str(data.get("gather_data"))) % 40)
+            # Deterministic, and better with each revision, so a revision loop converges as a real one should.
+            gather = data.get("gather_data") or {}
+            revision = int(gather.get("revision", 0)) if isinstance(gather, dict) else 0
+            digest = hashlib.sha256(json.dumps(gather, sort_keys=True, default=str).encode()).digest()
+            score = min(99, 55 + 15 * revision + digest[0] % 15)
             path = write_json(
                 folder / f"{tid}.json", {"department": data.get("department_slug"), "score": score}
             )
             kind = "application/json"
         rel = path.relative_to(self.media_dir).as_posix()
-        return {
+        out: dict[str, Any] = {
             "media_url": f"{self.public_url}/media/{rel}",
             "media_type": kind,
             "bytes": path.stat().st_size,
             "file": str(path),
         }
+        if ttype == "evaluate_department":
+            out["score"] = score
+        return out
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
         async with httpx.AsyncClient(timeout=5.0) as client:
