@@ -5,18 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
+from server._auth import ApiKeyMiddleware, KeyStore
+from server._caller import current_caller
 from server._ports_impl import webhook_token
+from server._service import Caller
 from server._ws import serve_mcp_websocket
 
 if TYPE_CHECKING:
@@ -48,14 +50,15 @@ def _lag(payload: dict[str, Any]) -> float | None:
         return None
 
 
-def build_http_app(
-    orch: Orchestrator,
-    *,
-    ws_authorize: Callable[[WebSocket], Awaitable[Any]] | None = None,
-) -> Starlette:
-    """The Starlette app of the HTTP port (stateless Streamable HTTP: any instance answers any request)."""
+def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # noqa: PLR0915 - routes read best together
+    """The ASGI app of the HTTP port (stateless Streamable HTTP: any instance answers any request).
+
+    Args:
+        orch: the process.
+        keys: API keys to require on /mcp and /ws; None serves them without auth (loopback only).
+    """
     mcp = orch.mcp
-    app = mcp.streamable_http_app(stateless_http=True, json_response=True)
+    app = mcp.streamable_http_app(stateless_http=True, json_response=True, host="127.0.0.1")
 
     async def webhook(request: Request) -> Response:
         q = request.query_params
@@ -103,7 +106,21 @@ def build_http_app(
         return Response(generate_latest(orch.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def ws(websocket: WebSocket) -> None:
-        await serve_mcp_websocket(websocket, mcp, authorize=ws_authorize)
+        caller: Caller | None = None
+        if keys is not None:
+            header = websocket.headers.get("authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            source = websocket.client.host if websocket.client else ""
+            caller, _ = await keys.verify(token, source=source)
+            if caller is None:
+                await websocket.close(code=1008, reason="unauthorized")
+                return
+        reset = current_caller.set(caller) if caller is not None else None
+        try:
+            await serve_mcp_websocket(websocket, mcp)
+        finally:
+            if reset is not None:
+                current_caller.reset(reset)
 
     app.router.routes.extend(
         [
@@ -114,4 +131,6 @@ def build_http_app(
             WebSocketRoute("/ws", ws),
         ]
     )
-    return app
+    if keys is None:
+        return app
+    return ApiKeyMiddleware(app, keys)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
+import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from server._caller import current_caller
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._service import Caller, OrchestratorService
+from server._subscriptions import RedisNotifier
 from server.errors import NotFoundError, ServiceError
 
 __all__ = ["build_mcp_server"]
@@ -49,18 +52,36 @@ async def _read(coro: Awaitable[Any]) -> str:
 
 
 def build_mcp_server(
-    service: OrchestratorService, *, caller_of: Callable[[Context], Caller] | None = None
+    service: OrchestratorService,
+    *,
+    default_caller: Caller | None = None,
+    notifier: RedisNotifier | None = None,
 ) -> MCPServer:
-    """The MCPServer exposing the orchestrator's tools.
+    """The MCPServer exposing the orchestrator's tools and resources.
 
     Args:
         service: the operations behind the tools.
-        caller_of: who is calling, from the request context (default: the trusted local user).
+        default_caller: who calls when the transport authenticated nobody (stdio: the local user,
+            or the key given with --api-key).
+        notifier: cross-instance resource notifications (both MCP generations).
     """
-    mcp = MCPServer(name="movie-orchestrator", instructions=_INSTRUCTIONS, version="0.1.0")
+    mcp = MCPServer(
+        name="movie-orchestrator",
+        instructions=_INSTRUCTIONS,
+        version="0.1.0",
+        subscriptions=notifier.bus if notifier is not None else None,
+    )
+    if notifier is not None:
+        low = mcp._lowlevel_server
+        low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, notifier.on_subscribe)
+        low.add_request_handler(
+            "resources/unsubscribe", types.UnsubscribeRequestParams, notifier.on_unsubscribe
+        )
+    fallback = default_caller or Caller()
 
     def who(ctx: Context) -> Caller:
-        return caller_of(ctx) if caller_of is not None else Caller()
+        del ctx
+        return current_caller.get() or fallback
 
     @mcp.tool(
         description=(

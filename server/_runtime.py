@@ -31,11 +31,14 @@ from adapters import (
     open_redis,
 )
 from graphs import LocalWriter, Ports, WriterPort
+from server._auth import KeyStore
+from server._caller import current_caller
 from server._engine import Engine
 from server._mcp import build_mcp_server
 from server._metrics import Metrics
 from server._ports_impl import GuardedAutoMovie, GuardedBrain, MediaFiles, RedisMemo, WorkflowTasks
-from server._service import OrchestratorService
+from server._service import Caller, OrchestratorService
+from server._subscriptions import RedisNotifier
 from server.sandbox import AutoMovieStandIn, BrainStandIn, TaskServiceStandIn, serve_app
 from server.settings import Settings
 
@@ -67,6 +70,8 @@ class Orchestrator:
     sandbox_urls: dict[str, str] = field(default_factory=dict)
     sandbox: dict[str, Any] = field(default_factory=dict)
     media_dir: Path = Path()
+    keys: KeyStore | None = None
+    notifier: RedisNotifier | None = None
 
     def refresh_gauges_soon(self) -> None:
         """Bring breaker gauges up to date (called on scrape)."""
@@ -82,7 +87,9 @@ class Orchestrator:
         with_sandbox: bool = False,
         with_engine: bool = True,
         http: tuple[str, int] | None = None,
-        http_app_hook: Any = None,
+        auth: bool = True,
+        default_caller: Caller | None = None,
+        tls: dict[str, str] | None = None,
     ) -> AsyncIterator[Orchestrator]:
         """Start everything; stop it all, in reverse, when the block exits.
 
@@ -92,7 +99,9 @@ class Orchestrator:
             with_engine: run workflows in this process (else serve MCP only).
             http: (host, port) to serve the HTTP port on; with the sandbox and no HTTP port, a loopback
                 listener is started for the Task Service's webhooks anyway.
-            http_app_hook: called with (orchestrator, app) before serving, to add auth and routes.
+            auth: require API keys on the HTTP port's MCP endpoints (False only for loopback development).
+            default_caller: the caller of unauthenticated transports (stdio).
+            tls: ``ssl_certfile``/``ssl_keyfile`` for the HTTP port.
         """
         async with contextlib.AsyncExitStack() as stack:
             embedded: EmbeddedRedis | None = None
@@ -232,24 +241,35 @@ class Orchestrator:
                     except Exception:
                         log.warning("jobs.cancel_failed", workflow_id=wid, task_id=task_id)
 
+            keys = KeyStore(redis, prefix)
             service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
                                           publish_control=publish_control, cancel_jobs=cancel_jobs,
-                                          saver=saver, health=board.states)  # fmt: skip
+                                          saver=saver, health=board.states, audit=keys.audit)  # fmt: skip
+            caller = default_caller or Caller()
+
+            async def may_see(wid: str) -> bool:
+                rec = await store.get(wid)
+                who = current_caller.get() or caller
+                return rec is not None and who.sees(rec.project_id)
+
+            notifier = RedisNotifier(redis, prefix, may_see)
+            await notifier.start()
+            stack.push_async_callback(notifier.stop)
             orch = cls(
                 settings=settings, redis=redis, store=store, saver=saver, service=service,
-                mcp=build_mcp_server(service), engine=None, board=board, guards=guards, metrics=metrics,
+                mcp=build_mcp_server(service, default_caller=caller, notifier=notifier), engine=None, board=board, guards=guards, metrics=metrics,
                 webhook_secret=secret, consumer=consumer, embedded=embedded, sandbox_urls=urls, sandbox=sandbox,
-                media_dir=media_dir,
+                media_dir=media_dir, keys=keys, notifier=notifier,
             )  # fmt: skip
 
             if http is not None or with_sandbox:
                 from server._http import build_http_app
 
-                app = build_http_app(orch)
-                if http_app_hook is not None:
-                    app = http_app_hook(orch, app)
+                app = build_http_app(orch, keys=keys if auth else None)
                 host, port = http if http is not None else ("127.0.0.1", 0)
-                orch.http_url = await stack.enter_async_context(serve_app(app, host, port, lifespan="on"))
+                orch.http_url = await stack.enter_async_context(
+                    serve_app(app, host, port, lifespan="on", **(tls or {}))
+                )
                 if not webhook_base["url"]:
                     webhook_base["url"] = orch.http_url
                 log.info("http.listening", url=orch.http_url)

@@ -27,7 +27,7 @@ from server._models import (
     WorkflowStatus,
     WorkflowSummary,
 )
-from server.errors import ConflictError, InvalidArgumentError, NotFoundError
+from server.errors import ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError
 
 __all__ = ["Caller", "OrchestratorService"]
 
@@ -38,6 +38,7 @@ _WID_RE = re.compile(r"^wf-[0-9a-f]{16}$")
 _IDEM_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _MAX_OPTIONS_BYTES = 16_384
 _MAX_COMMENT = 2_000
+_ROLES = ("read", "operate", "decide", "admin")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class Caller:
     def sees(self, project_id: str) -> bool:
         """True if the caller may see the project."""
         return "*" in self.projects or project_id in self.projects
+
+    def can(self, needed: str) -> bool:
+        """True if the caller's role ranks at or above `needed`."""
+        return self.role in _ROLES and _ROLES.index(self.role) >= _ROLES.index(needed)
 
 
 def _status(rec: WorkflowRecord, services: dict[str, str] | None = None) -> WorkflowStatus:
@@ -94,6 +99,7 @@ class OrchestratorService:
         cancel_jobs: Callable[[str], Awaitable[None]] | None = None,
         saver: RedisCheckpointSaver | None = None,
         health: Callable[[], dict[str, str]] | None = None,
+        audit: Callable[..., Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.brief_max_chars = brief_max_chars
@@ -101,6 +107,17 @@ class OrchestratorService:
         self._cancel_jobs = cancel_jobs
         self.saver = saver
         self._health = health or dict
+        self._audit = audit
+
+    async def _require(self, caller: Caller, needed: str, action: str) -> None:
+        if caller.can(needed):
+            return
+        if self._audit is not None:
+            await self._audit(
+                "access.denied", caller=caller.name, role=caller.role, action=action, needed=needed
+            )
+        msg = f"role {caller.role!r} of key {caller.name!r} may not {action}; it needs {needed!r} or above"
+        raise PermissionDeniedError(msg)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -108,6 +125,10 @@ class OrchestratorService:
         if not isinstance(workflow_id, str) or not _WID_RE.match(workflow_id):
             raise InvalidArgumentError("workflow_id", "must look like 'wf-' followed by 16 hex digits")
         rec = await self.store.get(workflow_id)
+        if rec is not None and not caller.sees(rec.project_id) and self._audit is not None:
+            await self._audit(
+                "access.denied", caller=caller.name, workflow_id=workflow_id, reason="project scope"
+            )
         if rec is None or not caller.sees(rec.project_id):
             msg = f"unknown workflow {workflow_id!r}"
             raise NotFoundError(msg, workflow_id=workflow_id)
@@ -141,6 +162,7 @@ class OrchestratorService:
             InvalidArgumentError: an argument is wrong (nothing is written).
             NotFoundError: the caller's key does not cover the project.
         """
+        await self._require(caller, "operate", "start workflows")
         if not isinstance(project_id, str) or not _PROJECT_RE.match(project_id):
             raise InvalidArgumentError(
                 "project_id", "must be 1-100 characters of letters, digits, '_' or '-'"
@@ -182,6 +204,7 @@ class OrchestratorService:
 
     async def get_status(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """The workflow's status straight from its Redis record."""
+        await self._require(caller, "read", "read workflows")
         return _status(await self._visible(caller, workflow_id), self._health())
 
     async def wait_status(
@@ -192,6 +215,7 @@ class OrchestratorService:
         on_change: Callable[[WorkflowStatus], Awaitable[None]] | None = None,
     ) -> WorkflowStatus:
         """Return at the workflow's next change, or after `wait_seconds` with the current status."""
+        await self._require(caller, "read", "read workflows")
         if not 0 <= wait_seconds <= 300:
             raise InvalidArgumentError("wait_seconds", "must be between 0 and 300")
         first = await self._visible(caller, workflow_id)
@@ -233,6 +257,7 @@ class OrchestratorService:
             InvalidArgumentError: the choice is not among the options, or the comment is too long.
             ConflictError: the decision was already taken with another choice, or is closed.
         """
+        await self._require(caller, "decide", "submit decisions")
         rec = await self._visible(caller, workflow_id)
         if len(comment) > _MAX_COMMENT:
             raise InvalidArgumentError("comment", f"at most {_MAX_COMMENT} characters")
@@ -295,6 +320,7 @@ class OrchestratorService:
         limit: int = 50,
     ) -> WorkflowList:
         """Workflows the caller may see, newest first, one page at a time."""
+        await self._require(caller, "read", "list workflows")
         if project_id is not None and not _PROJECT_RE.match(project_id):
             raise InvalidArgumentError(
                 "project_id", "must be 1-100 characters of letters, digits, '_' or '-'"
@@ -335,6 +361,7 @@ class OrchestratorService:
 
     async def pause(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """Stop the workflow at its next step boundary, keeping its checkpoint."""
+        await self._require(caller, "operate", "pause workflows")
         rec = await self._visible(caller, workflow_id)
         if rec.status in TERMINAL:
             msg = f"workflow {workflow_id!r} is {rec.status}; only unfinished workflows can be paused"
@@ -362,6 +389,7 @@ class OrchestratorService:
 
     async def resume(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """Continue a paused workflow from its checkpoint."""
+        await self._require(caller, "operate", "resume workflows")
         rec = await self._visible(caller, workflow_id)
         if rec.status != "paused" and rec.control != "pause":
             msg = f"workflow {workflow_id!r} is {rec.status}, not paused"
@@ -378,6 +406,7 @@ class OrchestratorService:
 
     async def cancel(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """Stop the workflow for good and mark it cancelled."""
+        await self._require(caller, "operate", "cancel workflows")
         rec = await self._visible(caller, workflow_id)
         if rec.status in TERMINAL:
             if rec.status == "cancelled":
@@ -407,6 +436,7 @@ class OrchestratorService:
 
     async def retry_step(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """Run a failed workflow again from the step that failed (finished steps are kept)."""
+        await self._require(caller, "operate", "retry steps")
         rec = await self._visible(caller, workflow_id)
         if rec.status != "failed":
             msg = f"workflow {workflow_id!r} is {rec.status}; only a failed workflow can retry its step"
@@ -427,6 +457,7 @@ class OrchestratorService:
         Raises:
             NotFoundError: unknown workflow or checkpoint.
         """
+        await self._require(caller, "operate", "fork workflows")
         src = await self._visible(caller, workflow_id)
         if self.saver is None:
             msg = "forking needs the checkpointer"
@@ -470,6 +501,7 @@ class OrchestratorService:
 
     async def checkpoints(self, caller: Caller, workflow_id: str, limit: int = 100) -> CheckpointList:
         """The workflow's checkpoints (root namespace), newest first."""
+        await self._require(caller, "read", "read checkpoints")
         await self._visible(caller, workflow_id)
         out: list[CheckpointInfo] = []
         if self.saver is not None:
@@ -486,6 +518,7 @@ class OrchestratorService:
 
     async def checkpoint(self, caller: Caller, workflow_id: str, checkpoint_id: str) -> CheckpointDetail:
         """One checkpoint's values and metadata."""
+        await self._require(caller, "read", "read checkpoints")
         await self._visible(caller, workflow_id)
         tup = await self._checkpoint_tuple(workflow_id, checkpoint_id)
         values = json.loads(json.dumps(tup.checkpoint["channel_values"], default=str))
@@ -497,11 +530,13 @@ class OrchestratorService:
 
     async def events(self, caller: Caller, workflow_id: str) -> list[dict[str, Any]]:
         """The workflow's audit log, oldest first."""
+        await self._require(caller, "read", "read the audit log")
         await self._visible(caller, workflow_id)
         return await self.store.events(workflow_id)
 
     async def decisions(self, caller: Caller, workflow_id: str) -> dict[str, Any]:
         """Open decisions and the answers recorded so far."""
+        await self._require(caller, "read", "read decisions")
         rec = await self._visible(caller, workflow_id)
         return {
             "workflow_id": workflow_id,

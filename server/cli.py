@@ -1,10 +1,12 @@
-"""Command line: ``movie-orchestrator serve | sandbox | demo``."""
+"""Command line: ``movie-orchestrator serve | sandbox | demo | keys``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import ipaddress
+import json
 import signal
 import sys
 from pathlib import Path
@@ -22,28 +24,149 @@ def _settings(args: argparse.Namespace) -> Any:
     return Settings(**overrides)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"--http wants HOST:PORT, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return host.strip("[]"), int(port)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def _serve(args: argparse.Namespace) -> int:
+    import structlog
+
     from server._runtime import Orchestrator
 
+    log = structlog.get_logger("server.cli")
     settings = _settings(args)
-    async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker) as orch:
-        await orch.mcp.run_stdio_async()
+    if args.http is None:
+        default_caller = None
+        if args.api_key:
+            from adapters import open_redis
+            from server._auth import KeyStore
+
+            # stdio trusts the local user unless a key is given: then the key's scope and role apply.
+            url = settings.redis_url.get_secret_value() if settings.redis_url else None
+            if url is None:
+                print(
+                    "--api-key on stdio needs REDIS_URL (the keys live in the shared Redis)", file=sys.stderr
+                )
+                return 2
+            redis = await open_redis(url)
+            default_caller, reason = await KeyStore(redis, settings.key_prefix).verify(
+                args.api_key, source="stdio"
+            )
+            await redis.aclose()
+            if default_caller is None:
+                print(f"--api-key refused: {reason}", file=sys.stderr)
+                return 2
+        async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
+                                     default_caller=default_caller) as orch:  # fmt: skip
+            await orch.mcp.run_stdio_async()
+        return 0
+    host, port = args.http
+    tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else None
+    if args.no_auth and not _is_loopback(host):
+        print(
+            f"--no-auth is refused on {host}: bind to 127.0.0.1 (or ::1) for unauthenticated development",
+            file=sys.stderr,
+        )
+        return 2
+    if tls is None and not _is_loopback(host) and not args.insecure_http:
+        print(f"refusing to serve plain HTTP on {host}: give --tls-cert/--tls-key, or --insecure-http "
+              "behind a TLS-terminating proxy", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.no_auth:
+        banner = (
+            "!!! AUTHENTICATION IS OFF (--no-auth): anyone on this machine can run and decide workflows !!!"
+        )
+        print(banner, file=sys.stderr)
+        log.warning("http.auth_disabled", bind=f"{host}:{port}")
+    async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
+                                 http=(host, port), auth=not args.no_auth, tls=tls) as orch:  # fmt: skip
+        print(
+            f"movie-orchestrator listening on {orch.http_url}/mcp (WebSocket: /ws)",
+            file=sys.stderr,
+            flush=True,
+        )
+        await _wait_for_signal()
     return 0
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
-    from server.sandbox import TaskServiceStandIn, serve_app
+    from server.sandbox import AutoMovieStandIn, BrainStandIn, TaskServiceStandIn, serve_app
 
     settings = _settings(args)
-    ts = TaskServiceStandIn(media_dir=settings.data_dir.parent / "sandbox-media", latency=args.latency)
-    async with serve_app(ts.app(), port=args.port) as url:
-        ts.public_url = url
-        print(f"Task Service stand-in: {url}  (X-API-Key: {ts.api_key})", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+    media = settings.data_dir.parent / "media"
+    ts = TaskServiceStandIn(media_dir=media / "_tasks", latency=args.latency)
+    brain = BrainStandIn()
+    am = AutoMovieStandIn(store_file=media / "_auto_movie" / "projects.json")
+    async with (
+        serve_app(ts.app(), port=args.port) as ts_url,
+        serve_app(brain.app()) as brain_url,
+        serve_app(am.app()) as am_url,
+    ):
+        ts.public_url = ts_url
+        print("Sandbox stand-ins (not the real services):", flush=True)
+        print(f"  TASK_SERVICE_URL={ts_url}  TASK_SERVICE_API_KEY={ts.api_key}", flush=True)
+        print(
+            f"  BRAIN_URL={brain_url.replace('http://', 'ws://')}  BRAIN_API_KEY={brain.api_key}", flush=True
+        )
+        print(
+            f"  AUTO_MOVIE_URL={am_url}  AUTO_MOVIE_TOKEN={am.api_token}  PAYLOAD_EMAIL={am.email}",
+            flush=True,
+        )
+        await _wait_for_signal()
+    return 0
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    from adapters import EmbeddedRedis, open_redis
+    from server._auth import KeyStore
+
+    settings = _settings(args)
+    embedded = None
+    if settings.redis_url is not None:
+        url = settings.redis_url.get_secret_value()
+    else:
+        embedded = EmbeddedRedis(data_dir=settings.data_dir).start()
+        url = embedded.url
+    redis = await open_redis(url)
+    try:
+        store = KeyStore(redis, settings.key_prefix)
+        if args.keys_command == "create":
+            projects = [p.strip() for p in args.projects.split(",") if p.strip()]
+            key, info = await store.create(args.name, projects, args.role, args.expires_days)
+            print(json.dumps({"api_key": key, **info.as_dict()}, indent=1))
+            print("store the api_key now: it is not kept and cannot be shown again", file=sys.stderr)
+        elif args.keys_command == "list":
+            print(json.dumps([k.as_dict() for k in await store.list_keys()], indent=1))
+        else:
+            revoked = await store.revoke(args.name)
+            print(json.dumps({"revoked": revoked}))
+            if not revoked:
+                return 1
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            embedded.stop()
     return 0
 
 
@@ -57,8 +180,18 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run the MCP server (stdio unless --http)")
     serve.add_argument("--data-dir", help="embedded redis-server data folder")
+    serve.add_argument(
+        "--http", type=_bind, metavar="HOST:PORT", help="serve Streamable HTTP /mcp and WebSocket /ws"
+    )
     serve.add_argument("--sandbox", action="store_true", help="start the service stand-ins in-process")
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; run no workflows here")
+    serve.add_argument("--no-auth", action="store_true", help="HTTP without API keys (loopback binds only)")
+    serve.add_argument(
+        "--api-key", help="stdio: act with this key's projects and role instead of as local admin"
+    )
+    serve.add_argument("--tls-cert", help="PEM certificate for HTTPS/WSS")
+    serve.add_argument("--tls-key", help="PEM private key for HTTPS/WSS")
+    serve.add_argument("--insecure-http", action="store_true", help="allow plain HTTP on a non-loopback bind")
 
     sb = sub.add_parser("sandbox", help="run the outside-service stand-ins alone")
     sb.add_argument("--data-dir")
@@ -71,18 +204,28 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--workflow", default="movie_production")
     demo.add_argument("--scenes", type=int, default=6)
 
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys.add_argument("--data-dir")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key (printed once)")
+    kc.add_argument("name")
+    kc.add_argument("--projects", default="*", help="comma-separated project ids, or *")
+    kc.add_argument("--role", default="read", choices=["read", "operate", "decide", "admin"])
+    kc.add_argument("--expires-days", type=float, default=90.0)
+    ksub.add_parser("list", help="list keys (never the keys themselves)")
+    kr = ksub.add_parser("revoke", help="revoke a key by id, or every key of a name")
+    kr.add_argument("name")
+
     args = parser.parse_args(argv)
     from server.settings import Settings
 
     base = Settings()
     configure_logging(args.log_format or base.log_format, base.log_level, base.log_file)
+    runners = {"serve": _serve, "sandbox": _sandbox, "keys": _keys}
     with contextlib.suppress(KeyboardInterrupt):
-        if args.command == "serve":
-            return asyncio.run(_serve(args))
-        if args.command == "sandbox":
-            return asyncio.run(_sandbox(args))
         if args.command == "demo":
             from server._demo import run_demo
 
             return asyncio.run(run_demo(args))
-    return 130 if sys.exc_info()[0] else 0
+        return asyncio.run(runners[args.command](args))
+    return 130

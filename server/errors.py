@@ -3,6 +3,7 @@
     ServiceError
     ├── InvalidArgumentError   a caller's argument is wrong: names the field and why
     ├── NotFoundError          unknown workflow, decision or checkpoint (also: not yours to see)
+    ├── PermissionDeniedError  the caller's role does not allow this operation
     └── ConflictError          the request contradicts the current state (decision already taken, ...)
 
 Errors of outside services are in adapters.errors (transient / permanent / recoverable).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ConflictError", "InvalidArgumentError", "NotFoundError", "ServiceError"]
+__all__ = ["ConflictError", "InvalidArgumentError", "NotFoundError", "PermissionDeniedError", "ServiceError"]
 
 
 class ServiceError(Exception):
@@ -45,3 +46,9 @@ class ConflictError(ServiceError):
     """The request contradicts the workflow's current state."""
 
     code = "conflict"
+
+
+class PermissionDeniedError(ServiceError):
+    """The caller's role ranks below what the operation needs."""
+
+    code = "permission_denied"

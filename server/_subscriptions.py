@@ -1,0 +1,172 @@
+"""Resource change notifications across instances, through Redis pub/sub, for both MCP generations.
+
+Every workflow change is published on ``P:changed:<wid>`` by the store (whichever instance made it).
+Each instance listens there and tells its own subscribers:
+- 2026-07-28 clients (``subscriptions/listen``) through `RedisSubscriptionBus`, the SDK's bus seam;
+- handshake-era clients (``resources/subscribe``) through `send_resource_updated` on their session.
+Events a server publishes itself (``ctx.notify_resource_updated``) go through ``P:mcp-events`` so
+they reach subscribers on every instance too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mcp_types as types
+import structlog
+from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
+from mcp.shared.exceptions import MCPError
+
+from adapters import AnyRedis
+
+__all__ = ["RedisNotifier", "RedisSubscriptionBus"]
+
+log = structlog.get_logger(__name__)
+
+_WID_IN_URI = re.compile(r"^workflow://([^/]+)/")
+
+
+class RedisSubscriptionBus:
+    """The SDK's SubscriptionBus over Redis: publish goes to Redis, every instance delivers locally."""
+
+    def __init__(self, notifier: RedisNotifier) -> None:
+        self._notifier = notifier
+
+    async def publish(self, event: ServerEvent) -> None:
+        """Send the event to every instance (this one included)."""
+        if isinstance(event, ResourceUpdated):
+            payload = {"kind": "resource_updated", "uri": str(event.uri)}
+        else:
+            payload = {"kind": type(event).__name__}
+        await self._notifier.redis.publish(self._notifier.events_channel, json.dumps(payload))
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Register a local listener; returns its unsubscribe callable."""
+        token = object()
+        self._notifier.listeners[token] = listener
+
+        def unsubscribe() -> None:
+            self._notifier.listeners.pop(token, None)
+
+        return unsubscribe
+
+
+class RedisNotifier:
+    """Forwards workflow changes and bus events from Redis to this instance's MCP subscribers.
+
+    Args:
+        redis: client for pub/sub.
+        prefix: deployment key prefix.
+        may_see: async check that a subscribing caller may see a workflow (None: anyone).
+    """
+
+    def __init__(
+        self, redis: AnyRedis, prefix: str, may_see: Callable[[str], Awaitable[bool]] | None = None
+    ) -> None:
+        self.redis: Any = redis
+        self.prefix = prefix
+        self.events_channel = f"{prefix}:mcp-events"
+        self.listeners: dict[object, Callable[[ServerEvent], None]] = {}
+        self.sessions: dict[str, set[Any]] = {}
+        self.bus = RedisSubscriptionBus(self)
+        self._may_see = may_see
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+
+    # -- handshake-era handlers -----------------------------------------------------------------
+
+    async def on_subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        """``resources/subscribe``: remember the session for the URI."""
+        uri = str(params.uri)
+        match = _WID_IN_URI.match(uri)
+        if match and self._may_see is not None and not await self._may_see(match.group(1)):
+            raise MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri!r}")
+        self.sessions.setdefault(uri, set()).add(ctx.session)
+        return types.EmptyResult()
+
+    async def on_unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        """``resources/unsubscribe``: forget the session for the URI."""
+        self.sessions.get(str(params.uri), set()).discard(ctx.session)
+        return types.EmptyResult()
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _deliver(self, event: ServerEvent) -> None:
+        for listener in list(self.listeners.values()):
+            try:
+                listener(event)
+            except Exception:  # fan-out boundary: one listener must not starve the others
+                log.exception("subscriptions.listener_failed")
+        if isinstance(event, ResourceUpdated):
+            for session in list(self.sessions.get(str(event.uri), ())):
+                task = asyncio.get_running_loop().create_task(self._send(session, str(event.uri)))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+        self.delivered += 1
+
+    async def _send(self, session: Any, uri: str) -> None:
+        try:
+            await session.send_resource_updated(uri)
+        except Exception:
+            for subscribers in self.sessions.values():
+                subscribers.discard(session)
+
+    @staticmethod
+    def uris_for(wid: str, what: str) -> list[str]:
+        """The resources a change of a workflow touches."""
+        uris = [f"workflow://{wid}/state", f"workflow://{wid}/events"]
+        if what.startswith(("decision.", "workflow.", "run.")):
+            uris.append(f"workflow://{wid}/decisions")
+        if what.startswith(("step.", "run.", "workflow.")):
+            uris.append(f"workflow://{wid}/checkpoints")
+        return uris
+
+    async def _follow(self) -> None:
+        changed = f"{self.prefix}:changed:"
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.psubscribe(f"{changed}*")
+                await pubsub.subscribe(self.events_channel)
+                async for msg in pubsub.listen():
+                    kind = msg.get("type")
+                    if kind not in {"message", "pmessage"}:
+                        continue
+                    channel = (
+                        msg["channel"].decode() if isinstance(msg["channel"], bytes) else str(msg["channel"])
+                    )
+                    data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
+                    if channel.startswith(changed):
+                        for uri in self.uris_for(channel[len(changed) :], data):
+                            self._deliver(ResourceUpdated(uri=uri))
+                    else:
+                        event = json.loads(data)
+                        if event.get("kind") == "resource_updated":
+                            self._deliver(ResourceUpdated(uri=event["uri"]))
+                        elif event.get("kind") == "ResourcesListChanged":
+                            self._deliver(ResourcesListChanged())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("subscriptions.follow_failed")
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def start(self) -> None:
+        """Start following Redis."""
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        """Stop following Redis."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
