@@ -1,0 +1,162 @@
+"""The auth matrix over real HTTP and WebSocket: keys missing, wrong, expired, revoked, of another project;
+each role against each tool."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from server._runtime import Orchestrator
+from server.settings import Settings
+from tests.server.clients import connect
+from tests.server.conftest import error_text, structured
+
+TOOLS_BY_ROLE = {
+    "get_status": "read",
+    "list_workflows": "read",
+    "list_agents": "read",
+    "start_workflow": "operate",
+    "pause_workflow": "operate",
+    "resume_workflow": "operate",
+    "cancel_workflow": "operate",
+    "retry_step": "operate",
+    "fork_workflow": "operate",
+    "submit_decision": "decide",
+}
+ROLES = ["read", "operate", "decide", "admin"]
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[Orchestrator]:
+    """An orchestrator with auth on its HTTP port, no engine (workflows stay queued)."""
+    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as orch:
+        yield orch
+
+
+async def _rpc(url: str, key: str | None) -> httpx.Response:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2025-06-18"}  # fmt: skip
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    async with httpx.AsyncClient() as http:
+        return await http.post(f"{url}/mcp", json=body, headers=headers)
+
+
+async def test_http_refuses_missing_wrong_expired_and_revoked_keys(served: Orchestrator) -> None:
+    """No key, a wrong key, an expired key and a revoked key all get 401; every refusal is audited."""
+    keys = served.keys
+    assert keys is not None
+    good, _ = await keys.create("ok", ["*"], "read")
+    expired, _ = await keys.create("old", ["*"], "read", ttl_days=1e-9)
+    revoked, _ = await keys.create("gone", ["*"], "read")
+    assert await keys.revoke("gone")
+    time.sleep(0.01)
+    for key, reason in [(None, "missing key"), ("mo_bad_key", "unknown key"), (expired, "expired key"),
+                        (revoked, "revoked key")]:  # fmt: skip
+        resp = await _rpc(served.http_url, key)
+        assert resp.status_code == 401, (key, resp.text)
+        assert reason in resp.json()["message"]
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+    assert (await _rpc(served.http_url, good)).status_code == 200
+    audit = await served.redis.xrange(f"{served.settings.key_prefix}:audit")
+    whats = [dict(e)[b"what"].decode() for _, e in audit]
+    assert whats.count("auth.failed") == 4
+    assert {"key.created", "key.revoked"} <= set(whats)
+    for _, entry in audit:  # keys never reach the audit log
+        for secret in (good, expired, revoked):
+            assert secret.encode() not in b"".join(entry.values())
+
+
+async def test_websocket_upgrade_requires_a_valid_key(served: Orchestrator) -> None:
+    """The /ws upgrade with no key or a wrong key is closed as a policy violation before any MCP traffic."""
+    url = served.http_url.replace("http://", "ws://") + "/ws"
+    for headers in ({}, {"Authorization": "Bearer mo_nope"}):
+        with pytest.raises((InvalidStatus, ConnectionClosed)):
+            async with ws_connect(url, subprotocols=["mcp"], additional_headers=headers) as ws:  # type: ignore[arg-type]
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+                await ws.recv()
+
+
+@pytest.mark.parametrize("transport", ["http", "ws"])
+async def test_another_projects_workflow_is_not_found(served: Orchestrator, transport: str) -> None:
+    """A key scoped to project A sees B's workflows as unknown (never "forbidden") and cannot list them."""
+    keys = served.keys
+    assert keys is not None
+    admin, _ = await keys.create("admin", ["*"], "admin")
+    scoped, _ = await keys.create("a-only", ["proj-a"], "admin")
+    async with connect(served, transport, admin) as c:
+        b = structured(await c.call_tool("start_workflow", {"project_id": "proj-b", "workflow": "preview"}))
+    async with connect(served, transport, scoped) as c:
+        text = error_text(await c.call_tool("get_status", {"workflow_id": b["workflow_id"]}))
+        assert "not_found" in text
+        assert "forbidden" not in text.lower()
+        assert "not_found" in error_text(
+            await c.call_tool("cancel_workflow", {"workflow_id": b["workflow_id"]})
+        )
+        assert "not_found" in error_text(await c.call_tool("start_workflow", {"project_id": "proj-b",
+                                                                              "workflow": "preview"}))  # fmt: skip
+        listed = structured(await c.call_tool("list_workflows", {}))
+        assert b["workflow_id"] not in {w["workflow_id"] for w in listed["workflows"]}
+        with pytest.raises(Exception, match="unknown workflow"):
+            await c.read_resource(f"workflow://{b['workflow_id']}/state")
+        a = structured(await c.call_tool("start_workflow", {"project_id": "proj-a", "workflow": "preview"}))
+        assert (
+            structured(await c.call_tool("get_status", {"workflow_id": a["workflow_id"]}))["project_id"]
+            == "proj-a"
+        )
+
+
+def _args(tool: str, wid: str) -> dict[str, Any]:
+    return {
+        "get_status": {"workflow_id": wid},
+        "list_workflows": {},
+        "list_agents": {},
+        "start_workflow": {"project_id": "p", "workflow": "preview"},
+        "pause_workflow": {"workflow_id": wid},
+        "resume_workflow": {"workflow_id": wid},
+        "cancel_workflow": {"workflow_id": wid},
+        "retry_step": {"workflow_id": wid},
+        "fork_workflow": {"workflow_id": wid, "checkpoint_id": "00000000-0000-0000-0000-000000000000"},
+        "submit_decision": {"workflow_id": wid, "decision_id": "d", "choice": "x"},
+    }[tool]
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_each_role_against_each_tool(served: Orchestrator, role: str) -> None:
+    """A role below a tool's need gets permission_denied; at or above it passes the role check."""
+    keys = served.keys
+    assert keys is not None
+    admin, _ = await keys.create("admin", ["*"], "admin")
+    key, _ = await keys.create(f"k-{role}", ["*"], role)
+    async with connect(served, "http", admin) as c:
+        wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
+            "workflow_id"
+        ]
+    async with connect(served, "http", key) as c:
+        for tool, needed in TOOLS_BY_ROLE.items():
+            result = await c.call_tool(tool, _args(tool, wid))
+            allowed = ROLES.index(role) >= ROLES.index(needed)
+            text = "" if not result.is_error else error_text(result)
+            if allowed:
+                assert "permission_denied" not in text, (role, tool, text)
+            else:
+                assert "permission_denied" in text, (role, tool, text)
+                assert needed in text
+    audit = await served.redis.xrange(f"{served.settings.key_prefix}:audit")
+    denied = [json.loads(dict(e)[b"data"]) for _, e in audit if dict(e)[b"what"] == b"access.denied"]
+    expected = sum(1 for needed in TOOLS_BY_ROLE.values() if ROLES.index(role) < ROLES.index(needed))
+    assert len([d for d in denied if d.get("caller") == f"k-{role}"]) == expected
+
+
+async def test_no_auth_serves_loopback_without_keys(settings: Settings) -> None:
+    """--no-auth (loopback development) serves MCP without a key."""
+    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0), auth=False) as orch:
+        assert (await _rpc(orch.http_url, None)).status_code == 200
