@@ -4,14 +4,15 @@ each role against each tool."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from server._runtime import Orchestrator
 from server.settings import Settings
@@ -40,6 +41,13 @@ async def served(settings: Settings) -> AsyncIterator[Orchestrator]:
         yield orch
 
 
+async def _audit(orch: Orchestrator) -> list[tuple[str, dict[str, Any], bytes]]:
+    """The security audit stream: (what, data, raw bytes of the entry)."""
+    r: Any = orch.redis
+    rows = await r.xrange(f"{orch.settings.key_prefix}:audit")
+    return [(e[b"what"].decode(), json.loads(e[b"data"]), b"".join(e.values())) for _, e in rows]
+
+
 async def _rpc(url: str, key: str | None) -> httpx.Response:
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
                "MCP-Protocol-Version": "2025-06-18"}  # fmt: skip
@@ -58,7 +66,7 @@ async def test_http_refuses_missing_wrong_expired_and_revoked_keys(served: Orche
     expired, _ = await keys.create("old", ["*"], "read", ttl_days=1e-9)
     revoked, _ = await keys.create("gone", ["*"], "read")
     assert await keys.revoke("gone")
-    time.sleep(0.01)
+    await anyio.sleep(0.01)
     for key, reason in [(None, "missing key"), ("mo_bad_key", "unknown key"), (expired, "expired key"),
                         (revoked, "revoked key")]:  # fmt: skip
         resp = await _rpc(served.http_url, key)
@@ -66,23 +74,27 @@ async def test_http_refuses_missing_wrong_expired_and_revoked_keys(served: Orche
         assert reason in resp.json()["message"]
         assert resp.headers["www-authenticate"].startswith("Bearer")
     assert (await _rpc(served.http_url, good)).status_code == 200
-    audit = await served.redis.xrange(f"{served.settings.key_prefix}:audit")
-    whats = [dict(e)[b"what"].decode() for _, e in audit]
+    audit = await _audit(served)
+    whats = [what for what, _, _ in audit]
     assert whats.count("auth.failed") == 4
     assert {"key.created", "key.revoked"} <= set(whats)
-    for _, entry in audit:  # keys never reach the audit log
+    for _, _, raw in audit:  # keys never reach the audit log
         for secret in (good, expired, revoked):
-            assert secret.encode() not in b"".join(entry.values())
+            assert secret.encode() not in raw
 
 
 async def test_websocket_upgrade_requires_a_valid_key(served: Orchestrator) -> None:
     """The /ws upgrade with no key or a wrong key is closed as a policy violation before any MCP traffic."""
     url = served.http_url.replace("http://", "ws://") + "/ws"
+
+    async def attempt(headers: dict[str, str]) -> None:
+        async with ws_connect(url, subprotocols=[Subprotocol("mcp")], additional_headers=headers) as ws:
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+            await ws.recv()
+
     for headers in ({}, {"Authorization": "Bearer mo_nope"}):
         with pytest.raises((InvalidStatus, ConnectionClosed)):
-            async with ws_connect(url, subprotocols=["mcp"], additional_headers=headers) as ws:  # type: ignore[arg-type]
-                await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
-                await ws.recv()
+            await attempt(headers)
 
 
 @pytest.mark.parametrize("transport", ["http", "ws"])
@@ -150,8 +162,7 @@ async def test_each_role_against_each_tool(served: Orchestrator, role: str) -> N
             else:
                 assert "permission_denied" in text, (role, tool, text)
                 assert needed in text
-    audit = await served.redis.xrange(f"{served.settings.key_prefix}:audit")
-    denied = [json.loads(dict(e)[b"data"]) for _, e in audit if dict(e)[b"what"] == b"access.denied"]
+    denied = [data for what, data, _ in await _audit(served) if what == "access.denied"]
     expected = sum(1 for needed in TOOLS_BY_ROLE.values() if ROLES.index(role) < ROLES.index(needed))
     assert len([d for d in denied if d.get("caller") == f"k-{role}"]) == expected
 

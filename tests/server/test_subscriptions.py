@@ -89,6 +89,7 @@ async def test_subscribing_to_a_hidden_workflow_is_refused(
             "workflow_id"
         ]
     async with connect(b, "ws", other) as cb:
-        with warnings.catch_warnings(), pytest.raises(Exception, match="unknown resource"):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            await cb.session.subscribe_resource(f"workflow://{wid}/state")
+            with pytest.raises(Exception, match="unknown resource"):
+                await cb.session.subscribe_resource(f"workflow://{wid}/state")
