@@ -17,6 +17,9 @@ import structlog
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command, StateSnapshot
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters import TERMINAL, RedisCheckpointSaver, RunTicket, WorkflowRecord, WorkflowStore
 from graphs import WORKFLOWS, Ports
@@ -207,12 +210,16 @@ class Engine:
             workflow_id=wid, run_id=ticket.entry_id, correlation_id=ticket.correlation_id
         )
         handed_back = False
+        leave_pending = False  # True: leave the queue entry unacknowledged for a later reclaim
         try:
             rec = await self.store.get(wid)
             if rec is None or rec.status in TERMINAL:
                 return
             if not await self.store.take_lease(wid, self.consumer, self.lease_ms):
+                # Another live instance runs it. Keep this entry unacknowledged: if that run ends before
+                # seeing what this entry asks for, the entry is reclaimed after the lease and run then.
                 log.info("engine.run_held_elsewhere")
+                leave_pending = True
                 return
             if rec.control in {"pause", "cancel"}:
                 await self._apply_control(rec)
@@ -227,6 +234,11 @@ class Engine:
                 handed_back = True
             else:
                 raise
+        except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
+            # Redis is away: nothing of the run can be trusted to be written, the workflow has not failed.
+            # Leave the queue entry unacknowledged; it is reclaimed (here or elsewhere) once Redis is back.
+            leave_pending = True
+            log.warning("engine.run_lost_redis", error=str(exc)[:200])
         except Exception as exc:
             log.exception("engine.run_failed")
             await self._set(
@@ -245,7 +257,8 @@ class Engine:
                 if handed_back:
                     # Give the run to any instance right away instead of waiting for the lease.
                     await self.store.enqueue(wid, "handed_back", ticket.correlation_id)
-                await self.store.finish(ticket, self.consumer)
+                if not leave_pending:
+                    await self.store.finish(ticket, self.consumer)
             structlog.contextvars.unbind_contextvars("workflow_id", "run_id", "correlation_id")
 
     async def _set(self, wid: str, fields: dict[str, Any], event: str, **kw: Any) -> None:
@@ -299,6 +312,11 @@ class Engine:
                         event="decision.requested",
                         event_data={"decisions": [p["id"] for p in pending]},
                     )
+                    # A decision recorded while we were writing the status would otherwise wait for
+                    # the next run; look once more.
+                    answers = await self.store.decisions(wid)
+                    if any(i.id in answers for i in state.interrupts):
+                        continue
                     return False
                 graph_input = Command(resume=resume)
             elif state.next:
