@@ -83,6 +83,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         self._graphs: dict[str, Any] = {}
         self._running: dict[str, tuple[RunTicket, asyncio.Task[None], RunControl]] = {}
+        self._deferred: dict[str, RunTicket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._slot = asyncio.Event()
@@ -170,25 +171,36 @@ class Engine:
                 self._spawn(ticket)
 
     def _spawn(self, ticket: RunTicket) -> None:
-        if ticket.workflow_id in self._running:
-            # The run in progress will see whatever this entry asks for; drop the duplicate.
-            task = asyncio.create_task(self.store.finish(ticket, self.consumer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        wid = ticket.workflow_id
+        if wid in self._running:
+            # One run per workflow at a time. The run in progress may end before seeing what this entry
+            # asks for (a retry, a decision), so run again when it ends; a second duplicate is redundant.
+            earlier = self._deferred.get(wid)
+            self._deferred[wid] = ticket
+            if earlier is not None:
+                self._background(self.store.finish(earlier, self.consumer))
             return
         control = RunControl()
         task = asyncio.create_task(self._run(ticket, control))
-        self._running[ticket.workflow_id] = (ticket, task, control)
+        self._running[wid] = (ticket, task, control)
         self.stats["runs_started"] += 1
         self.metrics.runs_active.set(len(self._running))
 
         def done(_: asyncio.Task[None]) -> None:
-            self._running.pop(ticket.workflow_id, None)
+            self._running.pop(wid, None)
             self.stats["runs_finished"] += 1
             self.metrics.runs_active.set(len(self._running))
             self._slot.set()
+            deferred = self._deferred.pop(wid, None)
+            if deferred is not None and not self._stopping.is_set():
+                self._spawn(deferred)
 
         task.add_done_callback(done)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -65,7 +65,8 @@ class TaskServiceStandIn:
         media_dir: where result files are written (served at ``/media``).
         api_key: the key every route but health requires in ``X-API-Key``.
         latency: seconds a task takes before it completes.
-        failure_rate: chance in [0, 1] that a task fails.
+        failure_rate: chance in [0, 1] that a task fails (reported by webhook, like a GPU error).
+        submit_error_rate: chance in [0, 1] that a submit answers 500.
         video_always_fails: mirror the current build's defect.
         public_url: base URL the results' ``result_url`` point at (set once the port is known).
     """
@@ -74,6 +75,7 @@ class TaskServiceStandIn:
     api_key: str = "sandbox-task-key"
     latency: float = 0.2
     failure_rate: float = 0.0
+    submit_error_rate: float = 0.0
     video_always_fails: bool = True
     outage: bool = False
     public_url: str = ""
@@ -356,7 +358,7 @@ class TaskServiceStandIn:
 
     async def _chaos(self, request: Request) -> Response:
         body = await request.json()
-        for name in ("latency", "failure_rate", "outage", "video_always_fails"):
+        for name in ("latency", "failure_rate", "submit_error_rate", "outage", "video_always_fails"):
             if name in body:
                 setattr(self, name, type(getattr(self, name))(body[name]))
         return JSONResponse(

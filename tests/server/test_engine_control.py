@@ -1,0 +1,145 @@
+"""The run engine in process: pause, resume, cancel (with outside jobs), retry a failed step, service outage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from server._runtime import Orchestrator
+from server.settings import Settings
+from tests.server.conftest import error_text, structured
+
+
+@pytest.fixture
+async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
+    """An orchestrator with the stand-ins; breakers trip fast and half-open fast."""
+    fast = settings.model_copy(update={"breaker_fail_max": 2, "breaker_reset_seconds": 0.5})
+    async with Orchestrator.open(fast, with_sandbox=True) as o:
+        yield o
+
+
+async def _status(c: Client, wid: str) -> dict[str, Any]:
+    return structured(await c.call_tool("get_status", {"workflow_id": wid}))
+
+
+async def _until(c: Client, wid: str, pred: Any, limit: float = 60) -> dict[str, Any]:
+    with anyio.fail_after(limit):
+        while True:
+            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
+            if pred(st):
+                return st
+
+
+async def _start(c: Client, **args: Any) -> str:
+    base = {
+        "project_id": "p",
+        "brief": "storm",
+        "options": {"scenes": 3, "characters": 2, "auto_approve": True},
+    }
+    result = structured(await c.call_tool("start_workflow", base | args))
+    return str(result["workflow_id"])
+
+
+async def test_pause_stops_at_a_step_boundary_and_resume_finishes(orch: Orchestrator) -> None:
+    """Pausing a running production stops it with its checkpoint; nothing moves while paused; resume completes it."""
+    orch.sandbox["task_service"].latency = 0.3
+    async with Client(orch.mcp) as c:
+        wid = await _start(c)
+        await _until(c, wid, lambda s: s["status"] == "running" and s["percent"] >= 20)
+        await c.call_tool("pause_workflow", {"workflow_id": wid})
+        paused = await _until(c, wid, lambda s: s["status"] == "paused")
+        await anyio.sleep(1.0)
+        still = await _status(c, wid)
+        assert still["status"] == "paused"
+        assert still["percent"] == paused["percent"]
+        assert "conflict" in error_text(await c.call_tool("retry_step", {"workflow_id": wid}))
+        await c.call_tool("resume_workflow", {"workflow_id": wid})
+        done = await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+    assert done["status"] == "completed", done["last_error"]
+    assert done["result"]["outcome"] == "distributed"
+    events = [e["what"] for e in await orch.store.events(wid)]
+    assert (
+        events.index("workflow.paused")
+        < events.index("workflow.resumed")
+        < events.index("workflow.completed")
+    )
+
+
+async def test_cancel_mid_run_cancels_outside_jobs(orch: Orchestrator) -> None:
+    """Cancelling while Task Service jobs run marks the workflow cancelled and DELETEs its jobs."""
+    ts = orch.sandbox["task_service"]
+    ts.latency = 30.0
+    async with Client(orch.mcp) as c:
+        wid = await _start(c)
+        with anyio.fail_after(30):
+            while not any(t["status"] == "processing" for t in ts.tasks.values()):
+                await anyio.sleep(0.05)
+        cancelled = structured(await c.call_tool("cancel_workflow", {"workflow_id": wid}))
+        assert cancelled["status"] in {"cancelled", "running"}
+        final = await _until(c, wid, lambda s: s["status"] == "cancelled", limit=10)
+    assert final["status"] == "cancelled"
+    assert any(t["status"] == "cancelled" for t in ts.tasks.values())
+    assert not any(t["status"] == "processing" for t in ts.tasks.values())
+    engine = orch.engine
+    assert engine is not None
+    with anyio.fail_after(5):
+        while wid in engine.running:
+            await anyio.sleep(0.02)
+
+
+async def test_retry_step_reruns_only_the_failed_step(orch: Orchestrator) -> None:
+    """A step whose job fails with no alternative fails the workflow; retry_step re-runs just that step."""
+    ts = orch.sandbox["task_service"]
+    ts.failure_rate = 1.0
+    async with Client(orch.mcp) as c:
+        wid = await _start(c, workflow="preview")
+        failed = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+        assert failed["status"] == "failed"
+        assert "keyframe" in failed["last_error"]
+        ts.failure_rate = 0.0
+        retried = structured(await c.call_tool("retry_step", {"workflow_id": wid}))
+        assert retried["status"] == "queued"
+        done = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+    assert done["status"] == "completed"
+    started = [e["data"]["step"] for e in await orch.store.events(wid) if e["what"] == "step.started"]
+    assert started.count("concept") == 1
+    assert started.count("keyframe") >= 2
+
+
+async def test_task_service_outage_waits_with_a_clear_status_then_completes(orch: Orchestrator) -> None:
+    """During an outage the breaker opens, workflows wait saying why, and all complete after recovery."""
+    ts = orch.sandbox["task_service"]
+    ts.outage = True
+    async with Client(orch.mcp) as c:
+        wids = [await _start(c, workflow="preview", brief=f"b{i}") for i in range(3)]
+        waiting = await _until(c, wids[0], lambda s: "circuit open" in s["waiting_reason"])
+        assert waiting["status"] == "running"
+        assert waiting["services"]["task-service"] in {"open", "half-open"}
+        await anyio.sleep(1.0)
+        for w in wids:
+            assert (await _status(c, w))["status"] != "failed"
+        ts.outage = False
+        finals = [await _until(c, w, lambda s: s["status"] in {"completed", "failed"}) for w in wids]
+    assert [f["status"] for f in finals] == ["completed"] * 3
+    assert finals[0]["waiting_reason"] == ""
+    assert any(e["what"] == "service.waiting" for e in await orch.store.events(wids[0]))
+
+
+async def test_get_status_wait_returns_on_change_and_reports_progress(orch: Orchestrator) -> None:
+    """get_status with wait_seconds returns at the next change and sends progress notifications."""
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with Client(orch.mcp) as c:
+        wid = await _start(c, workflow="preview")
+        with anyio.fail_after(10):
+            result = await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 30},
+                                       progress_callback=on_progress)  # fmt: skip
+        assert structured(result)["updated_at"] > 0
+    assert seen
