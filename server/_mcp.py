@@ -11,6 +11,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server._caller import current_caller
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
@@ -32,11 +35,16 @@ when get_status shows pending_decisions. Workflows survive restarts; nothing run
 WorkflowId = Annotated[str, Field(description="id returned by start_workflow, e.g. 'wf-0123456789abcdef'")]
 
 
+_REDIS_DOWN = "unavailable: the workflow store (Redis) cannot be reached right now; try again shortly"
+
+
 async def _run(coro: Awaitable[T]) -> T:
     try:
         return await coro
     except ServiceError as exc:
         raise ToolError(f"{exc.code}: {exc}") from exc
+    except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
+        raise ToolError(_REDIS_DOWN) from exc
 
 
 async def _read(coro: Awaitable[Any]) -> str:
@@ -46,6 +54,8 @@ async def _read(coro: Awaitable[Any]) -> str:
         raise ResourceNotFoundError(str(exc)) from exc
     except ServiceError as exc:
         raise ResourceError(f"{exc.code}: {exc}") from exc
+    except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
+        raise ResourceError(_REDIS_DOWN) from exc
     if hasattr(value, "model_dump_json"):
         return str(value.model_dump_json(indent=1))
     return json.dumps(value, indent=1, default=str)
