@@ -21,6 +21,7 @@ from adapters import (
     RecoverableError,
     ServiceGuard,
     TaskServiceClient,
+    TransientError,
     WorkflowStore,
 )
 
@@ -57,6 +58,7 @@ class WorkflowTasks:
         webhook_base: str = "",
         webhook_secret: bytes = b"",
         poll_max: float = 5.0,
+        unknown_grace: float = 300.0,
         on_wait: OnWait | None = None,
     ) -> None:
         self._store = store
@@ -69,6 +71,7 @@ class WorkflowTasks:
         self._secret = webhook_secret
         self._poll_max = poll_max
         self._on_wait = on_wait
+        self._unknown_grace = unknown_grace
 
     def _callback(self, step_key: str) -> str | None:
         if not self._webhook_base:
@@ -95,7 +98,7 @@ class WorkflowTasks:
             log.info("jobs.submitted", step=step_key, task_id=task_id, task_type=task_type)
         else:
             log.info("jobs.resumed_wait", step=step_key, task_id=task_id)
-        result = await self._wait(task_id)
+        result = await self._wait(task_id, key)
         if result.get("status") != "completed":
             await self._store.forget_job(self._wid, key)  # a retry of this step submits a new job
             msg = f"{task_type} job {task_id} for step {step_key!r} {result.get('status')}: {result.get('error', '')}"
@@ -117,8 +120,9 @@ class WorkflowTasks:
             msg = f"evaluation result at {url} could not be read: {exc}"
             raise RecoverableError(msg) from exc
 
-    async def _wait(self, task_id: str) -> dict[str, Any]:
+    async def _wait(self, task_id: str, key: str) -> dict[str, Any]:
         delay = 0.05
+        unknown_since: float | None = None
         while True:
             pushed = await self._store.job_result(task_id)
             if pushed is not None:
@@ -131,7 +135,17 @@ class WorkflowTasks:
                     "error": row.get("error", ""),
                 }
             if row is None:
+                # Task records expire after 24 h and a restarted service may forget them: after a while,
+                # forget the job so the step's retry submits a new one (never read as "failed").
+                now = asyncio.get_running_loop().time()
+                unknown_since = unknown_since if unknown_since is not None else now
                 log.warning("jobs.unknown_to_service", task_id=task_id)
+                if now - unknown_since > self._unknown_grace:
+                    await self._store.forget_job(self._wid, key)
+                    msg = f"task {task_id} is unknown to the Task Service; submitting the step again"
+                    raise TransientError(msg)
+            else:
+                unknown_since = None
             await self._store.wait_job_result(task_id, wait_seconds=delay)
             delay = min(delay * 2, self._poll_max)
 

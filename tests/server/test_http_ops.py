@@ -1,0 +1,121 @@
+"""The HTTP port's operational endpoints: health, readiness, metrics, webhooks; retention; graceful stop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from server._ports_impl import webhook_token
+from server._runtime import Orchestrator
+from server.settings import Settings
+from tests.server.conftest import structured
+
+
+@pytest.fixture
+async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
+    """An orchestrator with the stand-ins and its HTTP port."""
+    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
+        yield o
+
+
+async def _finish(c: Client, wid: str) -> dict[str, Any]:
+    with anyio.fail_after(30):
+        while True:
+            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
+            if st["status"] in {"completed", "failed"}:
+                return st
+
+
+async def test_health_readiness_and_metrics(orch: Orchestrator) -> None:
+    """/healthz answers, /readyz reports Redis and breakers, /metrics exposes the engine's figures."""
+    async with Client(orch.mcp) as c:
+        wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
+            "workflow_id"
+        ]
+        assert (await _finish(c, wid))["status"] == "completed"
+    async with httpx.AsyncClient(base_url=orch.http_url) as http:
+        assert (await http.get("/healthz")).json() == {"status": "alive"}
+        ready = (await http.get("/readyz")).json()
+        assert ready["ready"] is True
+        assert ready["redis"] == "ok"
+        assert set(ready["breakers"]) >= {"task-service", "brain", "auto-movie"}
+        metrics = (await http.get("/metrics")).text
+    for name in ("mo_workflow_transitions_total", "mo_step_duration_seconds", "mo_agent_executions_total",
+                 "mo_queue_depth", "mo_lease_reclaims_total", "mo_breaker_open", "mo_webhook_lag_seconds",
+                 "mo_runs_active"):  # fmt: skip
+        assert name in metrics
+    assert 'mo_workflow_transitions_total{status="completed"} 1.0' in metrics
+    assert 'mo_webhooks_total{outcome="accepted"}' in metrics
+
+
+async def test_webhooks_need_their_job_token_and_duplicates_are_ignored(orch: Orchestrator) -> None:
+    """A webhook without the per-job token is refused; a repeated one is accepted once."""
+    body = {"task_id": "t-1", "project_id": "p", "status": "completed", "result": {"media_url": "http://m/x.png"},
+            "completed_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    token = webhook_token(orch.webhook_secret, "wf-1", "step")
+    async with httpx.AsyncClient(base_url=orch.http_url) as http:
+        refused = await http.post(
+            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": "x"}, json=body
+        )
+        assert refused.status_code == 401
+        other = await http.post(
+            "/webhooks/tasks", params={"wid": "wf-2", "step": "step", "token": token}, json=body
+        )
+        assert other.status_code == 401
+        first = await http.post(
+            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": token}, json=body
+        )
+        again = await http.post(
+            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": token}, json=body
+        )
+        bad = await http.post(
+            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": token}, content=b"{"
+        )
+    assert first.json() == {"ok": True, "duplicate": False}
+    assert again.json() == {"ok": True, "duplicate": True}
+    assert bad.status_code == 400
+    assert await orch.store.job_result("t-1") == {
+        "status": "completed",
+        "result_url": "http://m/x.png",
+        "error": "",
+    }
+
+
+async def test_finished_workflows_expire_after_the_retention(orch: Orchestrator) -> None:
+    """A completed workflow's record, events, decisions, jobs and memo get the retention TTL."""
+    async with Client(orch.mcp) as c:
+        wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
+            "workflow_id"
+        ]
+        await _finish(c, wid)
+    retention = orch.settings.retention_days * 86400
+    r: Any = orch.redis
+    for suffix in ("", "events", "jobs"):
+        ttl = await r.ttl(orch.store.key(wid, suffix))
+        assert 0 < ttl <= retention, (suffix, ttl)
+
+
+async def test_graceful_stop_hands_running_workflows_back(settings: Settings) -> None:
+    """Stopping an instance mid-run drains at a step boundary and re-queues the run; another instance finishes it."""
+    async with Orchestrator.open(settings, with_sandbox=True) as first:
+        first.sandbox["task_service"].latency = 1.0
+        async with Client(first.mcp) as c:
+            wid = structured(await c.call_tool(
+                "start_workflow", {"project_id": "p", "options": {"scenes": 1, "characters": 1, "auto_approve": True}}
+            ))["workflow_id"]  # fmt: skip
+            with anyio.fail_after(20):
+                while structured(await c.call_tool("get_status", {"workflow_id": wid}))["percent"] < 10:
+                    await anyio.sleep(0.05)
+        assert first.engine is not None
+        await first.engine.stop(grace_seconds=10)
+        events = [e["what"] for e in await first.store.events(wid)]
+        assert "workflow.failed" not in events
+    second_settings = settings.model_copy(update={"instance_id": settings.instance_id + "-2"})
+    async with Orchestrator.open(second_settings, with_sandbox=True) as second, Client(second.mcp) as c:
+        st = await _finish(c, wid)
+    assert st["status"] == "completed", st["last_error"]
