@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from adapters import EmbeddedRedis
-from bench import checkpointer
+from bench import checkpointer, frontdoor
 from bench._report import append_section
 
 
@@ -18,12 +18,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--only", choices=["frontdoor", "checkpointer"], default=None)
     args = parser.parse_args()
+    parts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp:
         server = EmbeddedRedis(data_dir=Path(tmp) / "redis", transport="tcp")
         with server:
-            result = asyncio.run(checkpointer.run(server.url, rounds=args.rounds))
-    body = "### 5. Checkpointer\n\n" + result.table()
+            if args.only in (None, "frontdoor"):
+                fd = asyncio.run(frontdoor.run(server.url, Path(tmp)))
+                parts.append(fd.table())
+            if args.only in (None, "checkpointer"):
+                result = asyncio.run(checkpointer.run(server.url, rounds=args.rounds))
+                parts.append("### 5. Checkpointer\n\n" + result.table())
+    parts.append(
+        "\nNot measured yet: benchmark 4 (1,000 movie_production workflows in flight) and every comparison "
+        "with the LangGraph Agent Server peer."
+    )
+    body = "\n\n".join(parts)
     print(body)
     if not args.no_write:
         append_section("make bench", body)

@@ -8,6 +8,7 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 
+from graphs._diagnostic import build_diagnostic_linear
 from graphs._movie import build_character_development, build_episode_production, build_movie_production
 from graphs._preview import build_preview
 
@@ -52,6 +53,11 @@ WORKFLOWS: dict[str, WorkflowSpec] = {
             "preview",
             "A concept, one key image from the Task Service and a summary (seconds).",
             build_preview,
+        ),
+        WorkflowSpec(
+            "diagnostic_linear",
+            "Ten steps that each add one, no outside calls: measures the engine and the store.",
+            build_diagnostic_linear,
         ),
     )
 }

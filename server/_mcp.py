@@ -139,6 +139,13 @@ def build_mcp_server(
         workflow_id: WorkflowId,
         ctx: Context,
         wait_seconds: Annotated[float, Field(ge=0, le=300, description="0 answers at once")] = 0,
+        until: Annotated[
+            list[str] | None,
+            Field(
+                description="with wait_seconds: wait for one of these statuses (e.g. ['completed', "
+                "'waiting_decision']) instead of the next change; finished workflows answer at once"
+            ),
+        ] = None,
     ) -> WorkflowStatus:
         caller = who(ctx)
         if not wait_seconds:
@@ -147,7 +154,7 @@ def build_mcp_server(
         async def progress(status: WorkflowStatus) -> None:
             await ctx.report_progress(status.percent, 100, f"{status.status}: {status.message}")
 
-        return await _run(service.wait_status(caller, workflow_id, wait_seconds, progress))
+        return await _run(service.wait_status(caller, workflow_id, wait_seconds, progress, until))
 
     @mcp.tool(
         description=(

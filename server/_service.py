@@ -213,30 +213,39 @@ class OrchestratorService:
         workflow_id: str,
         wait_seconds: float,
         on_change: Callable[[WorkflowStatus], Awaitable[None]] | None = None,
+        until: list[str] | None = None,
     ) -> WorkflowStatus:
-        """Return at the workflow's next change, or after `wait_seconds` with the current status."""
+        """Wait up to `wait_seconds`: for the next change, or (with `until`) for one of those statuses.
+
+        Every change seen while waiting is passed to `on_change` (progress notifications).
+        """
         await self._require(caller, "read", "read workflows")
         if not 0 <= wait_seconds <= 300:
             raise InvalidArgumentError("wait_seconds", "must be between 0 and 300")
+        statuses = {"queued", "running", "waiting_decision", "paused", *TERMINAL}
+        if until is not None and not set(until) <= statuses:
+            raise InvalidArgumentError("until", f"use statuses among {sorted(statuses)}")
         first = await self._visible(caller, workflow_id)
-        if wait_seconds == 0 or first.status in TERMINAL:
-            return _status(first)
+
+        def reached(rec: WorkflowRecord) -> bool:
+            return rec.status in TERMINAL or (
+                rec.status in until if until else rec.updated_at != first.updated_at
+            )
+
+        if wait_seconds == 0 or first.status in TERMINAL or (until and first.status in until):
+            return _status(first, self._health())
         pubsub = self.store.client.pubsub()
         try:
             await pubsub.subscribe(self.store.channel(workflow_id))
             current = await self.store.get(workflow_id) or first
-            if current.updated_at != first.updated_at:
-                return _status(current, self._health())
             deadline = time.monotonic() + wait_seconds
-            while (left := deadline - time.monotonic()) > 0:
+            while not reached(current) and (left := deadline - time.monotonic()) > 0:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 1.0))
                 if msg is None:
                     continue
                 current = await self.store.get(workflow_id) or current
-                status = _status(current, self._health())
                 if on_change is not None:
-                    await on_change(status)
-                return status
+                    await on_change(_status(current, self._health()))
             return _status(current, self._health())
         finally:
             await pubsub.aclose()

@@ -25,6 +25,8 @@ async def serve_app(
     """Serve `app` with uvicorn until the block exits; yields its base URL (https when ssl_* given)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit this: without it small responses wait for the peer's delayed ACK (~40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(

@@ -1,0 +1,171 @@
+"""Benchmarks 1-3 through the product's front door (MCP over Streamable HTTP), Redis durability.
+
+1. Throughput: a 10-node linear graph (each node n + 1), 300 workflows, 50 concurrent, each started with
+   start_workflow and awaited with get_status(wait_seconds) until completed.
+2. Idle latency: one workflow at a time on an idle server, start to completed.
+3. Status under load: get_status latency over 500 calls made while benchmark 1 runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from graphs._diagnostic import DIAGNOSTIC_STEPS
+
+__all__ = ["FrontDoorResult", "run"]
+
+NODES = DIAGNOSTIC_STEPS
+WORKFLOW = "diagnostic_linear"
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@dataclass
+class FrontDoorResult:
+    """Figures of benchmarks 1-3."""
+
+    runs: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    idle: list[float] = field(default_factory=list)
+    status: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def table(self) -> str:
+        """Markdown for BENCHMARKS.md."""
+        rps = self.runs / self.seconds if self.seconds else 0.0
+        ms = 1000.0
+        return "\n".join([
+            "### 1. Throughput (ours only: the LangGraph Agent Server peer is not run yet)\n",
+            f"{NODES}-node linear graph ({WORKFLOW}), {self.runs} workflows, 50 concurrent, start_workflow + "
+            "get_status(wait_seconds, until=terminal) over Streamable HTTP to a server process, checkpoints in "
+            "Redis (durability sync).\n",
+            "| runs/s | node executions/s | p50 end-to-end | p99 end-to-end | errors |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {rps:.1f} | {rps * NODES:.0f} | {_pct(self.latencies, 0.5) * ms:.0f} ms | "
+            f"{_pct(self.latencies, 0.99) * ms:.0f} ms | {self.errors} |",
+            "\n### 2. Idle latency\n",
+            f"One workflow at a time, start to completed, {len(self.idle)} runs: median "
+            f"{statistics.median(self.idle) * ms:.1f} ms, best {min(self.idle) * ms:.1f} ms (target <= 50 ms).",
+            "\n### 3. Status under load\n",
+            f"get_status over Streamable HTTP while benchmark 1 runs, {len(self.status)} calls: "
+            f"p50 {_pct(self.status, 0.5) * ms:.1f} ms, p99 {_pct(self.status, 0.99) * ms:.1f} ms (target p99 <= 5 ms).",
+        ])  # fmt: skip
+
+
+async def _wait_done(c: Client, wid: str) -> None:
+    while True:
+        result = await c.call_tool(
+            "get_status",
+            {"workflow_id": wid, "wait_seconds": 30, "until": ["completed", "failed", "cancelled"]},
+        )
+        status = (result.structured_content or {}).get("status")
+        if status == "completed":
+            return
+        if status in {"failed", "cancelled"} or result.is_error:
+            msg = f"workflow {wid} ended {status}: {result.content}"
+            raise RuntimeError(msg)
+
+
+@contextlib.asynccontextmanager
+async def _server(redis_url: str, tmp: Path) -> AsyncIterator[str]:
+    """`movie-orchestrator serve --http` in its own process (its own core); yields the MCP URL."""
+    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": f"b{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "warning",
+           "LOG_FILE": str(tmp / "bench-server.log"), "LOG_FORMAT": "json"}  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", "serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / "d"),
+        env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    url = ""
+    while not url:
+        line = (await proc.stderr.readline()).decode()
+        if not line:
+            msg = f"benchmark server exited; see {tmp / 'bench-server.log'}"
+            raise RuntimeError(msg)
+        if "listening on" in line:
+            url = line.split("listening on ")[1].split()[0]
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+
+
+async def run(redis_url: str, tmp: Path, *, runs: int = 300, concurrency: int = 50) -> FrontDoorResult:
+    """Run benchmarks 1-3 against an in-process server on `redis_url`."""
+    out = FrontDoorResult()
+    async with _server(redis_url, tmp) as url:
+
+        async def client() -> Any:
+            http = httpx2.AsyncClient(timeout=60, limits=httpx2.Limits(max_connections=200))
+            return http, Client(streamable_http_client(url, http_client=http))
+
+        http, c = await client()
+        async with http, c:
+            for _ in range(25):  # 2. idle latency (first 5 are warm-up)
+                t0 = time.perf_counter()
+                r = await c.call_tool("start_workflow", {"project_id": "bench", "workflow": WORKFLOW})
+                await _wait_done(c, (r.structured_content or {})["workflow_id"])
+                out.idle.append(time.perf_counter() - t0)
+            out.idle = out.idle[5:]
+            probe = await c.call_tool("start_workflow", {"project_id": "bench", "workflow": WORKFLOW})
+            probe_id = (probe.structured_content or {})["workflow_id"]
+
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(runs):
+            queue.put_nowait(i)
+        done = asyncio.Event()
+
+        async def worker() -> None:
+            h, cl = await client()
+            async with h, cl:
+                while not queue.empty():
+                    queue.get_nowait()
+                    t0 = time.perf_counter()
+                    try:
+                        r = await cl.call_tool(
+                            "start_workflow", {"project_id": "bench", "workflow": WORKFLOW}
+                        )
+                        await _wait_done(cl, (r.structured_content or {})["workflow_id"])
+                        out.latencies.append(time.perf_counter() - t0)
+                    except Exception:
+                        out.errors += 1
+
+        async def prober() -> None:
+            h, cl = await client()
+            async with h, cl:
+                while not done.is_set() and len(out.status) < 500:
+                    t0 = time.perf_counter()
+                    await cl.call_tool("get_status", {"workflow_id": probe_id})
+                    out.status.append(time.perf_counter() - t0)
+                    await asyncio.sleep(0.005)
+
+        t_start = time.perf_counter()
+        probe_task = asyncio.create_task(prober())
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        out.seconds = time.perf_counter() - t_start
+        out.runs = len(out.latencies)
+        done.set()
+        await probe_task
+    return out
