@@ -102,6 +102,11 @@ async def run_agent(ports: Ports, agent_id: str, inputs: dict[str, Any], *, step
         RecoverableError: the agent and every alternative failed.
         TransientError: the service kept failing transiently (the node's retry policy decides).
     """
+    with structlog.contextvars.bound_contextvars(step=step):
+        return await _run_chain(ports, agent_id, inputs, step)
+
+
+async def _run_chain(ports: Ports, agent_id: str, inputs: dict[str, Any], step: str) -> AgentOutcome:
     failures: list[str] = []
     for agent in registry().chain(agent_id, ports.unavailable):
         key = f"{step}:{agent.id}"

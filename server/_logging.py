@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "redact"]
+__all__ = ["add_graph_node", "configure_logging", "redact"]
 
 _SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorization", "x-api-key")
 
@@ -22,6 +22,20 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     for key in list(event):
         if any(word in key.lower() for word in _SECRET_WORDS):
             event[key] = "**********"
+    return event
+
+
+def add_graph_node(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Name the graph node a line was logged from (LangGraph keeps it in the run's config)."""
+    if "node" not in event:
+        try:
+            from langgraph.config import get_config
+
+            node = get_config().get("metadata", {}).get("langgraph_node")
+        except RuntimeError:  # not inside a graph run
+            node = None
+        if node:
+            event["node"] = node
     return event
 
 
@@ -36,6 +50,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", log_file: str = ""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_graph_node,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -143,3 +143,29 @@ async def test_get_status_wait_returns_on_change_and_reports_progress(orch: Orch
                                        progress_callback=on_progress)  # fmt: skip
         assert structured(result)["updated_at"] > 0
     assert seen
+
+
+async def test_log_lines_of_a_run_carry_workflow_run_node_and_correlation_ids(orch: Orchestrator) -> None:
+    """A log line written inside an agent carries workflow id, run id, node and correlation id."""
+    import structlog
+
+    seen: list[dict[str, Any]] = []
+
+    def keep(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+        seen.append(dict(event))
+        return ""
+
+    from server._logging import add_graph_node
+
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, add_graph_node, keep])
+    try:
+        async with Client(orch.mcp) as c:
+            wid = await _start(c, workflow="preview")
+            await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+    finally:
+        structlog.reset_defaults()
+    submitted = next(e for e in seen if e.get("event") == "jobs.submitted")
+    assert submitted["workflow_id"] == wid
+    assert submitted["run_id"]
+    assert submitted["correlation_id"]
+    assert submitted["node"] == "keyframe"
