@@ -109,3 +109,46 @@ async def test_auto_movie_stand_in_persists_and_expires_tokens(tmp_path: Path) -
     assert reloaded["status"] == "production"
     assert reloaded["progress"]["currentPhase"] == "visual_design"
     assert reloaded["progress"]["overallProgress"] == 40
+
+
+async def test_breaker_opens_on_all_instances_when_the_stand_in_fails_then_closes(
+    tmp_path: Path, redis_client: Any, key_prefix: str
+) -> None:
+    """The Task Service stand-in fails N times: the breaker opens on both instances, a half-open probe closes it."""
+    from adapters import BreakerBoard, CircuitOpenError, RetryPolicy, ServiceGuard
+
+    ts = TaskServiceStandIn(media_dir=tmp_path / "m", outage=True)
+    sent: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        sent.append(request.url.path)
+
+    async with serve_app(ts.app()) as url:
+        client = TaskServiceClient(url, ts.api_key, http=httpx.AsyncClient(event_hooks={"request": [count]}))
+        boards = [BreakerBoard(redis_client, prefix=key_prefix, instance=name) for name in ("a", "b")]
+        guards = [ServiceGuard("task-service", b, fail_max=3, reset_timeout=0.5, max_open_wait=0,
+                               retry=RetryPolicy(max_attempts=1)) for b in boards]  # fmt: skip
+        for b in boards:
+            await b.start()
+        try:
+            for _ in range(3):
+                with pytest.raises(TransientError, match="503"):
+                    await guards[0].call(lambda: client.project_tasks("p1"))
+            with anyio.fail_after(5):
+                while guards[1].state != "open":
+                    await asyncio.sleep(0.01)
+            before = len(sent)
+            with pytest.raises(CircuitOpenError):
+                await guards[1].call(lambda: client.project_tasks("p1"))
+            assert len(sent) == before, "an open breaker must not reach the service"
+            ts.outage = False
+            await asyncio.sleep(0.6)
+            assert await guards[1].call(lambda: client.project_tasks("p1")) == []  # the half-open probe
+            assert guards[1].state == "closed"
+            with anyio.fail_after(5):
+                while guards[0].state != "closed":
+                    await asyncio.sleep(0.01)
+        finally:
+            for b in boards:
+                await b.stop()
+            await client.aclose()
