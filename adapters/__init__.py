@@ -5,7 +5,7 @@ from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
 from adapters._llm import LLMWriter
-from adapters._redis import AnyRedis, connect_redis, is_cluster_url, open_redis
+from adapters._redis import AnyRedis, connect_redis, follow, is_cluster_url, open_redis
 from adapters._resilience import (
     BreakerBoard,
     CircuitOpenError,
@@ -52,6 +52,7 @@ __all__ = [
     "connect_redis",
     "default_data_dir",
     "find_redis_server",
+    "follow",
     "free_port",
     "is_cluster_url",
     "normalise_genre",

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["AnyRedis", "connect_redis", "is_cluster_url", "open_redis"]
+__all__ = ["AnyRedis", "connect_redis", "follow", "is_cluster_url", "open_redis"]
+
+log = structlog.get_logger(__name__)
 
 AnyRedis = Redis | RedisCluster
 
@@ -50,3 +56,44 @@ async def open_redis(url: str, **kwargs: Any) -> AnyRedis:
     else:
         await client.ping()
     return client
+
+
+async def follow(
+    redis: AnyRedis,
+    on_message: Callable[[str, str], None],
+    *,
+    channels: Sequence[str] = (),
+    patterns: Sequence[str] = (),
+    name: str = "pubsub",
+) -> None:
+    """Deliver every pub/sub message on `channels` and `patterns` as (channel, data) until cancelled.
+
+    Reconnects after any failure (Redis restarting, a dropped connection); `on_message` must not raise
+    for the follower to keep its place, and a raising callback is logged and skipped.
+    """
+    while True:
+        pubsub = redis.pubsub()
+        try:
+            if channels:
+                await pubsub.subscribe(*channels)
+            if patterns:
+                await pubsub.psubscribe(*patterns)
+            async for msg in pubsub.listen():
+                if msg.get("type") not in {"message", "pmessage"}:
+                    continue
+                channel, data = msg["channel"], msg["data"]
+                try:
+                    on_message(
+                        channel.decode() if isinstance(channel, bytes) else str(channel),
+                        data.decode() if isinstance(data, bytes) else str(data),
+                    )
+                except Exception:
+                    log.exception("pubsub.handler_failed", follower=name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pubsub.follow_failed", follower=name)
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

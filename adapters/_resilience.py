@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import pybreaker
 import structlog
 
-from adapters._redis import AnyRedis
+from adapters._redis import AnyRedis, follow
 from adapters.errors import TransientError
 
 __all__ = ["BreakerBoard", "CircuitOpenError", "RetryPolicy", "ServiceGuard", "set_testing"]
@@ -168,7 +168,9 @@ class BreakerBoard:
             raw = await self.redis.hget(self.key(name), "state")
             if raw:
                 self.apply(name, raw.decode() if isinstance(raw, bytes) else str(raw))
-        self._listener = asyncio.create_task(self._follow())
+        self._listener = asyncio.create_task(
+            follow(self.redis, self._on_message, channels=[self.channel], name="breakers")
+        )
 
     async def load(self, name: str) -> None:
         """Adopt the shared state of one breaker (for breakers created after start)."""
@@ -178,25 +180,10 @@ class BreakerBoard:
         if raw:
             self.apply(name, raw.decode() if isinstance(raw, bytes) else str(raw))
 
-    async def _follow(self) -> None:
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                async for msg in pubsub.listen():
-                    if msg.get("type") != "message":
-                        continue
-                    data = json.loads(msg["data"])
-                    if data.get("by") != self.instance:
-                        self.apply(str(data["service"]), str(data["state"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("breaker.follow_failed")
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+    def _on_message(self, _channel: str, data: str) -> None:
+        change = json.loads(data)
+        if change.get("by") != self.instance:
+            self.apply(str(change["service"]), str(change["state"]))
 
     async def stop(self) -> None:
         """Stop following other instances."""

@@ -535,22 +535,38 @@ def _add(b: Builder, name: str, fn: Any) -> None:
     b.add_node(name, fn, retry_policy=_RETRY)
 
 
-def build_movie_production() -> Builder:
-    """The full production graph."""
+async def concept_from_brief(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
+    """Templates without a concept choice take the brief as the concept."""
+    _progress("story", "concept_from_brief", 4, "taking the brief as the concept")
+    return {"concept": {"title": _opts(state).get("title", "Episode"), "logline": state.get("brief", "")}}
+
+
+def _production(*, choose_concept_step: bool, final_approval_step: bool) -> Builder:
+    """The production graph; templates leave out the concept choice and the final approval."""
     b: Builder = StateGraph(MovieState, context_schema=Ports)
-    for name, fn in [("load_project", load_project), ("write_concepts", write_concepts),
-                     ("choose_concept", choose_concept), ("story", story), ("evaluate_story", evaluate_story),
-                     ("revise_story", revise_story), ("story_review", story_review), ("breakdown", breakdown),
-                     ("develop_character", develop_character), ("relationships", relationships),
-                     ("visual_design", visual_design), ("audio_design", audio_design), ("plan_scenes", plan_scenes),
-                     ("produce_scene", produce_scene), ("post_production", post_production),
-                     ("final_assembly", final_assembly), ("final_approval", final_approval),
-                     ("distribute", distribute), ("summary", summary)]:  # fmt: skip
+    nodes: list[tuple[str, Any]] = [("load_project", load_project)]
+    nodes += (
+        [("write_concepts", write_concepts), ("choose_concept", choose_concept)]
+        if choose_concept_step
+        else [("concept_from_brief", concept_from_brief)]
+    )
+    nodes += [("story", story), ("evaluate_story", evaluate_story), ("revise_story", revise_story),
+              ("story_review", story_review), ("breakdown", breakdown), ("develop_character", develop_character),
+              ("relationships", relationships), ("visual_design", visual_design), ("audio_design", audio_design),
+              ("plan_scenes", plan_scenes), ("produce_scene", produce_scene), ("post_production", post_production),
+              ("final_assembly", final_assembly), ("summary", summary)]  # fmt: skip
+    if final_approval_step:
+        nodes += [("final_approval", final_approval), ("distribute", distribute)]
+    for name, fn in nodes:
         _add(b, name, fn)
     b.add_edge(START, "load_project")
-    b.add_edge("load_project", "write_concepts")
-    b.add_edge("write_concepts", "choose_concept")
-    b.add_conditional_edges("choose_concept", _after_choice, ["write_concepts", "story"])
+    if choose_concept_step:
+        b.add_edge("load_project", "write_concepts")
+        b.add_edge("write_concepts", "choose_concept")
+        b.add_conditional_edges("choose_concept", _after_choice, ["write_concepts", "story"])
+    else:
+        b.add_edge("load_project", "concept_from_brief")
+        b.add_edge("concept_from_brief", "story")
     b.add_edge("story", "evaluate_story")
     b.add_conditional_edges("evaluate_story", _gate, ["breakdown", "revise_story", "story_review"])
     b.add_edge("revise_story", "evaluate_story")
@@ -563,17 +579,19 @@ def build_movie_production() -> Builder:
     b.add_conditional_edges("plan_scenes", fan_out_scenes, ["produce_scene"])
     b.add_edge("produce_scene", "post_production")
     b.add_edge("post_production", "final_assembly")
-    b.add_edge("final_assembly", "final_approval")
-    b.add_conditional_edges("final_approval", _after_approval, ["distribute", "summary"])
-    b.add_edge("distribute", "summary")
+    if final_approval_step:
+        b.add_edge("final_assembly", "final_approval")
+        b.add_conditional_edges("final_approval", _after_approval, ["distribute", "summary"])
+        b.add_edge("distribute", "summary")
+    else:
+        b.add_edge("final_assembly", "summary")
     b.add_edge("summary", END)
     return b
 
 
-async def concept_from_brief(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
-    """Templates without a concept choice take the brief as the concept."""
-    _progress("story", "concept_from_brief", 4, "taking the brief as the concept")
-    return {"concept": {"title": _opts(state).get("title", "Episode"), "logline": state.get("brief", "")}}
+def build_movie_production() -> Builder:
+    """The full production graph."""
+    return _production(choose_concept_step=True, final_approval_step=True)
 
 
 def build_character_development() -> Builder:
@@ -596,30 +614,4 @@ def build_character_development() -> Builder:
 
 def build_episode_production() -> Builder:
     """One episode of an existing series: the production without concept choice and final approval."""
-    b: Builder = StateGraph(MovieState, context_schema=Ports)
-    for name, fn in [("load_project", load_project), ("concept_from_brief", concept_from_brief), ("story", story),
-                     ("evaluate_story", evaluate_story), ("revise_story", revise_story),
-                     ("story_review", story_review), ("breakdown", breakdown),
-                     ("develop_character", develop_character), ("relationships", relationships),
-                     ("visual_design", visual_design), ("audio_design", audio_design), ("plan_scenes", plan_scenes),
-                     ("produce_scene", produce_scene), ("post_production", post_production),
-                     ("final_assembly", final_assembly), ("summary", summary)]:  # fmt: skip
-        _add(b, name, fn)
-    b.add_edge(START, "load_project")
-    b.add_edge("load_project", "concept_from_brief")
-    b.add_edge("concept_from_brief", "story")
-    b.add_edge("story", "evaluate_story")
-    b.add_conditional_edges("evaluate_story", _gate, ["breakdown", "revise_story", "story_review"])
-    b.add_edge("revise_story", "evaluate_story")
-    b.add_conditional_edges("story_review", _after_review, ["breakdown", "revise_story", "summary"])
-    b.add_conditional_edges("breakdown", fan_out_characters, ["develop_character"])
-    b.add_edge("develop_character", "relationships")
-    b.add_edge("relationships", "visual_design")
-    b.add_edge("relationships", "audio_design")
-    b.add_edge(["visual_design", "audio_design"], "plan_scenes")
-    b.add_conditional_edges("plan_scenes", fan_out_scenes, ["produce_scene"])
-    b.add_edge("produce_scene", "post_production")
-    b.add_edge("post_production", "final_assembly")
-    b.add_edge("final_assembly", "summary")
-    b.add_edge("summary", END)
-    return b
+    return _production(choose_concept_step=False, final_approval_step=False)

@@ -28,6 +28,7 @@ from adapters import (
     TaskServiceClient,
     WorkflowRecord,
     WorkflowStore,
+    follow,
     open_redis,
 )
 from graphs import LocalWriter, Ports, WriterPort
@@ -287,21 +288,8 @@ class Orchestrator:
 
 async def _control_listener(redis: AnyRedis, prefix: str, engine: Engine) -> None:
     """Apply pause/cancel published by any instance to the runs this instance holds."""
-    while True:
-        pubsub = redis.pubsub()
-        try:
-            await pubsub.psubscribe(f"{prefix}:control:*")
-            async for msg in pubsub.listen():
-                if msg.get("type") != "pmessage":
-                    continue
-                channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
-                what = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
-                engine.control(channel.rsplit(":", 1)[1], what)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("engine.control_listener_failed")
-            await asyncio.sleep(1.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def on_message(channel: str, what: str) -> None:
+        engine.control(channel.rsplit(":", 1)[1], what)
+
+    await follow(redis, on_message, patterns=[f"{prefix}:control:*"], name="control")

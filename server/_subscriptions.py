@@ -22,7 +22,7 @@ import structlog
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from adapters import AnyRedis
+from adapters import AnyRedis, follow
 
 __all__ = ["RedisNotifier", "RedisSubscriptionBus"]
 
@@ -127,42 +127,29 @@ class RedisNotifier:
             uris.append(f"workflow://{wid}/checkpoints")
         return uris
 
-    async def _follow(self) -> None:
+    def _on_message(self, channel: str, data: str) -> None:
         changed = f"{self.prefix}:changed:"
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.psubscribe(f"{changed}*")
-                await pubsub.subscribe(self.events_channel)
-                async for msg in pubsub.listen():
-                    kind = msg.get("type")
-                    if kind not in {"message", "pmessage"}:
-                        continue
-                    channel = (
-                        msg["channel"].decode() if isinstance(msg["channel"], bytes) else str(msg["channel"])
-                    )
-                    data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
-                    if channel.startswith(changed):
-                        for uri in self.uris_for(channel[len(changed) :], data):
-                            self._deliver(ResourceUpdated(uri=uri))
-                    else:
-                        event = json.loads(data)
-                        if event.get("kind") == "resource_updated":
-                            self._deliver(ResourceUpdated(uri=event["uri"]))
-                        elif event.get("kind") == "ResourcesListChanged":
-                            self._deliver(ResourcesListChanged())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("subscriptions.follow_failed")
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        if channel.startswith(changed):
+            for uri in self.uris_for(channel[len(changed) :], data):
+                self._deliver(ResourceUpdated(uri=uri))
+            return
+        event = json.loads(data)
+        if event.get("kind") == "resource_updated":
+            self._deliver(ResourceUpdated(uri=event["uri"]))
+        elif event.get("kind") == "ResourcesListChanged":
+            self._deliver(ResourcesListChanged())
 
     async def start(self) -> None:
         """Start following Redis."""
-        self._task = asyncio.create_task(self._follow())
+        self._task = asyncio.create_task(
+            follow(
+                self.redis,
+                self._on_message,
+                channels=[self.events_channel],
+                patterns=[f"{self.prefix}:changed:*"],
+                name="subscriptions",
+            )
+        )
 
     async def stop(self) -> None:
         """Stop following Redis."""
