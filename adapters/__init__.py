@@ -4,6 +4,7 @@ from adapters._auto_movie import PHASES, STATUSES, AutoMovieClient, normalise_ge
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
+from adapters._integrity import IntegrityError, SignedSerializer, Signer
 from adapters._llm import LLMWriter
 from adapters._redis import AnyRedis, connect_redis, follow, is_cluster_url, open_redis
 from adapters._resilience import (
@@ -37,6 +38,7 @@ __all__ = [
     "DataDirLockedError",
     "EmbeddedRedis",
     "EmbeddedRedisError",
+    "IntegrityError",
     "LLMWriter",
     "OrchestratorError",
     "PermanentError",
@@ -45,6 +47,8 @@ __all__ = [
     "RetryPolicy",
     "RunTicket",
     "ServiceGuard",
+    "SignedSerializer",
+    "Signer",
     "TaskServiceClient",
     "TransientError",
     "WorkflowRecord",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -54,6 +55,7 @@ class BrainClient:
         dialect: str = "mcp",
         call_timeout: float = 15.0,
         legacy_sockets: int = 4,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if dialect not in {"mcp", "legacy"}:
             msg = f"BRAIN_DIALECT must be 'mcp' or 'legacy', not {dialect!r}"
@@ -71,6 +73,8 @@ class BrainClient:
         for _ in range(legacy_sockets):
             self._sockets.put_nowait(None)
         self.reconnects = 0
+        # wss:// is verified against the system CAs, or this context's (a configured CA bundle); never off.
+        self._ssl = ssl_context
 
     # -- MCP dialect --------------------------------------------------------------------------
 
@@ -81,7 +85,10 @@ class BrainClient:
             stack = contextlib.AsyncExitStack()
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
             try:
-                transport = websocket_client(self.mcp_url, headers=headers, open_timeout=self.call_timeout)
+                transport = websocket_client(
+                    self.mcp_url, headers=headers, open_timeout=self.call_timeout,
+                    ssl_context=self._ssl if self.mcp_url.startswith("wss://") else None,
+                )  # fmt: skip
                 client = await stack.enter_async_context(Client(transport, mode="legacy"))
                 self._tools = [t.name for t in (await client.list_tools()).tools]
             except BaseException as exc:
@@ -133,7 +140,10 @@ class BrainClient:
         ws = await self._sockets.get()
         try:
             if ws is None:
-                ws = await connect(self.legacy_url, open_timeout=self.call_timeout)
+                extra: dict[str, Any] = (
+                    {"ssl": self._ssl} if self._ssl and self.legacy_url.startswith("wss://") else {}
+                )
+                ws = await connect(self.legacy_url, open_timeout=self.call_timeout, **extra)
                 self.reconnects += 1
             await ws.send(json.dumps({"tool": tool, **args}))
             raw = await asyncio.wait_for(ws.recv(), self.call_timeout)

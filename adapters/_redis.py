@@ -71,15 +71,19 @@ async def follow(
     Reconnects after any failure (Redis restarting, a dropped connection); `on_message` must not raise
     for the follower to keep its place, and a raising callback is logged and skipped.
     """
-    while True:
+    me = asyncio.current_task()
+    while me is None or not me.cancelling():
         pubsub = redis.pubsub()
         try:
             if channels:
                 await pubsub.subscribe(*channels)
             if patterns:
                 await pubsub.psubscribe(*patterns)
-            async for msg in pubsub.listen():
-                if msg.get("type") not in {"message", "pmessage"}:
+            # get_message with a timeout rather than listen(): redis-py can swallow a cancellation that
+            # arrives inside a blocking read, and the follower must still stop within a second.
+            while me is None or not me.cancelling():
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is None or msg.get("type") not in {"message", "pmessage"}:
                     continue
                 channel, data = msg["channel"], msg["data"]
                 try:
@@ -97,3 +101,4 @@ async def follow(
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+    raise asyncio.CancelledError

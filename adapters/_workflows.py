@@ -27,6 +27,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from adapters._integrity import Signer
 from adapters._redis import AnyRedis
 
 __all__ = ["TERMINAL", "RunTicket", "WorkflowRecord", "WorkflowStore"]
@@ -115,16 +116,43 @@ class WorkflowStore:
         client: redis-py asyncio client (bytes responses).
         prefix: key prefix shared by every instance of one deployment.
         retention_seconds: how long a finished workflow's keys live.
+        signer: signs every record field (and verifies it on read) when given.
     """
 
     def __init__(
-        self, client: AnyRedis, *, prefix: str = "mo", retention_seconds: float = 30 * 86400
+        self,
+        client: AnyRedis,
+        *,
+        prefix: str = "mo",
+        retention_seconds: float = 30 * 86400,
+        signer: Signer | None = None,
     ) -> None:
         # redis-py's stubs type replies as unions of bytes/str/None/Awaitable; replies are bytes here.
         self.client: Any = client
         self.prefix = prefix
         self.retention_seconds = int(retention_seconds)
         self._transactional = not isinstance(client, RedisCluster)
+        self.signer = signer
+
+    def _enc(self, wid: str, fields: Mapping[str, str]) -> dict[str, str | bytes]:
+        if self.signer is None:
+            return dict(fields)
+        return {k: self.signer.sign(v.encode(), f"{wid}\x00{k}".encode()) for k, v in fields.items()}
+
+    def _record(self, wid: str, raw: Mapping[Any, Any]) -> WorkflowRecord:
+        """Decode (and, with a signer, verify) a record hash.
+
+        Raises:
+            IntegrityError: a field was changed in Redis behind the orchestrator's back.
+        """
+        if self.signer is None:
+            return WorkflowRecord.from_hash(raw)
+        fields = {}
+        for k, v in raw.items():
+            name = _s(k)
+            blob = v if isinstance(v, bytes) else str(v).encode()
+            fields[name] = self.signer.verify(blob, f"{wid}\x00{name}".encode()).decode()
+        return WorkflowRecord.from_hash(fields)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -193,7 +221,7 @@ class WorkflowStore:
             message="waiting for a worker",
         )
         pipe = self.client.pipeline(transaction=self._transactional)
-        pipe.hset(self.key(wid), mapping=rec.to_hash())
+        pipe.hset(self.key(wid), mapping=self._enc(wid, rec.to_hash()))
         pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
         pipe.zadd(f"{self.prefix}:wfs", {wid: now})
         self._event(pipe, wid, "workflow.created", created_by, correlation_id, workflow=workflow)
@@ -206,7 +234,7 @@ class WorkflowStore:
     async def get(self, wid: str) -> WorkflowRecord | None:
         """The record, or None for an unknown workflow."""
         raw = await self.client.hgetall(self.key(wid))
-        return WorkflowRecord.from_hash(raw) if raw else None
+        return self._record(wid, raw) if raw else None
 
     async def list_workflows(
         self, *, project_ids: list[str] | None, status: str | None, cursor: float | None, limit: int
@@ -237,11 +265,11 @@ class WorkflowStore:
             for wid, _ in batch:
                 pipe.hgetall(self.key(wid))
             raws = await pipe.execute()
-            for (_, score), raw in zip(batch, raws, strict=True):
+            for (wid, score), raw in zip(batch, raws, strict=True):
                 next_cursor = score
                 if not raw:
                     continue
-                rec = WorkflowRecord.from_hash(raw)
+                rec = self._record(wid, raw)
                 if status and rec.status != status:
                     continue
                 out.append(rec)
@@ -281,7 +309,7 @@ class WorkflowStore:
         for k, v in fields.items():
             enc[k] = json.dumps(v) if k in _JSON_FIELDS else str(v)
         pipe = self.client.pipeline(transaction=self._transactional)
-        pipe.hset(self.key(wid), mapping=enc)
+        pipe.hset(self.key(wid), mapping=self._enc(wid, enc))
         if event:
             self._event(pipe, wid, event, who, correlation_id, **dict(event_data or {}))
         if fields.get("status") in TERMINAL:

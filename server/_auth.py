@@ -53,16 +53,36 @@ class KeyInfo:
     last_used: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able view."""
-        return dict(self.__dict__)
+        """JSON-able view, with the key's age in days."""
+        return {**self.__dict__, "age_days": round((time.time() - self.created_at) / 86400, 2)}
 
 
 class KeyStore:
-    """API keys in Redis: ``P:apikey:<sha256>`` hashes, ``P:apikeys`` index of key ids."""
+    """API keys in Redis: ``P:apikey:<sha256>`` hashes, ``P:apikeys`` index of key ids.
 
-    def __init__(self, redis: AnyRedis, prefix: str = "mo") -> None:
+    Args:
+        redis: the shared Redis.
+        prefix: deployment key prefix.
+        max_age_days: no key lives longer (creation refuses more; verification refuses older keys).
+        warn_days: keys expiring within this are reported (logs, /readyz).
+        fail_limit: failed authentications per source address per minute before refusing it for a while.
+    """
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        prefix: str = "mo",
+        *,
+        max_age_days: float = 90.0,
+        warn_days: float = 7.0,
+        fail_limit: int = 10,
+    ) -> None:
         self.redis: Any = redis
         self.prefix = prefix
+        self.max_age = max_age_days * 86400
+        self.warn = warn_days * 86400
+        self.fail_limit = fail_limit
+        self._warned: dict[str, float] = {}
 
     def _key(self, digest: str) -> str:
         return f"{self.prefix}:apikey:{digest}"
@@ -90,6 +110,11 @@ class KeyStore:
         if not name or not projects:
             msg = "a key needs a name and at least one project (or '*')"
             raise ValueError(msg)
+        if ttl_days is None or ttl_days * 86400 > self.max_age:
+            if ttl_days is not None:
+                msg = f"a key may live at most {self.max_age / 86400:g} days (asked {ttl_days:g})"
+                raise ValueError(msg)
+            ttl_days = self.max_age / 86400
         key_id = secrets.token_hex(4)
         plaintext = f"mo_{key_id}_{secrets.token_urlsafe(32)}"
         now = time.time()
@@ -139,8 +164,48 @@ class KeyStore:
                 await self.audit("key.revoked", key_id=info.key_id, name=info.name)
         return revoked
 
+    def _fail_key(self, source: str) -> str:
+        return f"{self.prefix}:authfail:{source}:{int(time.time() // 60)}"
+
+    async def rotate(self, name: str, overlap_hours: float = 24.0) -> tuple[str, KeyInfo, list[str]]:
+        """Issue a successor for the keys of `name`; the old ones stay valid for `overlap_hours`.
+
+        Raises:
+            ValueError: no live key has that name.
+        """
+        live = [k for k in await self.list_keys() if k.name == name and not k.revoked]
+        if not live:
+            msg = f"no live key named {name!r}"
+            raise ValueError(msg)
+        newest = max(live, key=lambda k: k.created_at)
+        key, info = await self.create(name, newest.projects, newest.role)
+        until = time.time() + overlap_hours * 3600
+        retiring = []
+        for old in live:
+            if old.expires_at is None or old.expires_at > until:
+                digest = await self.redis.hget(self._index, old.key_id)
+                await self.redis.hset(self._key(digest.decode()), "expires_at", str(until))
+            retiring.append(old.key_id)
+        await self.audit(
+            "key.rotated", name=name, successor=info.key_id, retiring=retiring, overlap_hours=overlap_hours
+        )
+        return key, info, retiring
+
+    async def expiring(self) -> list[KeyInfo]:
+        """Live keys that expire within the warning window."""
+        soon = time.time() + self.warn
+        return [k for k in await self.list_keys()
+                if not k.revoked and k.expires_at is not None and time.time() < k.expires_at <= soon]  # fmt: skip
+
     async def verify(self, token: str, *, source: str = "") -> tuple[Caller | None, str]:
-        """The caller a key stands for, or (None, reason) for a missing, wrong, expired or revoked key."""
+        """The caller a key stands for, or (None, reason) for a missing, wrong, expired or revoked key.
+
+        A source with too many recent failures is refused without looking at the key.
+        """
+        if source and int(await self.redis.get(self._fail_key(source)) or 0) >= self.fail_limit:
+            reason = "too many failed attempts from this address; try again in a minute"
+            await self.audit("auth.throttled", source=source)
+            return None, reason
         if not token:
             reason = "missing key"
         else:
@@ -153,9 +218,22 @@ class KeyStore:
                     reason = "revoked key"
                 elif info.expires_at is not None and info.expires_at < time.time():
                     reason = "expired key"
+                elif time.time() - info.created_at > self.max_age:
+                    reason = "key older than the maximum age"
                 else:
-                    await self.redis.hset(self._key(_hash(token)), "last_used", str(time.time()))
+                    now = time.time()
+                    await self.redis.hset(self._key(_hash(token)), "last_used", str(now))
+                    expiring = info.expires_at is not None and info.expires_at - now < self.warn
+                    if expiring and now - self._warned.get(info.key_id, 0) > 3600:
+                        self._warned[info.key_id] = now
+                        log.warning("auth.key_expiring", key_id=info.key_id, name=info.name,
+                                    days_left=round(((info.expires_at or now) - now) / 86400, 2))  # fmt: skip
                     return Caller(name=info.name, projects=tuple(info.projects), role=info.role), ""
+        if source:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.incr(self._fail_key(source))
+            pipe.expire(self._fail_key(source), 120)
+            await pipe.execute()
         await self.audit("auth.failed", reason=reason, source=source)
         log.warning("auth.failed", reason=reason, source=source)
         return None, reason
@@ -183,11 +261,13 @@ class ApiKeyMiddleware:
         source = request.client.host if request.client else ""
         caller, reason = await self.keys.verify(token, source=source)
         if caller is None:
+            throttled = reason.startswith("too many")
             response = JSONResponse(
-                {"error": "unauthorized", "message": f"{reason}: send Authorization: Bearer <api key>"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="movie-orchestrator"'},
-            )
+                {"error": "too_many_attempts" if throttled else "unauthorized",
+                 "message": reason if throttled else f"{reason}: send Authorization: Bearer <api key>"},
+                status_code=429 if throttled else 401,
+                headers={"Retry-After": "60"} if throttled else {"WWW-Authenticate": 'Bearer realm="movie-orchestrator"'},
+            )  # fmt: skip
             await response(scope, receive, send)
             return
         token_var = current_caller.set(caller)

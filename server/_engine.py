@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -21,7 +21,7 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from adapters import TERMINAL, RedisCheckpointSaver, RunTicket, WorkflowRecord, WorkflowStore
+from adapters import TERMINAL, IntegrityError, RedisCheckpointSaver, RunTicket, WorkflowRecord, WorkflowStore
 from graphs import WORKFLOWS, Ports
 from server._metrics import Metrics
 
@@ -72,6 +72,7 @@ class Engine:
         lease_seconds: float = 30.0,
         durability: str = "sync",
         metrics: Metrics | None = None,
+        audit: Callable[..., Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.saver = saver
@@ -81,6 +82,7 @@ class Engine:
         self.lease_ms = int(lease_seconds * 1000)
         self.durability = durability
         self.metrics = metrics or Metrics()
+        self._audit = audit
         self._graphs: dict[str, Any] = {}
         self._running: dict[str, tuple[RunTicket, asyncio.Task[None], RunControl]] = {}
         self._deferred: dict[str, RunTicket] = {}
@@ -216,7 +218,7 @@ class Engine:
 
     # -- one run ------------------------------------------------------------------------------
 
-    async def _run(self, ticket: RunTicket, control: RunControl) -> None:
+    async def _run(self, ticket: RunTicket, control: RunControl) -> None:  # noqa: PLR0912 - every way a run ends, in one place
         wid = ticket.workflow_id
         structlog.contextvars.bind_contextvars(
             workflow_id=wid, run_id=ticket.entry_id, correlation_id=ticket.correlation_id
@@ -251,6 +253,8 @@ class Engine:
             # Leave the queue entry unacknowledged; it is reclaimed (here or elsewhere) once Redis is back.
             leave_pending = True
             log.warning("engine.run_lost_redis", error=str(exc)[:200])
+        except IntegrityError as exc:
+            await self._integrity_failed(wid, ticket, exc)
         except Exception as exc:
             log.exception("engine.run_failed")
             await self._set(
@@ -272,6 +276,17 @@ class Engine:
                 if not leave_pending:
                     await self.store.finish(ticket, self.consumer)
             structlog.contextvars.unbind_contextvars("workflow_id", "run_id", "correlation_id")
+
+    async def _integrity_failed(self, wid: str, ticket: RunTicket, exc: IntegrityError) -> None:
+        """Tampered data is never used: the run stops, says why, and the security audit records it."""
+        log.error("engine.integrity_failure", exc_info=exc)
+        if self._audit is not None:
+            with contextlib.suppress(Exception):
+                await self._audit("integrity.failed", workflow_id=wid, error=str(exc))
+        with contextlib.suppress(Exception):
+            await self._set(wid, {"status": "failed", "last_error": f"integrity_error: {exc}", "agents_running": []},
+                            event="integrity.failed", correlation_id=ticket.correlation_id,
+                            event_data={"error": str(exc)})  # fmt: skip
 
     async def _set(self, wid: str, fields: dict[str, Any], event: str, **kw: Any) -> None:
         if "status" in fields:

@@ -94,7 +94,16 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
         except Exception:
             redis_ok = False
         breakers = orch.board.states()
-        body = {"ready": redis_ok, "redis": "ok" if redis_ok else "unreachable", "breakers": breakers}
+        body: dict[str, Any] = {
+            "ready": redis_ok,
+            "redis": "ok" if redis_ok else "unreachable",
+            "breakers": breakers,
+        }
+        if redis_ok and orch.keys is not None:
+            body["keys_expiring"] = [
+                {"key_id": k.key_id, "name": k.name, "expires_at": k.expires_at}
+                for k in await orch.keys.expiring()
+            ]
         return JSONResponse(body, status_code=200 if redis_ok else 503)
 
     async def metrics(_: Request) -> Response:

@@ -15,6 +15,7 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from adapters import IntegrityError
 from server._caller import current_caller
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._service import Caller, OrchestratorService
@@ -45,6 +46,8 @@ async def _run(coro: Awaitable[T]) -> T:
         raise ToolError(f"{exc.code}: {exc}") from exc
     except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
         raise ToolError(_REDIS_DOWN) from exc
+    except IntegrityError as exc:
+        raise ToolError(f"integrity_error: {exc}; the record is kept for inspection and not used") from exc
 
 
 async def _read(coro: Awaitable[Any]) -> str:
@@ -56,6 +59,8 @@ async def _read(coro: Awaitable[Any]) -> str:
         raise ResourceError(f"{exc.code}: {exc}") from exc
     except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
         raise ResourceError(_REDIS_DOWN) from exc
+    except IntegrityError as exc:
+        raise ResourceError(f"integrity_error: {exc}; the data is kept for inspection and not used") from exc
     if hasattr(value, "model_dump_json"):
         return str(value.model_dump_json(indent=1))
     return json.dumps(value, indent=1, default=str)
@@ -270,6 +275,13 @@ def build_mcp_server(
                   description="One checkpoint's state values and metadata.")  # fmt: skip
     async def checkpoint_resource(workflow_id: str, checkpoint_id: str, ctx: Context) -> str:
         return await _read(service.checkpoint(who(ctx), workflow_id, checkpoint_id))
+
+    @mcp.resource("security://audit", mime_type="application/json",
+                  description="Security events: auth failures, key changes, denied calls, integrity failures, "
+                              "decisions. Admin keys only.")  # fmt: skip
+    async def security_resource() -> str:
+        # Static resources get no Context; the transport already put the caller in current_caller.
+        return await _read(service.security_audit(current_caller.get() or fallback))
 
     @mcp.resource("agents://registry", mime_type="application/json",
                   description="Every agent of the production with its phase, capabilities and operation.")  # fmt: skip

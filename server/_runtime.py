@@ -7,12 +7,15 @@ import contextlib
 import os
 import secrets
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from mcp.server.mcpserver import MCPServer
 
 from adapters import (
@@ -25,6 +28,8 @@ from adapters import (
     RedisCheckpointSaver,
     RetryPolicy,
     ServiceGuard,
+    SignedSerializer,
+    Signer,
     TaskServiceClient,
     WorkflowRecord,
     WorkflowStore,
@@ -113,7 +118,8 @@ class Orchestrator:
                 await asyncio.to_thread(embedded.start)
                 stack.callback(embedded.stop)
                 url = embedded.url
-            redis = await open_redis(url)
+            redis_tls = {"ssl_ca_certs": settings.redis_ca_file} if settings.redis_ca_file else {}
+            redis = await open_redis(url, **redis_tls)
             stack.push_async_callback(redis.aclose)
             prefix = settings.key_prefix
             consumer = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -169,26 +175,34 @@ class Orchestrator:
             await board.start()
             stack.push_async_callback(board.stop)
 
-            tasks_client = TaskServiceClient(cfg["task_url"], cfg["task_key"])
+            # TLS to outside services is verified: system CAs, or CA_BUNDLE. There is no switch to turn it off.
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=settings.ca_bundle or None)
+            tasks_client = TaskServiceClient(cfg["task_url"], cfg["task_key"],
+                                             http=httpx.AsyncClient(timeout=30, verify=verify))  # fmt: skip
             stack.push_async_callback(tasks_client.aclose)
             brain_client = BrainClient(cfg["brain_url"] or "ws://127.0.0.1:9", api_key=cfg["brain_key"],
-                                       dialect=settings.brain_dialect)  # fmt: skip
+                                       dialect=settings.brain_dialect,
+                                       ssl_context=verify if isinstance(verify, ssl.SSLContext) else None)  # fmt: skip
             stack.push_async_callback(brain_client.aclose)
             am_client = (
                 AutoMovieClient(cfg["am_url"], api_token=cfg["am_token"], payload_email=cfg["am_email"],
-                                payload_password=cfg["am_password"])
+                                payload_password=cfg["am_password"], http=httpx.AsyncClient(timeout=30, verify=verify))
                 if cfg["am_url"] else None
             )  # fmt: skip
             if am_client is not None:
                 stack.push_async_callback(am_client.aclose)
             writer: WriterPort = (
-                LLMWriter(settings.llm_url, settings.llm_api_key.get_secret_value(), settings.llm_model)
+                LLMWriter(settings.llm_url, settings.llm_api_key.get_secret_value(), settings.llm_model,
+                          http=httpx.AsyncClient(timeout=120, verify=verify))
                 if settings.llm_url else LocalWriter()
             )  # fmt: skip
 
             ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
-            saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl)
-            store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400)
+            signer = Signer(_integrity_keys(settings))
+            saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl,
+                                         serde=SignedSerializer(JsonPlusSerializer(), signer))  # fmt: skip
+            store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
+                                  signer=signer)  # fmt: skip
             webhook_base = {"url": settings.webhook_base_url}
             pending_events: set[asyncio.Task[Any]] = set()
 
@@ -242,7 +256,8 @@ class Orchestrator:
                     except Exception:
                         log.warning("jobs.cancel_failed", workflow_id=wid, task_id=task_id)
 
-            keys = KeyStore(redis, prefix)
+            keys = KeyStore(redis, prefix, max_age_days=settings.api_key_max_age_days,
+                            warn_days=settings.api_key_warn_days, fail_limit=settings.auth_failures_per_minute)  # fmt: skip
             service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
                                           publish_control=publish_control, cancel_jobs=cancel_jobs,
                                           saver=saver, health=board.states, audit=keys.audit)  # fmt: skip
@@ -277,13 +292,28 @@ class Orchestrator:
 
             if with_engine:
                 engine = Engine(store, saver, make_ports, consumer=consumer, concurrency=settings.worker_concurrency,
-                                lease_seconds=settings.lease_seconds, metrics=metrics)  # fmt: skip
+                                lease_seconds=settings.lease_seconds, metrics=metrics, audit=keys.audit)  # fmt: skip
                 await engine.start()
                 stack.push_async_callback(engine.stop)
                 listener = asyncio.create_task(_control_listener(redis, prefix, engine))
                 stack.callback(listener.cancel)
                 orch.engine = engine
             yield orch
+
+
+def _integrity_keys(settings: Settings) -> list[bytes]:
+    """The HMAC keys: from configuration, else one generated once into the data folder (mode 0600)."""
+    if settings.integrity_keys is not None:
+        return [
+            k.strip().encode() for k in settings.integrity_keys.get_secret_value().split(",") if k.strip()
+        ]
+    path = settings.data_dir / "integrity.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return [path.read_text().strip().encode()]
 
 
 async def _control_listener(redis: AnyRedis, prefix: str, engine: Engine) -> None:

@@ -310,6 +310,9 @@ class OrchestratorService:
             event_data={"decision_id": decision_id, "choice": choice, "comment": comment},
         )
         await self.store.enqueue(workflow_id, "decision", caller.correlation_id)
+        if self._audit is not None:
+            await self._audit("decision.submitted", caller=caller.name, workflow_id=workflow_id,
+                              decision_id=decision_id, choice=choice)  # fmt: skip
         return DecisionResult(
             accepted=True,
             reason="recorded; the workflow resumes",
@@ -565,3 +568,15 @@ class OrchestratorService:
                       available=states.get(a.operation.service, "closed") != "open")
             for a in registry().find(phase=phase, capability=capability)
         ])  # fmt: skip
+
+    async def security_audit(self, caller: Caller, count: int = 1000) -> list[dict[str, Any]]:
+        """The deployment's security events, newest last (admin keys only)."""
+        await self._require(caller, "admin", "read the security audit log")
+        rows = await self.store.client.xrevrange(f"{self.store.prefix}:audit", count=count)
+        out = []
+        for entry_id, raw in reversed(rows):
+            d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                 for k, v in raw.items()}  # fmt: skip
+            out.append({"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id, "what": d.get("what"),
+                        "when": float(d.get("when", 0)), "data": json.loads(d.get("data") or "{}")})  # fmt: skip
+        return out

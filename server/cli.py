@@ -150,11 +150,17 @@ async def _keys(args: argparse.Namespace) -> int:
         url = embedded.url
     redis = await open_redis(url)
     try:
-        store = KeyStore(redis, settings.key_prefix)
+        store = KeyStore(redis, settings.key_prefix, max_age_days=settings.api_key_max_age_days,
+                         warn_days=settings.api_key_warn_days)  # fmt: skip
         if args.keys_command == "create":
             projects = [p.strip() for p in args.projects.split(",") if p.strip()]
             key, info = await store.create(args.name, projects, args.role, args.expires_days)
             print(json.dumps({"api_key": key, **info.as_dict()}, indent=1))
+            print("store the api_key now: it is not kept and cannot be shown again", file=sys.stderr)
+        elif args.keys_command == "rotate":
+            key, info, retiring = await store.rotate(args.name, args.overlap_hours)
+            print(json.dumps({"api_key": key, **info.as_dict(), "retiring": retiring,
+                              "old_keys_valid_for_hours": args.overlap_hours}, indent=1))  # fmt: skip
             print("store the api_key now: it is not kept and cannot be shown again", file=sys.stderr)
         elif args.keys_command == "list":
             print(json.dumps([k.as_dict() for k in await store.list_keys()], indent=1))
@@ -211,8 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     kc.add_argument("name")
     kc.add_argument("--projects", default="*", help="comma-separated project ids, or *")
     kc.add_argument("--role", default="read", choices=["read", "operate", "decide", "admin"])
-    kc.add_argument("--expires-days", type=float, default=90.0)
+    kc.add_argument(
+        "--expires-days", type=float, default=None, help="default and maximum: API_KEY_MAX_AGE_DAYS"
+    )
     ksub.add_parser("list", help="list keys (never the keys themselves)")
+    kro = ksub.add_parser(
+        "rotate", help="issue a successor key; the old ones stay valid for an overlap window"
+    )
+    kro.add_argument("name")
+    kro.add_argument("--overlap-hours", type=float, default=24.0)
     kr = ksub.add_parser("revoke", help="revoke a key by id, or every key of a name")
     kr.add_argument("name")
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters import default_data_dir
@@ -17,7 +18,9 @@ class Settings(BaseSettings):
     """Configuration of one orchestrator process.
 
     Every field reads the environment variable of the same name in upper case (``REDIS_URL``,
-    ``TASK_SERVICE_API_KEY``, ...). Secrets are ``SecretStr``: they print as ``**********``.
+    ``TASK_SERVICE_API_KEY``, ...). Every secret can instead come from a file named by ``<NAME>_FILE``
+    (``TASK_SERVICE_API_KEY_FILE=/run/secrets/tasks``), as container secrets are mounted. Secrets are
+    ``SecretStr``: they print as ``**********``.
     """
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
@@ -63,3 +66,28 @@ class Settings(BaseSettings):
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
 
     brief_max_chars: int = Field(default=20_000, ge=100)
+
+    integrity_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated HMAC keys, newest first; unset: a key file in the data folder",
+    )
+    ca_bundle: str = Field(
+        default="", description="CA file to verify outside services' TLS (default: system CAs)"
+    )
+    redis_ca_file: str = Field(default="", description="CA file to verify a rediss:// server")
+    api_key_max_age_days: float = Field(default=90.0, gt=0)
+    api_key_warn_days: float = Field(default=7.0, ge=0)
+    auth_failures_per_minute: int = Field(default=10, ge=1, description="per source address, then refused")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """Fill secrets from ``<NAME>_FILE`` when ``<NAME>`` itself is not set."""
+        if not isinstance(data, dict):
+            return data
+        secret_fields = [name for name, f in cls.model_fields.items() if "SecretStr" in str(f.annotation)]
+        for name in secret_fields:
+            path = os.environ.get(f"{name.upper()}_FILE")
+            if path and data.get(name) is None and os.environ.get(name.upper()) is None:
+                data[name] = Path(path).read_text().strip()
+        return data
