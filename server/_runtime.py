@@ -198,7 +198,7 @@ class Orchestrator:
             )  # fmt: skip
 
             ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
-            signer = Signer(_integrity_keys(settings))
+            signer = Signer(await _integrity_keys(settings, redis, embedded=embedded is not None))
             saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl,
                                          serde=SignedSerializer(JsonPlusSerializer(), signer))  # fmt: skip
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
@@ -301,19 +301,28 @@ class Orchestrator:
             yield orch
 
 
-def _integrity_keys(settings: Settings) -> list[bytes]:
-    """The HMAC keys: from configuration, else one generated once into the data folder (mode 0600)."""
+async def _integrity_keys(settings: Settings, redis: AnyRedis, embedded: bool) -> list[bytes]:
+    """The HMAC keys: from configuration; else, for the private embedded Redis, a key file in the data folder
+    (mode 0600); else one key shared through Redis, with a warning (it then detects corruption, not tampering).
+    """
     if settings.integrity_keys is not None:
         return [
             k.strip().encode() for k in settings.integrity_keys.get_secret_value().split(",") if k.strip()
         ]
-    path = settings.data_dir / "integrity.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    return [path.read_text().strip().encode()]
+    if embedded:
+        path = settings.data_dir / "integrity.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return [path.read_text().strip().encode()]
+    log.warning("integrity.key_in_redis", hint="set INTEGRITY_KEYS: a key kept in Redis cannot stop someone who can "
+                "write to Redis, it only detects corruption")  # fmt: skip
+    r: Any = redis
+    await r.set(f"{settings.key_prefix}:integrity-key", secrets.token_hex(32), nx=True)
+    stored = await r.get(f"{settings.key_prefix}:integrity-key")
+    return [stored if isinstance(stored, bytes) else str(stored).encode()]
 
 
 async def _control_listener(redis: AnyRedis, prefix: str, engine: Engine) -> None:
