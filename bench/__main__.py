@@ -8,8 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from adapters import EmbeddedRedis
-from bench import checkpointer, frontdoor
+from adapters import EmbeddedRedis, free_port
+from bench import checkpointer, frontdoor, peer
 from bench._report import append_section
 
 
@@ -19,6 +19,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--only", choices=["frontdoor", "checkpointer"], default=None)
+    parser.add_argument("--no-peer", action="store_true", help="skip the LangGraph Agent Server peer")
     args = parser.parse_args()
     parts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp:
@@ -27,13 +28,13 @@ def main() -> int:
             if args.only in (None, "frontdoor"):
                 fd = asyncio.run(frontdoor.run(server.url, Path(tmp)))
                 parts.append(fd.table())
+                if not args.no_peer:
+                    pr = asyncio.run(peer.run(Path(tmp), free_port()))
+                    parts.append(frontdoor.comparison(fd, pr))
             if args.only in (None, "checkpointer"):
                 result = asyncio.run(checkpointer.run(server.url, rounds=args.rounds))
                 parts.append("### 5. Checkpointer\n\n" + result.table())
-    parts.append(
-        "\nNot measured yet: benchmark 4 (1,000 movie_production workflows in flight) and every comparison "
-        "with the LangGraph Agent Server peer."
-    )
+    parts.append("\nNot measured yet: benchmark 4 (1,000 movie_production workflows in flight).")
     body = "\n\n".join(parts)
     print(body)
     if not args.no_write:

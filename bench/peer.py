@@ -1,0 +1,150 @@
+"""The peer: LangGraph Agent Server (`langgraph dev`, in-memory runtime) serving the same 10-node graph.
+
+It runs from its own virtual environment (`.venv-peer`, created on first use with `langgraph-cli[inmem]`),
+so its dependency set never touches ours; it is driven with langgraph-sdk, the peer's own client.
+Started with --no-browser --no-reload on 127.0.0.1 and with version checks, tracing and analytics off,
+so it touches no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+__all__ = ["PeerResult", "run"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_VENV = ROOT / ".venv-peer"
+PEER_PIN = "langgraph-cli[inmem]==0.4.40"
+
+_GRAPH = """
+from typing import TypedDict
+from langgraph.graph import END, START, StateGraph
+
+class S(TypedDict):
+    n: int
+
+b = StateGraph(S)
+for i in range(10):
+    b.add_node(f"n{i}", lambda s: {"n": s["n"] + 1})
+b.add_edge(START, "n0")
+for i in range(9):
+    b.add_edge(f"n{i}", f"n{i + 1}")
+b.add_edge("n9", END)
+graph = b.compile()
+"""
+
+
+def ensure_peer() -> Path:
+    """The peer's `langgraph` executable, installing it into .venv-peer when missing."""
+    exe = PEER_VENV / "bin" / "langgraph"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(PEER_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", PEER_PIN],
+                       check=True)  # fmt: skip
+    return exe
+
+
+@contextlib.asynccontextmanager
+async def peer_server(tmp: Path, port: int) -> AsyncIterator[str]:
+    """`langgraph dev` serving the benchmark graph; yields its URL once /ok answers."""
+    app = tmp / "peer-app"
+    app.mkdir(exist_ok=True)
+    (app / "graph.py").write_text(_GRAPH)
+    (app / "langgraph.json").write_text(
+        json.dumps({"dependencies": ["."], "graphs": {"linear": "./graph.py:graph"}})
+    )
+    env = {**os.environ, "LANGGRAPH_NO_VERSION_CHECK": "true", "LANGSMITH_TRACING": "false",
+           "LANGGRAPH_CLI_NO_ANALYTICS": "1"}  # fmt: skip
+    log = (tmp / "peer.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        str(ensure_peer()), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
+        cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(600):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{url}/ok")).status_code == 200:
+                        break
+                if proc.returncode is not None:
+                    msg = f"the peer exited; see {tmp / 'peer.log'}"
+                    raise RuntimeError(msg)
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 15)
+        log.close()
+
+
+@dataclass
+class PeerResult:
+    """The peer's figures for benchmarks 1 and 2."""
+
+    runs: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    idle: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def runs_per_second(self) -> float:
+        """Completed runs per second under load."""
+        return self.runs / self.seconds if self.seconds else 0.0
+
+    @property
+    def idle_median(self) -> float:
+        """Median idle latency in seconds."""
+        return statistics.median(self.idle) if self.idle else float("nan")
+
+
+async def run(tmp: Path, port: int, *, runs: int = 300, concurrency: int = 50) -> PeerResult:
+    """Benchmarks 1 and 2 against the peer: runs.wait on a new thread per run."""
+    from langgraph_sdk import get_client
+
+    out = PeerResult()
+    async with peer_server(tmp, port) as url:
+        client = get_client(url=url)
+        for _ in range(25):
+            t0 = time.perf_counter()
+            thread = await client.threads.create()
+            result = await client.runs.wait(thread["thread_id"], "linear", input={"n": 0})
+            assert result == {"n": 10}, result
+            out.idle.append(time.perf_counter() - t0)
+        out.idle = out.idle[5:]
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    thread = await client.threads.create()
+                    result = await client.runs.wait(thread["thread_id"], "linear", input={"n": 0})
+                    if result != {"n": 10}:
+                        out.errors += 1
+                        return
+                    out.latencies.append(time.perf_counter() - t0)
+                except Exception:
+                    out.errors += 1
+
+        t_start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(runs)))
+        out.seconds = time.perf_counter() - t_start
+        out.runs = len(out.latencies)
+    return out
