@@ -315,7 +315,9 @@ class WorkflowStore:
         if fields.get("status") in TERMINAL:
             for suffix in ("", "events", "decisions", "jobs", "memo"):
                 pipe.expire(self.key(wid, suffix), self.retention_seconds)
-        pipe.publish(self.channel(wid), event or "updated")
+        # "<event>|<status>|<percent>": waiters learn what they need without reading the record.
+        note = f"{event or 'updated'}|{fields.get('status', '')}|{fields.get('percent', '')}"
+        pipe.publish(self.channel(wid), note)
         await pipe.execute()
 
     async def events(self, wid: str, *, count: int = 1000) -> list[dict[str, Any]]:

@@ -156,8 +156,8 @@ def build_mcp_server(
         if not wait_seconds:
             return await _run(service.get_status(caller, workflow_id))
 
-        async def progress(status: WorkflowStatus) -> None:
-            await ctx.report_progress(status.percent, 100, f"{status.status}: {status.message}")
+        async def progress(percent: float, message: str) -> None:
+            await ctx.report_progress(percent, 100, message)
 
         return await _run(service.wait_status(caller, workflow_id, wait_seconds, progress, until))
 

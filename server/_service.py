@@ -212,12 +212,13 @@ class OrchestratorService:
         caller: Caller,
         workflow_id: str,
         wait_seconds: float,
-        on_change: Callable[[WorkflowStatus], Awaitable[None]] | None = None,
+        on_change: Callable[[float, str], Awaitable[None]] | None = None,
         until: list[str] | None = None,
     ) -> WorkflowStatus:
         """Wait up to `wait_seconds`: for the next change, or (with `until`) for one of those statuses.
 
-        Every change seen while waiting is passed to `on_change` (progress notifications).
+        Every change seen while waiting is passed to `on_change` as (percent, what changed), from the
+        change notice itself: the record is read only when the wait may end.
         """
         await self._require(caller, "read", "read workflows")
         if not 0 <= wait_seconds <= 300:
@@ -226,26 +227,32 @@ class OrchestratorService:
         if until is not None and not set(until) <= statuses:
             raise InvalidArgumentError("until", f"use statuses among {sorted(statuses)}")
         first = await self._visible(caller, workflow_id)
-
-        def reached(rec: WorkflowRecord) -> bool:
-            return rec.status in TERMINAL or (
-                rec.status in until if until else rec.updated_at != first.updated_at
-            )
-
-        if wait_seconds == 0 or first.status in TERMINAL or (until and first.status in until):
+        stop_at = {*TERMINAL, *(until or [])}
+        if wait_seconds == 0 or (first.status in stop_at and (until or first.status in TERMINAL)):
             return _status(first, self._health())
         pubsub = self.store.client.pubsub()
         try:
             await pubsub.subscribe(self.store.channel(workflow_id))
             current = await self.store.get(workflow_id) or first
+            if current.updated_at != first.updated_at and (not until or current.status in stop_at):
+                return _status(current, self._health())
+            percent = current.percent
             deadline = time.monotonic() + wait_seconds
-            while not reached(current) and (left := deadline - time.monotonic()) > 0:
+            while (left := deadline - time.monotonic()) > 0:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 1.0))
                 if msg is None:
                     continue
-                current = await self.store.get(workflow_id) or current
+                data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
+                what, _, rest = data.partition("|")
+                status, _, pct = rest.partition("|")
+                if pct:
+                    percent = float(pct)
                 if on_change is not None:
-                    await on_change(_status(current, self._health()))
+                    await on_change(percent, what)
+                if not until or status in stop_at:
+                    current = await self.store.get(workflow_id) or current
+                    if not until or current.status in stop_at:
+                        break
             return _status(current, self._health())
         finally:
             await pubsub.aclose()
