@@ -137,7 +137,8 @@ async def test_concurrent_writers_on_one_thread_lose_nothing(redis_client: AnyRe
     assert all(v != 999 for _, c, v in ours if c == "ch")
 
 
-def _aes_serde() -> EncryptedSerializer:
+def aes_serde() -> EncryptedSerializer:
+    """LangGraph's EncryptedSerializer with AES-GCM and a fresh key."""
     key = AESGCM.generate_key(bit_length=128)
 
     class Cipher:
@@ -154,7 +155,7 @@ def _aes_serde() -> EncryptedSerializer:
 
 async def test_encrypted_serde_stores_no_plaintext(redis_client: AnyRedis, key_prefix: str) -> None:
     """With LangGraph's EncryptedSerializer plugged in, values round-trip and Redis holds no plaintext."""
-    saver = RedisCheckpointSaver(redis_client, prefix=key_prefix, serde=_aes_serde())
+    saver = RedisCheckpointSaver(redis_client, prefix=key_prefix, serde=aes_serde())
     tid = str(uuid4())
     secret = "the-villain-is-the-narrator"
     cp = generate_checkpoint(channel_values={"plot": secret}, channel_versions={"plot": 1})

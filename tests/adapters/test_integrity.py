@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 from uuid import uuid4
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config
-from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from adapters import AnyRedis, IntegrityError, RedisCheckpointSaver, SignedSerializer, Signer, WorkflowStore
+from tests.adapters.test_checkpointer import aes_serde
 
 KEY_A = b"a" * 32
 KEY_B = b"b" * 32
@@ -48,17 +46,7 @@ def test_rotation_new_key_signs_old_key_still_verifies() -> None:
 
 def test_composes_with_encrypted_serializer() -> None:
     """Signing wraps LangGraph's EncryptedSerializer: values are encrypted and signed."""
-    key = AESGCM.generate_key(bit_length=128)
-
-    class Cipher:
-        def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
-            nonce = os.urandom(12)
-            return "aesgcm", nonce + AESGCM(key).encrypt(nonce, plaintext, None)
-
-        def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
-            return AESGCM(key).decrypt(ciphertext[:12], ciphertext[12:], None)
-
-    serde = SignedSerializer(EncryptedSerializer(Cipher()), Signer([KEY_A]))
+    serde = SignedSerializer(aes_serde(), Signer([KEY_A]))
     kind, blob = serde.dumps_typed({"secret": "plot twist"})
     assert b"plot twist" not in blob
     assert serde.loads_typed((kind, blob)) == {"secret": "plot twist"}
