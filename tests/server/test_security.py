@@ -235,3 +235,27 @@ async def test_security_audit_is_for_admins_only(settings: Settings) -> None:
         ):
             with pytest.raises(Exception, match="permission_denied"):
                 await c.read_resource("security://audit")
+
+
+async def test_outside_services_over_https_are_verified(tmp_path: Path) -> None:
+    """An adapter refuses a service whose certificate it cannot verify, and works with the CA bundle given."""
+    from adapters import TaskServiceClient, TransientError
+    from server.sandbox import TaskServiceStandIn, serve_app
+
+    cert, key = _self_signed(tmp_path)
+    ts = TaskServiceStandIn(media_dir=tmp_path / "m")
+    async with serve_app(ts.app(), ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        assert url.startswith("https://")
+        default = TaskServiceClient(url, ts.api_key)
+        try:
+            with pytest.raises(TransientError, match="unreachable"):
+                await default.project_tasks("p1")
+        finally:
+            await default.aclose()
+        trusting = TaskServiceClient(
+            url, ts.api_key, http=httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert)))
+        )
+        try:
+            assert await trusting.project_tasks("p1") == []
+        finally:
+            await trusting.aclose()
