@@ -91,6 +91,7 @@ class EmbeddedRedis:
         port: TCP port (0 picks a free one).
         extra_args: further redis-server arguments, e.g. ["--cluster-enabled", "yes"].
         die_with_parent: stop redis-server when this process dies, however it dies.
+        binary: the server executable (default: `find_redis_server()`; a valkey-server works the same).
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -99,6 +100,7 @@ class EmbeddedRedis:
     extra_args: list[str] = field(default_factory=list)
     die_with_parent: bool = True
     start_timeout: float = 10.0
+    binary: str | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _lock_file: IO[str] | None = field(default=None, init=False, repr=False)
     _unix_path: Path | None = field(default=None, init=False, repr=False)
@@ -160,7 +162,7 @@ class EmbeddedRedis:
         return self
 
     def _spawn(self) -> None:
-        binary = find_redis_server()
+        binary = self.binary or find_redis_server()
         sock = self.data_dir / "redis.sock"
         args = [
             binary,
