@@ -235,6 +235,9 @@ class OrchestratorService:
             await pubsub.subscribe(self.store.channel(workflow_id))
             current = await self.store.get(workflow_id) or first
             if current.updated_at != first.updated_at and (not until or current.status in stop_at):
+                # It changed before we listened: still tell a progress listener where it stands.
+                if on_change is not None:
+                    await on_change(current.percent, current.message)
                 return _status(current, self._health())
             percent = current.percent
             deadline = time.monotonic() + wait_seconds
