@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
+from xml.sax.saxutils import escape
 
 __all__ = ["REQUIRED_DELIVERABLES", "TRANSFORMS", "LocalContext"]
 
@@ -100,18 +101,22 @@ def t_relationships(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
                               for i, a in enumerate(names) for b in names[i + 1 :]]}  # fmt: skip
 
 
+def _svg_card(width: int, height: int, fill: str, label: str) -> str:
+    """A small SVG card: a coloured rectangle with a label (escaped, since names come from the writer)."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<rect width="{width}" height="{height}" fill="{fill}"/>'
+        f'<text x="8" y="{height // 2}">{escape(label)}</text></svg>'
+    )
+
+
 @_t
 async def t_sketch(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
     c = inp.get("character", {})
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="120" height="160"><rect width="120" height="160" '
-        f'fill="#{_seed(c.get("name")) % 0xFFFFFF:06x}"/><text x="10" y="80">{c.get("name", "")}</text></svg>'
-    )
+    name = str(c.get("name", ""))
+    svg = _svg_card(120, 160, f"#{_seed(c.get('name')) % 0xFFFFFF:06x}", name)
     return {
-        "portrait": {
-            "result_url": await ctx.write_file(f"sketch-{c.get('name', 'x')}.svg", svg),
-            "kind": "sketch",
-        }
+        "portrait": {"result_url": await ctx.write_file(f"sketch-{name or 'x'}.svg", svg), "kind": "sketch"}
     }
 
 
@@ -210,10 +215,7 @@ def t_camera_plan(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
 @_t
 async def t_storyboard_frame(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
     s = inp.get("scene", {})
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="90"><rect width="160" height="90" '
-        f'fill="#ddd"/><text x="8" y="48">{s.get("title", "")}</text></svg>'
-    )
+    svg = _svg_card(160, 90, "#ddd", str(s.get("title", "")))
     return {
         "scene_image": {
             "result_url": await ctx.write_file(f"frame-{s.get('index', 0)}.svg", svg),
