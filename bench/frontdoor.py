@@ -49,6 +49,16 @@ class FrontDoorResult:
     status: list[float] = field(default_factory=list)
     errors: int = 0
 
+    @property
+    def runs_per_second(self) -> float:
+        """Completed runs per second under load."""
+        return self.runs / self.seconds if self.seconds else 0.0
+
+    @property
+    def idle_median(self) -> float:
+        """Median idle latency in seconds."""
+        return statistics.median(self.idle) if self.idle else float("nan")
+
     def table(self) -> str:
         """Markdown for BENCHMARKS.md."""
         rps = self.runs / self.seconds if self.seconds else 0.0
@@ -181,11 +191,11 @@ async def run(redis_url: str, tmp: Path, *, runs: int = 300, concurrency: int = 
     return out
 
 
-def comparison(ours: FrontDoorResult, peer: Any) -> str:
+def comparison(ours: FrontDoorResult, peer: FrontDoorResult) -> str:
     """Markdown comparing benchmarks 1 and 2 with the LangGraph Agent Server peer of the same run."""
-    rps = ours.runs / ours.seconds if ours.seconds else 0.0
+    rps = ours.runs_per_second
     ratio = rps / peer.runs_per_second if peer.runs_per_second else float("nan")
-    idle_ours = statistics.median(ours.idle)
+    idle_ours = ours.idle_median
     ms = 1000.0
     return "\n".join([
         "### 1-2. Against the peer (LangGraph Agent Server, `langgraph dev`, in-memory runtime, same graph, "

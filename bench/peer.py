@@ -13,17 +13,17 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-__all__ = ["PeerResult", "run"]
+from bench.frontdoor import FrontDoorResult
+
+__all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".venv-peer"
@@ -93,32 +93,11 @@ async def peer_server(tmp: Path, port: int) -> AsyncIterator[str]:
         log.close()
 
 
-@dataclass
-class PeerResult:
-    """The peer's figures for benchmarks 1 and 2."""
-
-    runs: int = 0
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    idle: list[float] = field(default_factory=list)
-    errors: int = 0
-
-    @property
-    def runs_per_second(self) -> float:
-        """Completed runs per second under load."""
-        return self.runs / self.seconds if self.seconds else 0.0
-
-    @property
-    def idle_median(self) -> float:
-        """Median idle latency in seconds."""
-        return statistics.median(self.idle) if self.idle else float("nan")
-
-
-async def run(tmp: Path, port: int, *, runs: int = 300, concurrency: int = 50) -> PeerResult:
+async def run(tmp: Path, port: int, *, runs: int = 300, concurrency: int = 50) -> FrontDoorResult:
     """Benchmarks 1 and 2 against the peer: runs.wait on a new thread per run."""
     from langgraph_sdk import get_client
 
-    out = PeerResult()
+    out = FrontDoorResult()
     async with peer_server(tmp, port) as url:
         client = get_client(url=url)
         for _ in range(25):
