@@ -6,6 +6,7 @@ from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
 from adapters._integrity import IntegrityError, SignedSerializer, Signer
 from adapters._llm import LLMWriter
+from adapters._pipeliner import ScriptPipeliner
 from adapters._redis import AnyRedis, connect_redis, follow, is_cluster_url, open_redis
 from adapters._resilience import (
     BreakerBoard,
@@ -15,7 +16,7 @@ from adapters._resilience import (
     set_testing,
 )
 from adapters._tasks import TASK_DATA_KEYS, TaskServiceClient, translate_http_error
-from adapters._workflows import TERMINAL, RunTicket, WorkflowRecord, WorkflowStore
+from adapters._workflows import TERMINAL, RunTicket, StoreEvent, WorkflowRecord, WorkflowStore
 from adapters.errors import (
     DataDirLockedError,
     EmbeddedRedisError,
@@ -46,9 +47,11 @@ __all__ = [
     "RedisCheckpointSaver",
     "RetryPolicy",
     "RunTicket",
+    "ScriptPipeliner",
     "ServiceGuard",
     "SignedSerializer",
     "Signer",
+    "StoreEvent",
     "TaskServiceClient",
     "TransientError",
     "WorkflowRecord",

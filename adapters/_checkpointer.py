@@ -92,6 +92,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         prefix: key prefix, so several savers (or tests) can share one Redis.
         ttl_seconds: if set, every key of a thread expires this long after the thread's last write.
         serde: LangGraph serializer (e.g. an ``EncryptedSerializer``); defaults to JsonPlus.
+        pipeliner: shares round trips with other script calls on the same client (default: its own).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         prefix: str = "mo:cp",
         ttl_seconds: int | None = None,
         serde: SerializerProtocol | None = None,
+        pipeliner: ScriptPipeliner | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if "{" in prefix or "}" in prefix:
@@ -115,7 +117,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         self._list = client.register_script(_load_script("list"))
         self._delete = client.register_script(_load_script("delete_thread"))
         self._prune = client.register_script(_load_script("prune"))
-        self._pipeliner = ScriptPipeliner(client)
+        self._pipeliner = pipeliner or ScriptPipeliner(client)
 
     # -- keys ---------------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class ScriptPipeliner:
         self._inflight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.pipelines = 0  # round trips made, for tests and metrics
         # redis-py refuses EVALSHA inside cluster pipelines; a cluster client calls directly.
         self._direct = isinstance(client, RedisCluster)
 
@@ -86,6 +87,7 @@ class ScriptPipeliner:
                 self._kick()
 
     async def _send(self, batch: list[_Call]) -> None:
+        self.pipelines += 1
         pipe = self._client.pipeline(transaction=False)
         for c in batch:
             pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)

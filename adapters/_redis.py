@@ -65,11 +65,13 @@ async def follow(
     channels: Sequence[str] = (),
     patterns: Sequence[str] = (),
     name: str = "pubsub",
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Deliver every pub/sub message on `channels` and `patterns` as (channel, data) until cancelled.
 
     Reconnects after any failure (Redis restarting, a dropped connection); `on_message` must not raise
-    for the follower to keep its place, and a raising callback is logged and skipped.
+    for the follower to keep its place, and a raising callback is logged and skipped. `on_ready` is
+    called each time Redis has confirmed every subscription (from then on no message is missed).
     """
     me = asyncio.current_task()
     while me is None or not me.cancelling():
@@ -81,8 +83,13 @@ async def follow(
                 await pubsub.psubscribe(*patterns)
             # get_message with a timeout rather than listen(): redis-py can swallow a cancellation that
             # arrives inside a blocking read, and the follower must still stop within a second.
+            unconfirmed = len(channels) + len(patterns)
             while me is None or not me.cancelling():
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                msg = await pubsub.get_message(timeout=1.0)
+                if msg is not None and msg.get("type") in {"subscribe", "psubscribe"} and unconfirmed:
+                    unconfirmed -= 1
+                    if unconfirmed == 0 and on_ready is not None:
+                        on_ready()
                 if msg is None or msg.get("type") not in {"message", "pmessage"}:
                     continue
                 channel, data = msg["channel"], msg["data"]

@@ -20,14 +20,16 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import resources
+from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from adapters._integrity import Signer
+from adapters._pipeliner import ScriptPipeliner
 from adapters._redis import AnyRedis
 
 __all__ = ["TERMINAL", "RunTicket", "WorkflowRecord", "WorkflowStore"]
@@ -99,6 +101,15 @@ class WorkflowRecord:
         return out
 
 
+class StoreEvent(NamedTuple):
+    """One entry for a workflow's event stream."""
+
+    what: str
+    data: Mapping[str, Any] | None = None
+    who: str = "system"
+    correlation_id: str = ""
+
+
 @dataclass(frozen=True)
 class RunTicket:
     """One claimed entry of the run queue."""
@@ -117,6 +128,7 @@ class WorkflowStore:
         prefix: key prefix shared by every instance of one deployment.
         retention_seconds: how long a finished workflow's keys live.
         signer: signs every record field (and verifies it on read) when given.
+        pipeliner: shares round trips of record updates with other script calls (the checkpointer's).
     """
 
     def __init__(
@@ -126,6 +138,7 @@ class WorkflowStore:
         prefix: str = "mo",
         retention_seconds: float = 30 * 86400,
         signer: Signer | None = None,
+        pipeliner: ScriptPipeliner | None = None,
     ) -> None:
         # redis-py's stubs type replies as unions of bytes/str/None/Awaitable; replies are bytes here.
         self.client: Any = client
@@ -133,6 +146,10 @@ class WorkflowStore:
         self.retention_seconds = int(retention_seconds)
         self._transactional = not isinstance(client, RedisCluster)
         self.signer = signer
+        self._pipeliner = pipeliner or ScriptPipeliner(client)
+        self._update_script = client.register_script(
+            (resources.files("adapters") / "lua" / "wf_update.lua").read_text()
+        )
 
     def _enc(self, wid: str, fields: Mapping[str, str]) -> dict[str, str | bytes]:
         if self.signer is None:
@@ -284,15 +301,19 @@ class WorkflowStore:
 
     # -- update -------------------------------------------------------------------------------
 
-    def _event(self, pipe: Any, wid: str, what: str, who: str, correlation_id: str, **data: Any) -> None:
-        entry = {
+    @staticmethod
+    def _entry(what: str, who: str, correlation_id: str, data: Mapping[str, Any] | None) -> dict[str, str]:
+        return {
             "what": what,
             "who": who or "system",
             "when": f"{_now():.6f}",
             "cid": correlation_id,
-            "data": json.dumps(data, default=str),
+            "data": json.dumps(dict(data or {}), default=str),
         }
-        pipe.xadd(self.key(wid, "events"), entry, maxlen=10_000, approximate=True)
+
+    def _event(self, pipe: Any, wid: str, what: str, who: str, correlation_id: str, **data: Any) -> None:
+        pipe.xadd(self.key(wid, "events"), self._entry(what, who, correlation_id, data), maxlen=10_000,
+                  approximate=True)  # fmt: skip
 
     async def update(
         self,
@@ -305,20 +326,35 @@ class WorkflowStore:
         event_data: Mapping[str, Any] | None = None,
     ) -> None:
         """Change fields of the record, append an event if given, and announce the change."""
+        events = [StoreEvent(event, event_data, who, correlation_id)] if event else []
+        await self.update_many(wid, fields, events)
+
+    async def update_many(self, wid: str, fields: Mapping[str, Any], events: Sequence[StoreEvent]) -> None:
+        """Change fields, append events in order and announce it, atomically in one script call.
+
+        The call shares its round trip with concurrent script calls (checkpoints, other workflows).
+        The notice published is ``<last event>|<status>|<percent>``: waiters learn what they need
+        without reading the record.
+        """
         enc: dict[str, str] = {"updated_at": str(_now())}
         for k, v in fields.items():
             enc[k] = json.dumps(v) if k in _JSON_FIELDS else str(v)
-        pipe = self.client.pipeline(transaction=self._transactional)
-        pipe.hset(self.key(wid), mapping=self._enc(wid, enc))
-        if event:
-            self._event(pipe, wid, event, who, correlation_id, **dict(event_data or {}))
-        if fields.get("status") in TERMINAL:
-            for suffix in ("", "events", "decisions", "jobs", "memo"):
-                pipe.expire(self.key(wid, suffix), self.retention_seconds)
-        # "<event>|<status>|<percent>": waiters learn what they need without reading the record.
-        note = f"{event or 'updated'}|{fields.get('status', '')}|{fields.get('percent', '')}"
-        pipe.publish(self.channel(wid), note)
-        await pipe.execute()
+        args: list[Any] = []
+        for k, v in self._enc(wid, enc).items():
+            args += [k, v]
+        for e in events:
+            entry = self._entry(e.what, e.who, e.correlation_id, e.data)
+            args.append(len(entry))
+            for k, v in entry.items():
+                args += [k, v]
+        ended = fields.get("status") in TERMINAL
+        keys = [self.key(wid), self.key(wid, "events")]
+        if ended:
+            keys += [self.key(wid, suffix) for suffix in ("decisions", "jobs", "memo")]
+        last = events[-1].what if events else "updated"
+        note = f"{last}|{fields.get('status', '')}|{fields.get('percent', '')}"
+        head = [self.channel(wid), note, self.retention_seconds if ended else 0, len(enc)]
+        await self._pipeliner.call(self._update_script, keys, head + args)
 
     async def events(self, wid: str, *, count: int = 1000) -> list[dict[str, Any]]:
         """The audit log of a workflow, oldest first."""

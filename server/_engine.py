@@ -21,13 +21,24 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from adapters import TERMINAL, IntegrityError, RedisCheckpointSaver, RunTicket, WorkflowRecord, WorkflowStore
+from adapters import (
+    TERMINAL,
+    IntegrityError,
+    RedisCheckpointSaver,
+    RunTicket,
+    StoreEvent,
+    WorkflowRecord,
+    WorkflowStore,
+)
 from graphs import WORKFLOWS, Ports
 from server._metrics import Metrics
 
 __all__ = ["Engine"]
 
 log = structlog.get_logger(__name__)
+
+# How long a run's step status may wait to be merged with the next steps' before it is written.
+_STATUS_LINGER = 0.02
 
 
 def pending_decisions(state: StateSnapshot) -> list[dict[str, Any]]:
@@ -392,43 +403,96 @@ class Engine:
         running: dict[str, str] = {}
         started: dict[str, float] = {}
         best = 0.0
-        async for mode, chunk in graph.astream(
-            graph_input,
-            config,
-            context=ports,
-            stream_mode=["custom", "tasks"],
-            durability=self.durability,
-            control=control,
-        ):
-            if mode == "custom" and isinstance(chunk, dict):
-                fields: dict[str, Any] = {k: chunk[k] for k in ("phase", "step", "message") if k in chunk}
-                # Parallel branches report their own percent; the workflow's never goes back.
-                best = max(best, float(chunk.get("percent", 0)))
-                fields["percent"] = best
-                fields["waiting_reason"] = ""
-                await self.store.update(wid, fields)
-            elif mode == "tasks" and isinstance(chunk, dict):
-                if "result" in chunk or "error" in chunk:
-                    running.pop(chunk["id"], None)
-                    t0 = started.pop(chunk["id"], None)
-                    if t0 is not None:
-                        self.metrics.step_seconds.labels(chunk["name"]).observe(time.monotonic() - t0)
-                    event = "step.failed" if chunk.get("error") else "step.finished"
-                    await self.store.update(
-                        wid,
-                        {"agents_running": sorted(set(running.values()))},
-                        event=event,
-                        event_data={"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]},
-                    )
-                else:
-                    running[chunk["id"]] = chunk["name"]
-                    started[chunk["id"]] = time.monotonic()
-                    await self.store.update(
-                        wid,
-                        {"agents_running": sorted(set(running.values()))},
-                        event="step.started",
-                        event_data={"step": chunk["name"]},
-                    )
+        writer = _RunWriter(self.store, wid)
+        try:
+            async for mode, chunk in graph.astream(
+                graph_input,
+                config,
+                context=ports,
+                stream_mode=["custom", "tasks"],
+                durability=self.durability,
+                control=control,
+            ):
+                if mode == "custom" and isinstance(chunk, dict):
+                    fields: dict[str, Any] = {k: chunk[k] for k in ("phase", "step", "message") if k in chunk}
+                    # Parallel branches report their own percent; the workflow's never goes back.
+                    best = max(best, float(chunk.get("percent", 0)))
+                    fields["percent"] = best
+                    fields["waiting_reason"] = ""
+                    writer.add(fields)
+                elif mode == "tasks" and isinstance(chunk, dict):
+                    if "result" in chunk or "error" in chunk:
+                        running.pop(chunk["id"], None)
+                        t0 = started.pop(chunk["id"], None)
+                        if t0 is not None:
+                            self.metrics.step_seconds.labels(chunk["name"]).observe(time.monotonic() - t0)
+                        event = "step.failed" if chunk.get("error") else "step.finished"
+                        data = {"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]}
+                    else:
+                        running[chunk["id"]] = chunk["name"]
+                        started[chunk["id"]] = time.monotonic()
+                        event, data = "step.started", {"step": chunk["name"]}
+                    writer.add({"agents_running": sorted(set(running.values()))}, StoreEvent(event, data))
+        except asyncio.CancelledError:
+            writer.cancel()
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                await writer.drain()
+            raise
+        await writer.drain()
+
+
+class _RunWriter:
+    """The status writes of one run's steps, sent in the background and merged.
+
+    The graph does not wait for its status to be written. Writes gather for up to `linger` seconds
+    (a few steps' worth under load), then go out as one atomic update: the latest value of each
+    field wins and every event is kept, in order. `drain()` sends what is left at once and returns
+    when everything added is in Redis, or raises what writing raised.
+    """
+
+    def __init__(self, store: WorkflowStore, wid: str, linger: float = _STATUS_LINGER) -> None:
+        self._store = store
+        self._wid = wid
+        self._linger = linger
+        self._fields: dict[str, Any] = {}
+        self._events: list[StoreEvent] = []
+        self._task: asyncio.Task[None] | None = None
+        self._urgent = asyncio.Event()
+        self._error: Exception | None = None
+
+    def add(self, fields: dict[str, Any], event: StoreEvent | None = None) -> None:
+        self._fields.update(fields)
+        if event is not None:
+            self._events.append(event)
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._fields or self._events:
+                if not self._urgent.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), self._linger)
+                fields, events = self._fields, self._events
+                self._fields, self._events = {}, []
+                await self._store.update_many(self._wid, fields, events)
+        except Exception as exc:  # kept for drain(), which the run always reaches
+            self._error = exc
+        finally:
+            self._task = None
+
+    async def drain(self) -> None:
+        self._urgent.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _jsonable(value: Any) -> Any:

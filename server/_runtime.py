@@ -27,6 +27,7 @@ from adapters import (
     LLMWriter,
     RedisCheckpointSaver,
     RetryPolicy,
+    ScriptPipeliner,
     ServiceGuard,
     SignedSerializer,
     Signer,
@@ -199,10 +200,12 @@ class Orchestrator:
 
             ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
             signer = Signer(await _integrity_keys(settings, redis, embedded=embedded is not None))
-            saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl,
+            # One pipeliner: a step's checkpoint and its status update share round trips.
+            pipeliner = ScriptPipeliner(redis)
+            saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl, pipeliner=pipeliner,
                                          serde=SignedSerializer(JsonPlusSerializer(), signer))  # fmt: skip
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
-                                  signer=signer)  # fmt: skip
+                                  signer=signer, pipeliner=pipeliner)  # fmt: skip
             webhook_base = {"url": settings.webhook_base_url}
             pending_events: set[asyncio.Task[Any]] = set()
 
@@ -258,9 +261,6 @@ class Orchestrator:
 
             keys = KeyStore(redis, prefix, max_age_days=settings.api_key_max_age_days,
                             warn_days=settings.api_key_warn_days, fail_limit=settings.auth_failures_per_minute)  # fmt: skip
-            service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
-                                          publish_control=publish_control, cancel_jobs=cancel_jobs,
-                                          saver=saver, health=board.states, audit=keys.audit)  # fmt: skip
             caller = default_caller or Caller()
 
             async def may_see(wid: str) -> bool:
@@ -271,6 +271,10 @@ class Orchestrator:
             notifier = RedisNotifier(redis, prefix, may_see)
             await notifier.start()
             stack.push_async_callback(notifier.stop)
+            service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
+                                          publish_control=publish_control, cancel_jobs=cancel_jobs,
+                                          saver=saver, health=board.states, audit=keys.audit,
+                                          watch=notifier.watch)  # fmt: skip
             orch = cls(
                 settings=settings, redis=redis, store=store, saver=saver, service=service,
                 mcp=build_mcp_server(service, default_caller=caller, notifier=notifier), engine=None, board=board, guards=guards, metrics=metrics,

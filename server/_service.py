@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,8 @@ _WID_RE = re.compile(r"^wf-[0-9a-f]{16}$")
 _IDEM_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _MAX_OPTIONS_BYTES = 16_384
 _MAX_COMMENT = 2_000
+# A status wait re-reads the record this often in case a change notice was lost.
+_NOTICE_BACKSTOP_SECONDS = 5.0
 _ROLES = ("read", "operate", "decide", "admin")
 
 
@@ -88,6 +92,7 @@ class OrchestratorService:
         store: the Redis workflow store.
         brief_max_chars: longest brief accepted.
         publish_control: announces pause/cancel to whichever instance runs the workflow.
+        watch: the change notices of one workflow while in its block (`RedisNotifier.watch`).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class OrchestratorService:
         saver: RedisCheckpointSaver | None = None,
         health: Callable[[], dict[str, str]] | None = None,
         audit: Callable[..., Awaitable[None]] | None = None,
+        watch: Callable[[str], AbstractContextManager[asyncio.Queue[str]]],
     ) -> None:
         self.store = store
         self.brief_max_chars = brief_max_chars
@@ -108,6 +114,7 @@ class OrchestratorService:
         self.saver = saver
         self._health = health or dict
         self._audit = audit
+        self._watch = watch
 
     async def _require(self, caller: Caller, needed: str, action: str) -> None:
         if caller.can(needed):
@@ -230,9 +237,7 @@ class OrchestratorService:
         stop_at = {*TERMINAL, *(until or [])}
         if wait_seconds == 0 or (first.status in stop_at and (until or first.status in TERMINAL)):
             return _status(first, self._health())
-        pubsub = self.store.client.pubsub()
-        try:
-            await pubsub.subscribe(self.store.channel(workflow_id))
+        with self._watch(workflow_id) as notices:
             current = await self.store.get(workflow_id) or first
             if current.updated_at != first.updated_at and (not until or current.status in stop_at):
                 # It changed before we listened: still tell a progress listener where it stands.
@@ -242,10 +247,15 @@ class OrchestratorService:
             percent = current.percent
             deadline = time.monotonic() + wait_seconds
             while (left := deadline - time.monotonic()) > 0:
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 1.0))
-                if msg is None:
-                    continue
-                data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
+                try:
+                    data = await asyncio.wait_for(notices.get(), min(left, _NOTICE_BACKSTOP_SECONDS))
+                except TimeoutError:
+                    # A notice lost while this instance reconnected to Redis must not hold the wait
+                    # to its end: look at the record now and then.
+                    seen = await self.store.get(workflow_id) or current
+                    if seen.updated_at == current.updated_at:
+                        continue
+                    data = f"updated|{seen.status}|{seen.percent}"
                 what, _, rest = data.partition("|")
                 status, _, pct = rest.partition("|")
                 if pct:
@@ -257,8 +267,6 @@ class OrchestratorService:
                     if not until or current.status in stop_at:
                         break
             return _status(current, self._health())
-        finally:
-            await pubsub.aclose()
 
     async def submit_decision(
         self,

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import mcp_types as types
@@ -77,7 +77,26 @@ class RedisNotifier:
         self._may_see = may_see
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        self._ready = asyncio.Event()
+        self.watchers: dict[str, set[asyncio.Queue[str]]] = {}
         self.delivered = 0
+
+    @contextlib.contextmanager
+    def watch(self, wid: str) -> Iterator[asyncio.Queue[str]]:
+        """The change notices (``<event>|<status>|<percent>``) of one workflow, while in the block.
+
+        One pub/sub connection per instance serves every waiter, instead of one per waiting call.
+        """
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self.watchers.setdefault(wid, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            queues = self.watchers.get(wid)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self.watchers[wid]
 
     # -- handshake-era handlers -----------------------------------------------------------------
 
@@ -130,8 +149,12 @@ class RedisNotifier:
     def _on_message(self, channel: str, data: str) -> None:
         changed = f"{self.prefix}:changed:"
         if channel.startswith(changed):
-            for uri in self.uris_for(channel[len(changed) :], data):
-                self._deliver(ResourceUpdated(uri=uri))
+            wid = channel[len(changed) :]
+            for queue in self.watchers.get(wid, ()):
+                queue.put_nowait(data)
+            if self.listeners or self.sessions:
+                for uri in self.uris_for(wid, data):
+                    self._deliver(ResourceUpdated(uri=uri))
             return
         event = json.loads(data)
         if event.get("kind") == "resource_updated":
@@ -139,8 +162,8 @@ class RedisNotifier:
         elif event.get("kind") == "ResourcesListChanged":
             self._deliver(ResourcesListChanged())
 
-    async def start(self) -> None:
-        """Start following Redis."""
+    async def start(self, ready_timeout: float = 10.0) -> None:
+        """Start following Redis; returns once Redis confirmed the subscriptions (or after the timeout)."""
         self._task = asyncio.create_task(
             follow(
                 self.redis,
@@ -148,8 +171,11 @@ class RedisNotifier:
                 channels=[self.events_channel],
                 patterns=[f"{self.prefix}:changed:*"],
                 name="subscriptions",
+                on_ready=self._ready.set,
             )
         )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), ready_timeout)
 
     async def stop(self) -> None:
         """Stop following Redis."""

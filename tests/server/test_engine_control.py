@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
@@ -169,3 +170,43 @@ async def test_log_lines_of_a_run_carry_workflow_run_node_and_correlation_ids(or
     assert submitted["run_id"]
     assert submitted["correlation_id"]
     assert submitted["node"] == "keyframe"
+
+
+async def test_a_status_wait_sees_a_change_whose_notice_was_lost(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change made while the instance's pub/sub follower is away still ends a waiting get_status."""
+    import server._service
+    from server._service import Caller
+
+    monkeypatch.setattr(server._service, "_NOTICE_BACKSTOP_SECONDS", 0.2)
+    async with Orchestrator.open(settings, with_engine=False) as o:
+        assert o.notifier is not None
+        started = await o.service.start_workflow(Caller(), project_id="p", workflow="preview")
+        waiting = asyncio.create_task(
+            o.service.wait_status(Caller(), started.workflow_id, 30, until=["completed"])
+        )
+        await asyncio.sleep(0.1)
+        await o.notifier.stop()  # notices published from now on reach nobody here
+        await o.store.update(started.workflow_id, {"status": "completed"}, event="workflow.completed")
+        with anyio.fail_after(3):  # well before the wait's own 30 s
+            status = await waiting
+        assert status.status == "completed"
+
+
+async def test_step_events_of_a_run_are_all_recorded_in_order(orch: Orchestrator) -> None:
+    """Step status writes are merged in the background, yet every step's start and end is in the log, in order."""
+    async with Client(orch.mcp) as c:
+        wid = str(structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "diagnostic_linear"}))[
+            "workflow_id"
+        ])  # fmt: skip
+        await _until(c, wid, lambda s: s["status"] == "completed")
+    events = await orch.store.events(wid)
+    steps = [(e["what"], e["data"]["step"]) for e in events if e["what"].startswith("step.")]
+    expected = [(what, f"n{i}") for i in range(10) for what in ("step.started", "step.finished")]
+    assert steps == expected
+    whats = [e["what"] for e in events]
+    assert whats.index("workflow.completed") > whats.index("step.finished")
+    rec = await orch.store.get(wid)
+    assert rec is not None
+    assert rec.agents_running == []
