@@ -20,7 +20,8 @@ class DiagnosticState(TypedDict, total=False):
     n: int
 
 
-def _step(state: DiagnosticState) -> DiagnosticState:
+async def _step(state: DiagnosticState) -> DiagnosticState:
+    # async: LangGraph runs a sync node in a thread pool under astream, a hop that costs more than the step.
     return {"n": state.get("n", 0) + 1}
 
 
