@@ -7,7 +7,7 @@ from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis
 from adapters._integrity import IntegrityError, SignedSerializer, Signer
 from adapters._llm import LLMWriter
 from adapters._pipeliner import ScriptPipeliner
-from adapters._redis import AnyRedis, connect_redis, follow, is_cluster_url, open_redis
+from adapters._redis import AnyRedis, ChannelHub, Watchers, connect_redis, follow, is_cluster_url, open_redis
 from adapters._resilience import (
     BreakerBoard,
     CircuitOpenError,
@@ -35,6 +35,7 @@ __all__ = [
     "AutoMovieClient",
     "BrainClient",
     "BreakerBoard",
+    "ChannelHub",
     "CircuitOpenError",
     "DataDirLockedError",
     "EmbeddedRedis",
@@ -54,6 +55,7 @@ __all__ = [
     "StoreEvent",
     "TaskServiceClient",
     "TransientError",
+    "Watchers",
     "WorkflowRecord",
     "WorkflowStore",
     "connect_redis",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -12,7 +12,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["AnyRedis", "connect_redis", "follow", "is_cluster_url", "open_redis"]
+__all__ = ["AnyRedis", "ChannelHub", "Watchers", "connect_redis", "follow", "is_cluster_url", "open_redis"]
 
 log = structlog.get_logger(__name__)
 
@@ -109,3 +109,66 @@ async def follow(
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
     raise asyncio.CancelledError
+
+
+class Watchers:
+    """Local waiters on pub/sub channels: each gets the messages of its channel in a queue."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, set[asyncio.Queue[str]]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, channel: str) -> Iterator[asyncio.Queue[str]]:
+        """The messages published on `channel` while in the block."""
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queues.setdefault(channel, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            queues = self._queues.get(channel)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._queues[channel]
+
+    def deliver(self, channel: str, data: str) -> None:
+        """Hand a message to the waiters on its channel."""
+        for queue in self._queues.get(channel, ()):
+            queue.put_nowait(data)
+
+
+class ChannelHub(Watchers):
+    """One pub/sub connection (a pattern subscription) serving every local waiter on matching channels.
+
+    Waiting on a channel costs a queue, not a Redis connection and a SUBSCRIBE round trip each time.
+
+    Args:
+        redis: the client.
+        pattern: e.g. ``P:job:*``.
+        name: the follower's name in logs.
+    """
+
+    def __init__(self, redis: AnyRedis, pattern: str, name: str) -> None:
+        super().__init__()
+        self._redis = redis
+        self._pattern = pattern
+        self._name = name
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, ready_timeout: float = 10.0) -> None:
+        """Start following; returns once Redis confirmed the subscription (or after the timeout)."""
+        self._task = asyncio.create_task(
+            follow(
+                self._redis, self.deliver, patterns=[self._pattern], name=self._name, on_ready=self._ready.set
+            )
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), ready_timeout)
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

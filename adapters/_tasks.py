@@ -73,6 +73,27 @@ class TaskServiceClient:
         """Close the HTTP client."""
         await self._http.aclose()
 
+    async def fetch_json(self, url: str) -> dict[str, Any]:
+        """A JSON document the service published (an evaluation's result_url), over this client's connections.
+
+        Raises:
+            TransientError: unreachable, or 429/5xx.
+            PermanentError: any other refusal, or not a JSON object.
+        """
+        try:
+            resp = await self._http.get(url, timeout=self._timeout)
+            resp.raise_for_status()
+            body = resp.json()
+        except httpx.HTTPError as exc:
+            raise translate_http_error(self.service, exc) from exc
+        except ValueError as exc:
+            msg = f"{self.service} result at {url} is not JSON: {exc}"
+            raise PermanentError(msg) from exc
+        if not isinstance(body, dict):
+            msg = f"{self.service} result at {url} is not a JSON object"
+            raise PermanentError(msg)
+        return body
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"X-API-Key": self._key, **kwargs.pop("headers", {})}
         try:

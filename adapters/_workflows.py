@@ -17,6 +17,7 @@ Keys (``P`` is the configured prefix; ``{wid}`` is the hash tag that keeps one w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -30,7 +31,7 @@ from redis.exceptions import ResponseError
 
 from adapters._integrity import Signer
 from adapters._pipeliner import ScriptPipeliner
-from adapters._redis import AnyRedis
+from adapters._redis import AnyRedis, ChannelHub
 
 __all__ = ["TERMINAL", "RunTicket", "WorkflowRecord", "WorkflowStore"]
 
@@ -147,6 +148,8 @@ class WorkflowStore:
         self._transactional = not isinstance(client, RedisCluster)
         self.signer = signer
         self._pipeliner = pipeliner or ScriptPipeliner(client)
+        # Job webhooks arrive on any instance; the waiting run hears of them here (start()/stop()).
+        self.job_notices = ChannelHub(client, f"{prefix}:job:*", "jobs")
         self._update_script = client.register_script(
             (resources.files("adapters") / "lua" / "wf_update.lua").read_text()
         )
@@ -422,19 +425,12 @@ class WorkflowStore:
         return json.loads(raw) if raw else None
 
     async def wait_job_result(self, task_id: str, wait_seconds: float) -> None:
-        """Sleep until the job's webhook arrives or `wait_seconds` pass."""
-        pubsub = self.client.pubsub()
-        try:
-            await pubsub.subscribe(self._job_key(task_id))
+        """Sleep until the job's webhook arrives or `wait_seconds` pass (needs `job_notices` started)."""
+        with self.job_notices.watch(self._job_key(task_id)) as notices:
             if await self.client.exists(self._job_key(task_id)):
                 return
-            deadline = asyncio.get_running_loop().time() + wait_seconds
-            while (left := deadline - asyncio.get_running_loop().time()) > 0:
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-                if msg is not None:
-                    return
-        finally:
-            await pubsub.aclose()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(notices.get(), wait_seconds)
 
     async def jobs(self, wid: str) -> dict[str, str]:
         """Every outside job of the workflow by idempotency key."""

@@ -25,7 +25,7 @@ import httpx2
 
 from graphs._diagnostic import DIAGNOSTIC_STEPS
 
-__all__ = ["FrontDoorResult", "run"]
+__all__ = ["FrontDoorResult", "RawMcp", "run"]
 
 NODES = DIAGNOSTIC_STEPS
 WORKFLOW = "diagnostic_linear"
@@ -81,16 +81,16 @@ class FrontDoorResult:
         ])  # fmt: skip
 
 
-class _RawMcp:
+class RawMcp:
     """MCP tools/call over Streamable HTTP as plain JSON-RPC posts on one keep-alive connection pool.
 
     The SDK's Client costs more CPU per call than the server's work; the peer is driven with its own thin
     client (langgraph-sdk), so ours is driven thinly too. Same endpoint, same protocol.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_connections: int = 200) -> None:
         self.url = url
-        self.http = httpx2.AsyncClient(timeout=60, limits=httpx2.Limits(max_connections=200))
+        self.http = httpx2.AsyncClient(timeout=120, limits=httpx2.Limits(max_connections=max_connections))
         self._id = 0
         self._headers = {
             "Accept": "application/json, text/event-stream",
@@ -108,7 +108,7 @@ class _RawMcp:
         return dict(result["structuredContent"])
 
 
-async def _wait_done(c: _RawMcp, wid: str) -> None:
+async def _wait_done(c: RawMcp, wid: str) -> None:
     while True:
         st = await c.call_tool(
             "get_status",
@@ -150,7 +150,7 @@ async def run(redis_url: str, tmp: Path, *, runs: int = 300, concurrency: int = 
     """Run benchmarks 1-3 against an in-process server on `redis_url`."""
     out = FrontDoorResult()
     async with _server(redis_url, tmp) as url:
-        c = _RawMcp(url)
+        c = RawMcp(url)
         async with c.http:
             for _ in range(25):  # 2. idle latency (first 5 are warm-up)
                 t0 = time.perf_counter()

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import structlog
 
 from adapters import (
     AutoMovieClient,
     BrainClient,
     OrchestratorError,
+    PermanentError,
     RecoverableError,
     ServiceGuard,
     TaskServiceClient,
@@ -96,9 +96,11 @@ class WorkflowTasks:
             task_id = str(answer["task_id"])
             await self._store.remember_job(self._wid, key, task_id)
             log.info("jobs.submitted", step=step_key, task_id=task_id, task_type=task_type)
+            fresh = True
         else:
             log.info("jobs.resumed_wait", step=step_key, task_id=task_id)
-        result = await self._wait(task_id, key)
+            fresh = False
+        result = await self._wait(task_id, key, fresh=fresh)
         if result.get("status") != "completed":
             await self._store.forget_job(self._wid, key)  # a retry of this step submits a new job
             msg = f"{task_type} job {task_id} for step {step_key!r} {result.get('status')}: {result.get('error', '')}"
@@ -108,46 +110,51 @@ class WorkflowTasks:
         return {"task_id": task_id, **result}
 
     async def _fetch_json(self, url: str) -> dict[str, Any]:
-        async def get() -> dict[str, Any]:
-            async with httpx.AsyncClient(timeout=10) as http:
-                resp = await http.get(url)
-                resp.raise_for_status()
-                return dict(resp.json())
-
         try:
-            return await self._guard.call(get, on_wait=self._on_wait)
-        except (httpx.HTTPError, ValueError) as exc:
+            return await self._guard.call(lambda: self._client.fetch_json(url), on_wait=self._on_wait)
+        except PermanentError as exc:
             msg = f"evaluation result at {url} could not be read: {exc}"
             raise RecoverableError(msg) from exc
 
-    async def _wait(self, task_id: str, key: str) -> dict[str, Any]:
-        delay = 0.05
+    async def _wait(self, task_id: str, key: str, *, fresh: bool) -> dict[str, Any]:
+        """The job's outcome: from its webhook, or from asking the service.
+
+        With a webhook the service is asked only as a safety net (a lost webhook), every `poll_max`
+        seconds; without one, from a quarter second up to `poll_max`. A job found again after a
+        restart (`fresh` False) is asked about at once: its webhook may have come while nobody listened.
+        """
+        loop = asyncio.get_running_loop()
+        delay = self._poll_max if self._webhook_base else min(0.25, self._poll_max)
+        next_poll = loop.time() + (delay if fresh else 0.0)
         unknown_since: float | None = None
         while True:
             pushed = await self._store.job_result(task_id)
             if pushed is not None:
                 return pushed
-            row = await self._guard.call(lambda: self._client.find(self._pid, task_id), on_wait=self._on_wait)
-            if row is not None and row.get("status") in {"completed", "failed", "cancelled"}:
-                return {
-                    "status": row["status"],
-                    "result_url": row.get("result_url"),
-                    "error": row.get("error", ""),
-                }
-            if row is None:
-                # Task records expire after 24 h and a restarted service may forget them: after a while,
-                # forget the job so the step's retry submits a new one (never read as "failed").
-                now = asyncio.get_running_loop().time()
-                unknown_since = unknown_since if unknown_since is not None else now
-                log.warning("jobs.unknown_to_service", task_id=task_id)
-                if now - unknown_since > self._unknown_grace:
-                    await self._store.forget_job(self._wid, key)
-                    msg = f"task {task_id} is unknown to the Task Service; submitting the step again"
-                    raise TransientError(msg)
-            else:
-                unknown_since = None
-            await self._store.wait_job_result(task_id, wait_seconds=delay)
-            delay = min(delay * 2, self._poll_max)
+            if loop.time() >= next_poll:
+                row = await self._guard.call(
+                    lambda: self._client.find(self._pid, task_id), on_wait=self._on_wait
+                )
+                if row is not None and row.get("status") in {"completed", "failed", "cancelled"}:
+                    return {
+                        "status": row["status"],
+                        "result_url": row.get("result_url"),
+                        "error": row.get("error", ""),
+                    }
+                if row is None:
+                    # Task records expire after 24 h and a restarted service may forget them: after a
+                    # while, forget the job so the step's retry submits a new one (never read as "failed").
+                    unknown_since = unknown_since if unknown_since is not None else loop.time()
+                    log.warning("jobs.unknown_to_service", task_id=task_id)
+                    if loop.time() - unknown_since > self._unknown_grace:
+                        await self._store.forget_job(self._wid, key)
+                        msg = f"task {task_id} is unknown to the Task Service; submitting the step again"
+                        raise TransientError(msg)
+                else:
+                    unknown_since = None
+                next_poll = loop.time() + delay
+                delay = min(delay * 2, self._poll_max)
+            await self._store.wait_job_result(task_id, wait_seconds=max(0.0, next_poll - loop.time()))
 
 
 class GuardedBrain:

@@ -150,6 +150,7 @@ class Orchestrator:
             urls: dict[str, str] = {}
             if with_sandbox:
                 ts = TaskServiceStandIn(media_dir=media_dir / "_tasks")
+                stack.push_async_callback(ts.aclose)
                 cfg["task_url"] = ts.public_url = await stack.enter_async_context(serve_app(ts.app()))
                 cfg["task_key"] = ts.api_key
                 brain = BrainStandIn()
@@ -206,6 +207,8 @@ class Orchestrator:
                                          serde=SignedSerializer(JsonPlusSerializer(), signer))  # fmt: skip
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
                                   signer=signer, pipeliner=pipeliner)  # fmt: skip
+            await store.job_notices.start()
+            stack.push_async_callback(store.job_notices.stop)
             webhook_base = {"url": settings.webhook_base_url}
             pending_events: set[asyncio.Task[Any]] = set()
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mcp_types as types
@@ -22,7 +22,7 @@ import structlog
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from adapters import AnyRedis, follow
+from adapters import AnyRedis, Watchers, follow
 
 __all__ = ["RedisNotifier", "RedisSubscriptionBus"]
 
@@ -78,25 +78,15 @@ class RedisNotifier:
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
-        self.watchers: dict[str, set[asyncio.Queue[str]]] = {}
+        self.watchers = Watchers()
         self.delivered = 0
 
-    @contextlib.contextmanager
-    def watch(self, wid: str) -> Iterator[asyncio.Queue[str]]:
+    def watch(self, wid: str) -> contextlib.AbstractContextManager[asyncio.Queue[str]]:
         """The change notices (``<event>|<status>|<percent>``) of one workflow, while in the block.
 
         One pub/sub connection per instance serves every waiter, instead of one per waiting call.
         """
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        self.watchers.setdefault(wid, set()).add(queue)
-        try:
-            yield queue
-        finally:
-            queues = self.watchers.get(wid)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self.watchers[wid]
+        return self.watchers.watch(wid)
 
     # -- handshake-era handlers -----------------------------------------------------------------
 
@@ -150,8 +140,7 @@ class RedisNotifier:
         changed = f"{self.prefix}:changed:"
         if channel.startswith(changed):
             wid = channel[len(changed) :]
-            for queue in self.watchers.get(wid, ()):
-                queue.put_nowait(data)
+            self.watchers.deliver(wid, data)
             if self.listeners or self.sessions:
                 for uri in self.uris_for(wid, data):
                     self._deliver(ResourceUpdated(uri=uri))

@@ -134,6 +134,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
             flush=True,
         )
         await _wait_for_signal()
+    await ts.aclose()
     return 0
 
 

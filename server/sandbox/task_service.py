@@ -83,6 +83,13 @@ class TaskServiceStandIn:
     submits_by_key: dict[str, int] = field(default_factory=dict)
     webhooks_sent: int = 0
     _bg: set[asyncio.Task[None]] = field(default_factory=set)
+    _webhook_client: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        """Close the webhook client (after the app stopped serving)."""
+        if self._webhook_client is not None:
+            await self._webhook_client.aclose()
+            self._webhook_client = None
 
     def app(self) -> Starlette:
         """The ASGI app."""
@@ -267,18 +274,19 @@ class TaskServiceStandIn:
         return out
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for delay in (0.0, 1.0, 2.0):
-                await asyncio.sleep(delay)
-                try:
-                    r = await client.post(
-                        url, json=payload, headers={"User-Agent": "AI-Movie-Task-Service/1.0"}
-                    )
-                    self.webhooks_sent += 1
-                    if r.status_code in (200, 201, 202, 204):
-                        return
-                except httpx.HTTPError:
-                    continue
+        if self._webhook_client is None:  # one client (connection pool, TLS context) for every delivery
+            self._webhook_client = httpx.AsyncClient(timeout=5.0)
+        for delay in (0.0, 1.0, 2.0):
+            await asyncio.sleep(delay)
+            try:
+                r = await self._webhook_client.post(
+                    url, json=payload, headers={"User-Agent": "AI-Movie-Task-Service/1.0"}
+                )
+                self.webhooks_sent += 1
+                if r.status_code in (200, 201, 202, 204):
+                    return
+            except httpx.HTTPError:
+                continue
 
     async def _status(self, request: Request) -> Response:
         if denied := self._auth(request):

@@ -152,3 +152,23 @@ async def test_health(client: TaskServiceClient) -> None:
     assert await client.healthy()
     respx.get(f"{BASE}/health").mock(side_effect=httpx.ConnectError("down"))
     assert not await client.healthy()
+
+
+@respx.mock
+async def test_fetch_json_reads_a_result_document_through_the_clients_connections(
+    client: TaskServiceClient,
+) -> None:
+    """An evaluation's result_url is read with the client's own connection pool and TLS settings."""
+    url = f"{BASE}/media/p1/eval.json"
+    route = respx.get(url).mock(return_value=httpx.Response(200, json={"score": 81}))
+    assert await client.fetch_json(url) == {"score": 81}
+    assert route.calls.last.request.url == url
+    respx.get(f"{BASE}/media/busy.json").mock(return_value=_err(503, "busy"))
+    with pytest.raises(TransientError):
+        await client.fetch_json(f"{BASE}/media/busy.json")
+    respx.get(f"{BASE}/media/list.json").mock(return_value=httpx.Response(200, json=[1, 2]))
+    with pytest.raises(PermanentError, match="not a JSON object"):
+        await client.fetch_json(f"{BASE}/media/list.json")
+    respx.get(f"{BASE}/media/text").mock(return_value=httpx.Response(200, text="<html>"))
+    with pytest.raises(PermanentError, match="not JSON"):
+        await client.fetch_json(f"{BASE}/media/text")

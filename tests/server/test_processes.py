@@ -51,6 +51,7 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
             "AUTO_MOVIE_URL": am_url, "AUTO_MOVIE_TOKEN": am.api_token, "PAYLOAD_EMAIL": am.email,
             "PAYLOAD_PASSWORD": am.password,
         })  # fmt: skip
+    await ts.aclose()
 
 
 @dataclass

@@ -83,6 +83,7 @@ async def test_task_service_stand_in_contract(tmp_path: Path) -> None:
             assert ts.submits_by_key == {"a": 1, "b": 1, "c": 1, "d": 1}
         finally:
             await client.aclose()
+    await ts.aclose()
 
 
 async def test_auto_movie_stand_in_persists_and_expires_tokens(tmp_path: Path) -> None:

@@ -1,0 +1,199 @@
+"""Benchmark 4: many `movie_production` workflows in flight on one instance, against the stand-ins.
+
+The outside services are the sandbox stand-ins in their own process (`movie-orchestrator sandbox`) with
+2 s per Task Service job. The orchestrator is one `serve --http` process. The driver starts every
+workflow over Streamable HTTP, follows each with get_status(wait_seconds, until=...) and answers every
+decision with submit_decision (the recommended option). It samples the server's RSS and the engine's
+runs in flight (`/metrics`), and reads Redis memory before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+import psutil
+from redis.asyncio import Redis
+
+from bench.frontdoor import RawMcp
+
+__all__ = ["ConcurrencyResult", "run"]
+
+WAIT_FOR = ["waiting_decision", "completed", "failed", "cancelled"]
+
+
+@dataclass
+class ConcurrencyResult:
+    """Figures of benchmark 4."""
+
+    workflows: int = 0
+    job_latency: float = 0.0
+    completed: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    decisions: int = 0
+    seconds: float = 0.0
+    start_seconds: float = 0.0
+    peak_in_flight: int = 0
+    peak_rss_mb: float = 0.0
+    agent_executions: int = 0
+    redis_bytes_per_workflow: float = 0.0
+
+    def table(self) -> str:
+        """Markdown for BENCHMARKS.md."""
+        minutes = self.seconds / 60 if self.seconds else float("nan")
+        all_in_flight = self.peak_in_flight >= self.workflows
+        ok = all_in_flight and self.peak_rss_mb <= 500 and not self.failed and not self.errors
+        lines = [
+            "### 4. Concurrency\n",
+            f"{self.workflows} `movie_production` workflows (default options) on one `serve --http` process, "
+            f"the stand-ins in their own process with {self.job_latency:g} s per Task Service job; every decision "
+            "answered with submit_decision over Streamable HTTP; Redis durability.\n",
+            "| workflows | peak in flight | completed | failed | decisions answered | completions/min "
+            "| agent executions/min | wall time | peak RSS | Redis memory per workflow |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {self.workflows} | {self.peak_in_flight} | {self.completed} | {self.failed} | {self.decisions} | "
+            f"{self.completed / minutes:.0f} | {self.agent_executions / minutes:.0f} | {self.seconds:.0f} s | "
+            f"{self.peak_rss_mb:.0f} MB | {self.redis_bytes_per_workflow / 1024:.0f} KiB |",
+            f"\nAll started within {self.start_seconds:.1f} s. Target: all {self.workflows} in flight at once, "
+            f"<= 500 MB RSS, no errors: {'met' if ok else 'NOT met'}.",
+        ]
+        if self.errors:
+            lines.append(f"Errors ({len(self.errors)}), first: {self.errors[0][:300]}")
+        return "\n".join(lines)
+
+
+@contextlib.asynccontextmanager
+async def _process(args: list[str], env: dict[str, str], marker: str) -> AsyncIterator[tuple[int, list[str]]]:
+    """A subprocess of ours; yields its pid and its stderr/stdout lines up to the one containing `marker`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", *args, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    while not any(marker in line for line in seen):
+        line = (await proc.stdout.readline()).decode()
+        if not line:
+            msg = f"{args[0]} exited before it was ready: {' | '.join(seen[-5:])}"
+            raise RuntimeError(msg)
+        seen.append(line.strip())
+    drain = asyncio.create_task(_discard(proc.stdout))
+    try:
+        yield proc.pid, seen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        drain.cancel()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+def _sandbox_env(lines: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in lines:
+        for word in line.split():
+            name, eq, value = word.partition("=")
+            if eq and name.isupper():
+                env[name] = value
+    return env
+
+
+async def _metric(http: httpx2.AsyncClient, url: str, name: str) -> float:
+    text = (await http.get(url)).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def _follow(c: RawMcp, i: int, out: ConcurrencyResult, t0: float) -> None:
+    """Start one production and see it through, answering its decisions."""
+    try:
+        started = await c.call_tool(
+            "start_workflow", {"project_id": f"bench-{i % 20}", "workflow": "movie_production"}
+        )
+        wid = started["workflow_id"]
+        out.start_seconds = max(out.start_seconds, time.perf_counter() - t0)
+        while True:
+            st = await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 60, "until": WAIT_FOR})
+            if st["status"] == "completed":
+                out.completed += 1
+                return
+            if st["status"] in {"failed", "cancelled"}:
+                out.failed += 1
+                out.errors.append(f"{wid}: {st['status']}: {st.get('last_error', '')}")
+                return
+            for d in st.get("pending_decisions", []) if st["status"] == "waiting_decision" else []:
+                choice = d.get("context", {}).get("recommended") or d["options"][0]
+                await c.call_tool(
+                    "submit_decision", {"workflow_id": wid, "decision_id": d["id"], "choice": choice}
+                )
+                out.decisions += 1
+    except Exception as exc:
+        out.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+async def _sample(
+    server: psutil.Process, metrics_url: str, out: ConcurrencyResult, stop: asyncio.Event
+) -> None:
+    """Peak RSS of the server (and any children) and peak runs in flight, twice a second."""
+    async with httpx2.AsyncClient(timeout=30) as http:
+        while not stop.is_set():
+            rss = sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])
+            out.peak_rss_mb = max(out.peak_rss_mb, rss / 2**20)
+            out.peak_in_flight = max(
+                out.peak_in_flight, int(await _metric(http, metrics_url, "mo_runs_active"))
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def run(
+    redis_url: str, tmp: Path, *, workflows: int = 1000, job_latency: float = 2.0
+) -> ConcurrencyResult:
+    """Run benchmark 4 on `redis_url`."""
+    out = ConcurrencyResult(workflows=workflows, job_latency=job_latency)
+    base_env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
+    sandbox_args = ["sandbox", "--latency", str(job_latency), "--data-dir", str(tmp / "sandbox" / "d")]
+    async with _process(sandbox_args, base_env, "AUTO_MOVIE_URL=") as (_, sandbox_lines):
+        env = {**base_env, **_sandbox_env(sandbox_lines), "REDIS_URL": redis_url,
+               "KEY_PREFIX": f"c{uuid.uuid4().hex[:6]}", "LOG_FILE": str(tmp / "concurrency-server.log")}  # fmt: skip
+        serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / "c")]
+        redis = Redis.from_url(redis_url)
+        memory_before = int((await redis.info("memory"))["used_memory"])
+        async with _process(serve_args, env, "listening on") as (pid, lines):
+            url = next(line for line in lines if "listening on" in line).split("listening on ")[1].split()[0]
+            metrics_url = url.removesuffix("/mcp") + "/metrics"
+            c = RawMcp(url, max_connections=workflows + 50)
+            stop = asyncio.Event()
+            async with c.http:
+                sampler = asyncio.create_task(_sample(psutil.Process(pid), metrics_url, out, stop))
+                t0 = time.perf_counter()
+                await asyncio.gather(*(_follow(c, i, out, t0) for i in range(workflows)))
+                out.seconds = time.perf_counter() - t0
+                async with httpx2.AsyncClient(timeout=30) as http:
+                    out.agent_executions = int(await _metric(http, metrics_url, "mo_agent_executions_total"))
+                stop.set()
+                await sampler
+        memory_after = int((await redis.info("memory"))["used_memory"])
+        out.redis_bytes_per_workflow = (memory_after - memory_before) / workflows
+        await redis.aclose()
+    return out
