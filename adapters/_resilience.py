@@ -73,7 +73,10 @@ class _Publish(pybreaker.CircuitBreakerListener):
         if self.board.applying_remote == name:
             return
         state = new_state.name if new_state is not None else "closed"
-        log.warning("breaker.state_changed", service=name, old=getattr(old_state, "name", None), new=state)
+        old = getattr(old_state, "name", None)
+        if old == state:  # pybreaker re-enters the state it is in (a failure while open): nothing changed
+            return
+        log.warning("breaker.state_changed", service=name, old=old, new=state)
         self.board.schedule_publish(name, state)
 
 

@@ -43,7 +43,9 @@ class ConcurrencyResult:
     decisions: int = 0
     seconds: float = 0.0
     start_seconds: float = 0.0
+    in_flight: int = 0
     peak_in_flight: int = 0
+    peak_running: int = 0
     peak_rss_mb: float = 0.0
     agent_executions: int = 0
     redis_bytes_per_workflow: float = 0.0
@@ -58,13 +60,16 @@ class ConcurrencyResult:
             f"{self.workflows} `movie_production` workflows (default options) on one `serve --http` process, "
             f"the stand-ins in their own process with {self.job_latency:g} s per Task Service job; every decision "
             "answered with submit_decision over Streamable HTTP; Redis durability.\n",
-            "| workflows | peak in flight | completed | failed | decisions answered | completions/min "
-            "| agent executions/min | wall time | peak RSS | Redis memory per workflow |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {self.workflows} | {self.peak_in_flight} | {self.completed} | {self.failed} | {self.decisions} | "
+            "| workflows | peak in flight | peak runs executing | completed | failed | decisions answered "
+            "| completions/min | agent executions/min | wall time | peak RSS | Redis memory per workflow |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {self.workflows} | {self.peak_in_flight} | {self.peak_running} | {self.completed} | {self.failed} | "
+            f"{self.decisions} | "
             f"{self.completed / minutes:.0f} | {self.agent_executions / minutes:.0f} | {self.seconds:.0f} s | "
             f"{self.peak_rss_mb:.0f} MB | {self.redis_bytes_per_workflow / 1024:.0f} KiB |",
-            f"\nAll started within {self.start_seconds:.1f} s. Target: all {self.workflows} in flight at once, "
+            "\nIn flight: started and not yet ended (a workflow waiting for its decision included); runs "
+            "executing: the engine's `mo_runs_active`, sampled twice a second. Each workflow is its own project.",
+            f"All started within {self.start_seconds:.1f} s. Target: all {self.workflows} in flight at once, "
             f"<= 500 MB RSS, no errors: {'met' if ok else 'NOT met'}.",
         ]
         if self.errors:
@@ -154,7 +159,7 @@ async def _follow(c: RawMcp, i: int, out: ConcurrencyResult, t0: float) -> None:
 async def _sample(
     server: psutil.Process, metrics_url: str, out: ConcurrencyResult, stop: asyncio.Event
 ) -> None:
-    """Peak RSS of the server (and any children) and peak runs in flight, twice a second."""
+    """Peak RSS of the server (and any children) and peak runs executing in its engine, twice a second."""
     async with httpx2.AsyncClient(timeout=30) as http:
         while not stop.is_set():
             rss = sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])

@@ -157,6 +157,7 @@ class Orchestrator:
                 brain_http = await stack.enter_async_context(serve_app(brain.app()))
                 cfg["brain_url"], cfg["brain_key"] = brain_http.replace("http://", "ws://"), brain.api_key
                 am = AutoMovieStandIn(store_file=media_dir / "_auto_movie" / "projects.json")
+                stack.callback(am.flush)
                 cfg["am_url"] = await stack.enter_async_context(serve_app(am.app()))
                 cfg["am_token"], cfg["am_email"], cfg["am_password"] = am.api_token, am.email, am.password
                 sandbox = {"task_service": ts, "brain": brain, "auto_movie": am}

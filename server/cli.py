@@ -130,11 +130,13 @@ async def _sandbox(args: argparse.Namespace) -> int:
             f"  BRAIN_URL={brain_url.replace('http://', 'ws://')}  BRAIN_API_KEY={brain.api_key}", flush=True
         )
         print(
-            f"  AUTO_MOVIE_URL={am_url}  AUTO_MOVIE_TOKEN={am.api_token}  PAYLOAD_EMAIL={am.email}",
+            f"  AUTO_MOVIE_URL={am_url}  AUTO_MOVIE_TOKEN={am.api_token}  PAYLOAD_EMAIL={am.email}"
+            f"  PAYLOAD_PASSWORD={am.password}",
             flush=True,
         )
         await _wait_for_signal()
     await ts.aclose()
+    am.flush()
     return 0
 
 

@@ -6,6 +6,7 @@ after ``token_ttl`` seconds so clients exercise re-login.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
@@ -41,6 +42,9 @@ def _err(status: int, error: str, details: Any = None) -> JSONResponse:
 class AutoMovieStandIn:
     """The Auto-Movie stand-in.
 
+    Projects live in memory and are written to `store_file` at most twice a second (and by `flush()`),
+    so a thousand productions writing progress do not rewrite the whole file on every request.
+
     Args:
         store_file: JSON file holding the projects.
         api_token: bearer token of the v1 API.
@@ -55,17 +59,33 @@ class AutoMovieStandIn:
     token_ttl: float = 3600.0
     tokens: dict[str, float] = field(default_factory=dict)
     patches: int = 0
+    _projects: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    _flush_pending: bool = field(default=False, repr=False)
 
     def _load(self) -> dict[str, dict[str, Any]]:
-        if not self.store_file.exists():
-            return {}
-        data: dict[str, dict[str, Any]] = json.loads(self.store_file.read_text())
-        return data
+        if self._projects is None:
+            self._projects = json.loads(self.store_file.read_text()) if self.store_file.exists() else {}
+        return self._projects
 
     def _save(self, projects: dict[str, dict[str, Any]]) -> None:
+        self._projects = projects
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._flush_pending:
+            self._flush_pending = True
+            loop.call_later(0.5, self.flush)
+
+    def flush(self) -> None:
+        """Write the projects to the file now."""
+        self._flush_pending = False
+        if self._projects is None:
+            return
         self.store_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.store_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(projects, indent=2))
+        tmp.write_text(json.dumps(self._projects, indent=2))
         tmp.replace(self.store_file)
 
     def seed(self, project_id: str, title: str, genre: str = "sci-fi", episodes: int = 1) -> dict[str, Any]:

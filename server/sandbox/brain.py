@@ -12,12 +12,14 @@ Similarity is real and local: a hashing vectoriser over words and word pairs, co
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import math
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,17 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+def _on_the_loop(fn: Callable[..., dict[str, Any]]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The operation as a coroutine: the SDK runs a sync tool in a worker thread (40 at most), where
+    concurrent calls queue, contend for the GIL and race on the stand-in's dicts; these are quick."""
+
+    @functools.wraps(fn)
+    async def tool(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return fn(*args, **kwargs)
+
+    return tool
+
+
 @dataclass
 class BrainStandIn:
     """The Brain stand-in: state, the MCP server, the legacy handler, and a Starlette app."""
@@ -95,7 +108,7 @@ class BrainStandIn:
         self._count("get_knowledge")
         nodes = [
             {k: v for k, v in n.items() if k != "vector"}
-            for n in self.knowledge.values()
+            for n in list(self.knowledge.values())
             if n["project_id"] == project_id
             and (not node_id or n["id"] == node_id)
             and (not type or n["type"] == type)
@@ -123,7 +136,10 @@ class BrainStandIn:
         """Stored texts and knowledge of the project most similar to the query."""
         self._count("search_embeddings")
         q = embed(query)
-        pool = [*self.embeddings.values(), *({**n, "text": n["content"]} for n in self.knowledge.values())]
+        pool = [
+            *list(self.embeddings.values()),
+            *({**n, "text": n["content"]} for n in list(self.knowledge.values())),
+        ]
         scored = [
             {"id": e["id"], "text": e["text"], "score": round(_cosine(q, e["vector"]), 4),
              "metadata": e.get("metadata") or e.get("properties") or {}}
@@ -156,7 +172,7 @@ class BrainStandIn:
         q = embed(query)
         res = [
             {"id": c["id"], "name": c["name"], "similarity_score": round(_cosine(q, c["vector"]), 4)}
-            for c in self.characters.values() if c["project_id"] == project_id
+            for c in list(self.characters.values()) if c["project_id"] == project_id
         ]  # fmt: skip
         res.sort(key=lambda r: r["similarity_score"], reverse=True)
         return {"status": "success", "results": res[:10]}
@@ -174,7 +190,7 @@ class BrainStandIn:
             self.create_character,
             self.find_similar_characters,
         ):
-            mcp.tool(name=fn.__name__, description=fn.__doc__ or "")(fn)
+            mcp.tool(name=fn.__name__, description=fn.__doc__ or "")(_on_the_loop(fn))
         return mcp
 
     # -- legacy dialect -----------------------------------------------------------------------

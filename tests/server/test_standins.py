@@ -106,6 +106,7 @@ async def test_auto_movie_stand_in_persists_and_expires_tokens(tmp_path: Path) -
                 await client.get_project("missing")
         finally:
             await client.aclose()
+    am.flush()
     reloaded = AutoMovieStandIn(store_file=tmp_path / "projects.json")._load()["p1"]
     assert reloaded["status"] == "production"
     assert reloaded["progress"]["currentPhase"] == "visual_design"
