@@ -29,6 +29,9 @@ from bench.frontdoor import RawMcp
 __all__ = ["ConcurrencyResult", "run"]
 
 WAIT_FOR = ["waiting_decision", "completed", "failed", "cancelled"]
+# A small production (one scene, one character: about 40 agent executions) so that a thousand finish
+# within make bench's time budget on two cores; every phase, decision and outside service still runs.
+OPTIONS = {"scenes": 1, "characters": 1}
 
 
 @dataclass
@@ -57,7 +60,7 @@ class ConcurrencyResult:
         ok = all_in_flight and self.peak_rss_mb <= 500 and not self.failed and not self.errors
         lines = [
             "### 4. Concurrency\n",
-            f"{self.workflows} `movie_production` workflows (default options) on one `serve --http` process, "
+            f"{self.workflows} `movie_production` workflows (options {OPTIONS}) on one `serve --http` process, "
             f"the stand-ins in their own process with {self.job_latency:g} s per Task Service job; every decision "
             "answered with submit_decision over Streamable HTTP; Redis durability.\n",
             "| workflows | peak in flight | peak runs executing | completed | failed | decisions answered "
@@ -68,7 +71,8 @@ class ConcurrencyResult:
             f"{self.completed / minutes:.0f} | {self.agent_executions / minutes:.0f} | {self.seconds:.0f} s | "
             f"{self.peak_rss_mb:.0f} MB | {self.redis_bytes_per_workflow / 1024:.0f} KiB |",
             "\nIn flight: started and not yet ended (a workflow waiting for its decision included); runs "
-            "executing: the engine's `mo_runs_active`, sampled twice a second. Each workflow is its own project.",
+            "executing: the engine's `mo_runs_active`, sampled twice a second. Each workflow is its own project, "
+            "created in Auto-Movie beforehand.",
             f"All started within {self.start_seconds:.1f} s. Target: all {self.workflows} in flight at once, "
             f"<= 500 MB RSS, no errors: {'met' if ok else 'NOT met'}.",
         ]
@@ -129,11 +133,27 @@ async def _metric(http: httpx2.AsyncClient, url: str, name: str) -> float:
     return total
 
 
-async def _follow(c: RawMcp, i: int, out: ConcurrencyResult, t0: float) -> None:
+async def _projects(env: dict[str, str], n: int) -> list[str]:
+    """Create `n` projects in Auto-Movie (the stand-in), as a producer would before production."""
+    headers = {"Authorization": f"Bearer {env['AUTO_MOVIE_TOKEN']}"}
+    async with httpx2.AsyncClient(base_url=env["AUTO_MOVIE_URL"], headers=headers, timeout=30) as http:
+        sem = asyncio.Semaphore(50)
+
+        async def one(i: int) -> str:
+            async with sem:
+                body = {"title": f"Bench {i}", "genre": "sci-fi", "episodeCount": 1}
+                resp = await http.post("/api/v1/projects", json=body)
+                resp.raise_for_status()
+                return str(resp.json()["id"])
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def _follow(c: RawMcp, project_id: str, out: ConcurrencyResult, t0: float) -> None:
     """Start one production and see it through, answering its decisions."""
     try:
         started = await c.call_tool(
-            "start_workflow", {"project_id": f"bench-{i % 20}", "workflow": "movie_production"}
+            "start_workflow", {"project_id": project_id, "workflow": "movie_production", "options": OPTIONS}
         )
         wid = started["workflow_id"]
         out.start_seconds = max(out.start_seconds, time.perf_counter() - t0)
@@ -179,7 +199,9 @@ async def run(
     base_env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
     sandbox_args = ["sandbox", "--latency", str(job_latency), "--data-dir", str(tmp / "sandbox" / "d")]
     async with _process(sandbox_args, base_env, "AUTO_MOVIE_URL=") as (_, sandbox_lines):
-        env = {**base_env, **_sandbox_env(sandbox_lines), "REDIS_URL": redis_url,
+        services = _sandbox_env(sandbox_lines)
+        projects = await _projects(services, workflows)
+        env = {**base_env, **services, "REDIS_URL": redis_url,
                "KEY_PREFIX": f"c{uuid.uuid4().hex[:6]}", "LOG_FILE": str(tmp / "concurrency-server.log")}  # fmt: skip
         serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / "c")]
         redis = Redis.from_url(redis_url)
@@ -192,7 +214,7 @@ async def run(
             async with c.http:
                 sampler = asyncio.create_task(_sample(psutil.Process(pid), metrics_url, out, stop))
                 t0 = time.perf_counter()
-                await asyncio.gather(*(_follow(c, i, out, t0) for i in range(workflows)))
+                await asyncio.gather(*(_follow(c, p, out, t0) for p in projects))
                 out.seconds = time.perf_counter() - t0
                 async with httpx2.AsyncClient(timeout=30) as http:
                     out.agent_executions = int(await _metric(http, metrics_url, "mo_agent_executions_total"))

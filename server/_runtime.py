@@ -79,6 +79,7 @@ class Orchestrator:
     media_dir: Path = Path()
     keys: KeyStore | None = None
     notifier: RedisNotifier | None = None
+    integrity_keys: list[bytes] = field(default_factory=list, repr=False)
 
     def refresh_gauges_soon(self) -> None:
         """Bring breaker gauges up to date (called on scrape)."""
@@ -201,7 +202,8 @@ class Orchestrator:
             )  # fmt: skip
 
             ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
-            signer = Signer(await _integrity_keys(settings, redis, embedded=embedded is not None))
+            integrity_keys = await _integrity_keys(settings, redis, embedded=embedded is not None)
+            signer = Signer(integrity_keys)
             # One pipeliner: a step's checkpoint and its status update share round trips.
             pipeliner = ScriptPipeliner(redis)
             saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl, pipeliner=pipeliner,
@@ -283,7 +285,7 @@ class Orchestrator:
                 settings=settings, redis=redis, store=store, saver=saver, service=service,
                 mcp=build_mcp_server(service, default_caller=caller, notifier=notifier), engine=None, board=board, guards=guards, metrics=metrics,
                 webhook_secret=secret, consumer=consumer, embedded=embedded, sandbox_urls=urls, sandbox=sandbox,
-                media_dir=media_dir, keys=keys, notifier=notifier,
+                media_dir=media_dir, keys=keys, notifier=notifier, integrity_keys=integrity_keys,
             )  # fmt: skip
 
             if http is not None or with_sandbox:

@@ -55,7 +55,12 @@ async def _serve(args: argparse.Namespace) -> int:
     from server._runtime import Orchestrator
 
     log = structlog.get_logger("server.cli")
+    if args.engine_only:
+        return await _engine_only(args)
     settings = _settings(args)
+    if args.engine_processes and args.http is None:
+        print("--engine-processes needs --http", file=sys.stderr)
+        return 2
     if args.http is None:
         default_caller = None
         if args.api_key:
@@ -99,13 +104,38 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         print(banner, file=sys.stderr)
         log.warning("http.auth_disabled", bind=f"{host}:{port}")
-    async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
+    in_process = not args.no_worker and args.engine_processes == 0
+    async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=in_process,
                                  http=(host, port), auth=not args.no_auth, tls=tls) as orch:  # fmt: skip
-        print(
-            f"movie-orchestrator listening on {orch.http_url}/mcp (WebSocket: /ws)",
-            file=sys.stderr,
-            flush=True,
-        )
+        engines = None
+        if args.engine_processes and not args.no_worker:
+            from server._workers import EngineProcesses, child_env
+
+            engines = EngineProcesses(child_env(orch), args.engine_processes, orch.consumer)
+            await engines.start()
+        try:
+            print(
+                f"movie-orchestrator listening on {orch.http_url}/mcp (WebSocket: /ws)",
+                file=sys.stderr,
+                flush=True,
+            )
+            await _wait_for_signal()
+        finally:
+            if engines is not None:
+                await engines.stop()
+    return 0
+
+
+async def _engine_only(args: argparse.Namespace) -> int:
+    from server._runtime import Orchestrator
+    from server._workers import READY
+
+    settings = _settings(args)
+    if settings.redis_url is None:
+        print("--engine-only needs REDIS_URL (it joins an instance's Redis)", file=sys.stderr)
+        return 2
+    async with Orchestrator.open(settings, with_engine=True):
+        print(READY, file=sys.stderr, flush=True)
         await _wait_for_signal()
     return 0
 
@@ -194,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--sandbox", action="store_true", help="start the service stand-ins in-process")
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; run no workflows here")
+    serve.add_argument(
+        "--engine-processes", type=int, default=0, metavar="N",
+        help="with --http: run workflows in N child processes (one core each) instead of in this one",
+    )  # fmt: skip
+    serve.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--no-auth", action="store_true", help="HTTP without API keys (loopback binds only)")
     serve.add_argument(
         "--api-key", help="stdio: act with this key's projects and role instead of as local admin"

@@ -68,13 +68,13 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def server(name: str, env: dict[str, str], tmp: Path) -> AsyncIterator[Server]:
+async def server(name: str, env: dict[str, str], tmp: Path, *args: str) -> AsyncIterator[Server]:
     """Start a server process and wait until it listens; stop it at the end."""
     full = {**os.environ, **env, "INSTANCE_ID": name, "LOG_FILE": str(tmp / f"{name}.log"), "LOG_FORMAT": "json",
             "LEASE_SECONDS": "2", "TASK_POLL_SECONDS": "0.5"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "serve", "--http", "127.0.0.1:0", "--no-auth",
-        "--data-dir", str(tmp / f"{name}-data"), env=full, stderr=asyncio.subprocess.PIPE,
+        "--data-dir", str(tmp / f"{name}-data"), *args, env=full, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None
     url = ""
@@ -211,3 +211,36 @@ async def test_redis_sigkill_and_restart_during_twenty_workflows(services: Servi
         assert statuses == ["completed"] * 20, [f["last_error"] for f in finals if f["status"] != "completed"]
     finally:
         redis.stop()
+
+
+async def test_engine_processes_run_the_workflows_and_a_killed_one_is_replaced(
+    services: Services, redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Any
+) -> None:
+    """`--engine-processes 2`: children named <instance>-e<i> run the workflows (the front runs none); one
+    SIGKILLed while holding a production is replaced, and the production still completes."""
+    import psutil
+
+    env = {**services.env, "REDIS_URL": redis_url, "KEY_PREFIX": key_prefix}
+    async with server("front", env, tmp_path, "--engine-processes", "2") as s:
+        children = {c.pid for c in psutil.Process(s.proc.pid).children()}
+        assert len(children) == 2
+        start = await call(s.url, "start_workflow", {"project_id": "demo-project",
+                                                     "options": {"scenes": 2, "characters": 2, "auto_approve": True}})  # fmt: skip
+        wid = start["workflow_id"]
+        with anyio.fail_after(60):
+            while not any(t["status"] == "processing" for t in services.tasks.tasks.values()):
+                await anyio.sleep(0.05)
+        holder = (await redis_client.get(f"{key_prefix}:lease:{{{wid}}}")).decode()
+        assert holder in {"front-e0", "front-e1"}
+        victim = next(
+            c for c in psutil.Process(s.proc.pid).children() if c.environ().get("INSTANCE_ID") == holder
+        )
+        victim.kill()
+        done = await until(s.url, wid, lambda st: st["status"] in {"completed", "failed"}, limit=120)
+        assert done["status"] == "completed", done["last_error"]
+        with anyio.fail_after(30):
+            while len(psutil.Process(s.proc.pid).children()) < 2:  # the dead one is replaced
+                await anyio.sleep(0.1)
+        now = {c.pid for c in psutil.Process(s.proc.pid).children()}
+        assert victim.pid not in now
+        assert len(now) == 2
