@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from adapters import EmbeddedRedis, free_port
-from bench import checkpointer, frontdoor, peer
+from bench import checkpointer, concurrency, frontdoor, peer
 from bench._report import append_section
 
 
@@ -18,23 +19,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--only", choices=["frontdoor", "checkpointer"], default=None)
+    parser.add_argument("--only", choices=["frontdoor", "concurrency", "checkpointer"], default=None)
     parser.add_argument("--no-peer", action="store_true", help="skip the LangGraph Agent Server peer")
     args = parser.parse_args()
     parts: list[str] = []
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp:
+        for sub in ("fd0", "fd1", "conc"):
+            (Path(tmp) / sub).mkdir()
         server = EmbeddedRedis(data_dir=Path(tmp) / "redis", transport="tcp")
         with server:
             if args.only in (None, "frontdoor"):
-                fd = asyncio.run(frontdoor.run(server.url, Path(tmp)))
-                parts.append(fd.table())
+                ours = [asyncio.run(frontdoor.run(server.url, Path(tmp) / f"fd{n}", engine_processes=n))
+                        for n in (0, 1)]  # fmt: skip
+                parts += [fd.table() for fd in ours]
                 if not args.no_peer:
                     pr = asyncio.run(peer.run(Path(tmp), free_port()))
-                    parts.append(frontdoor.comparison(fd, pr))
+                    parts.append(frontdoor.comparison(ours, pr))
+            if args.only in (None, "concurrency"):
+                parts.append(asyncio.run(concurrency.run(server.url, Path(tmp) / "conc")).table())
             if args.only in (None, "checkpointer"):
                 result = asyncio.run(checkpointer.run(server.url, rounds=args.rounds))
                 parts.append("### 5. Checkpointer\n\n" + result.table())
-    parts.append("\nNot measured yet: benchmark 4 (1,000 movie_production workflows in flight).")
+    parts.append(f"`make bench` took {time.monotonic() - t0:.0f} s.")
     body = "\n\n".join(parts)
     print(body)
     if not args.no_write:

@@ -49,6 +49,8 @@ class ConcurrencyResult:
     in_flight: int = 0
     peak_in_flight: int = 0
     peak_running: int = 0
+    sample_errors: int = 0
+    last_sample_error: str = ""
     peak_rss_mb: float = 0.0
     agent_executions: int = 0
     redis_bytes_per_workflow: float = 0.0
@@ -78,6 +80,10 @@ class ConcurrencyResult:
         ]
         if self.errors:
             lines.append(f"Errors ({len(self.errors)}), first: {self.errors[0][:300]}")
+        if self.sample_errors:
+            lines.append(
+                f"/metrics could not be read {self.sample_errors} times: {self.last_sample_error[:200]}"
+            )
         return "\n".join(lines)
 
 
@@ -141,7 +147,7 @@ async def _projects(env: dict[str, str], n: int) -> list[str]:
 
         async def one(i: int) -> str:
             async with sem:
-                body = {"title": f"Bench {i}", "genre": "sci-fi", "episodeCount": 1}
+                body = {"title": f"Bench {i}", "genre": "scifi", "episodeCount": 1}
                 resp = await http.post("/api/v1/projects", json=body)
                 resp.raise_for_status()
                 return str(resp.json()["id"])
@@ -153,7 +159,13 @@ async def _follow(c: RawMcp, project_id: str, out: ConcurrencyResult, t0: float)
     """Start one production and see it through, answering its decisions."""
     try:
         started = await c.call_tool(
-            "start_workflow", {"project_id": project_id, "workflow": "movie_production", "options": OPTIONS}
+            "start_workflow",
+            {
+                "project_id": project_id,
+                "workflow": "movie_production",
+                "options": OPTIONS,
+                "idempotency_key": f"bench-{project_id}",
+            },
         )
         wid = started["workflow_id"]
         out.start_seconds = max(out.start_seconds, time.perf_counter() - t0)
