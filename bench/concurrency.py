@@ -196,9 +196,13 @@ async def _sample(
         while not stop.is_set():
             rss = sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])
             out.peak_rss_mb = max(out.peak_rss_mb, rss / 2**20)
-            out.peak_in_flight = max(
-                out.peak_in_flight, int(await _metric(http, metrics_url, "mo_runs_active"))
-            )
+            try:
+                running = int(await _metric(http, metrics_url, "mo_runs_active"))
+            except httpx2.HTTPError as exc:
+                out.sample_errors += 1
+                out.last_sample_error = f"{type(exc).__name__}: {exc}"
+            else:
+                out.peak_running = max(out.peak_running, running)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
 
