@@ -190,7 +190,7 @@ async def run(
                     t0 = time.perf_counter()
                     await c.call_tool("get_status", {"workflow_id": probe_id})
                     out.status.append(time.perf_counter() - t0)
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(0)
 
             t_start = time.perf_counter()
             probe_task = asyncio.create_task(prober())
