@@ -169,8 +169,12 @@ async def _follow(c: RawMcp, project_id: str, out: ConcurrencyResult, t0: float)
         )
         wid = started["workflow_id"]
         out.start_seconds = max(out.start_seconds, time.perf_counter() - t0)
+        out.in_flight += 1
+        out.peak_in_flight = max(out.peak_in_flight, out.in_flight)
         while True:
             st = await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 60, "until": WAIT_FOR})
+            if st["status"] in {"completed", "failed", "cancelled"}:
+                out.in_flight -= 1
             if st["status"] == "completed":
                 out.completed += 1
                 return
