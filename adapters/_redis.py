@@ -140,31 +140,39 @@ class Watchers:
 
 
 class ChannelHub(Watchers):
-    """One pub/sub connection (a pattern subscription) serving every local waiter on matching channels.
+    """One pub/sub connection serving every local waiter on the channels it follows.
 
     Waiting on a channel costs a queue, not a Redis connection and a SUBSCRIBE round trip each time.
+    Messages go to `on_message`, which by default hands them to the waiters on their channel.
 
     Args:
         redis: the client.
-        pattern: e.g. ``P:job:*``.
         name: the follower's name in logs.
+        patterns: pattern subscriptions, e.g. ``P:job:*``.
+        channels: plain subscriptions.
     """
 
-    def __init__(self, redis: AnyRedis, pattern: str, name: str) -> None:
+    def __init__(
+        self, redis: AnyRedis, name: str, *, patterns: Sequence[str] = (), channels: Sequence[str] = ()
+    ) -> None:
         super().__init__()
-        self._redis = redis
-        self._pattern = pattern
+        self.redis: Any = redis
         self._name = name
+        self._patterns = list(patterns)
+        self._channels = list(channels)
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    def on_message(self, channel: str, data: str) -> None:
+        """Handle one message (override to route differently)."""
+        self.deliver(channel, data)
+
     async def start(self, ready_timeout: float = 10.0) -> None:
-        """Start following; returns once Redis confirmed the subscription (or after the timeout)."""
+        """Start following; returns once Redis confirmed the subscriptions (or after the timeout)."""
         self._task = asyncio.create_task(
-            follow(
-                self._redis, self.deliver, patterns=[self._pattern], name=self._name, on_ready=self._ready.set
-            )
-        )
+            follow(self.redis, self.on_message, channels=self._channels, patterns=self._patterns, name=self._name,
+                   on_ready=self._ready.set)
+        )  # fmt: skip
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), ready_timeout)
 

@@ -149,7 +149,7 @@ class WorkflowStore:
         self.signer = signer
         self._pipeliner = pipeliner or ScriptPipeliner(client)
         # Job webhooks arrive on any instance; the waiting run hears of them here (start()/stop()).
-        self.job_notices = ChannelHub(client, f"{prefix}:job:*", "jobs")
+        self.job_notices = ChannelHub(client, "jobs", patterns=[f"{prefix}:job:*"])
         self._update_script = client.register_script(
             (resources.files("adapters") / "lua" / "wf_update.lua").read_text()
         )

@@ -11,7 +11,6 @@ they reach subscribers on every instance too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,7 @@ import structlog
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from adapters import AnyRedis, Watchers, follow
+from adapters import AnyRedis, ChannelHub
 
 __all__ = ["RedisNotifier", "RedisSubscriptionBus"]
 
@@ -56,8 +55,9 @@ class RedisSubscriptionBus:
         return unsubscribe
 
 
-class RedisNotifier:
-    """Forwards workflow changes and bus events from Redis to this instance's MCP subscribers.
+class RedisNotifier(ChannelHub):
+    """Forwards workflow changes and bus events from Redis to this instance's MCP subscribers, and
+    to this instance's status waits (`watch`).
 
     Args:
         redis: client for pub/sub.
@@ -68,25 +68,17 @@ class RedisNotifier:
     def __init__(
         self, redis: AnyRedis, prefix: str, may_see: Callable[[str], Awaitable[bool]] | None = None
     ) -> None:
-        self.redis: Any = redis
+        super().__init__(
+            redis, "subscriptions", patterns=[f"{prefix}:changed:*"], channels=[f"{prefix}:mcp-events"]
+        )
         self.prefix = prefix
         self.events_channel = f"{prefix}:mcp-events"
         self.listeners: dict[object, Callable[[ServerEvent], None]] = {}
         self.sessions: dict[str, set[Any]] = {}
         self.bus = RedisSubscriptionBus(self)
         self._may_see = may_see
-        self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
-        self._ready = asyncio.Event()
-        self.watchers = Watchers()
         self.delivered = 0
-
-    def watch(self, wid: str) -> contextlib.AbstractContextManager[asyncio.Queue[str]]:
-        """The change notices (``<event>|<status>|<percent>``) of one workflow, while in the block.
-
-        One pub/sub connection per instance serves every waiter, instead of one per waiting call.
-        """
-        return self.watchers.watch(wid)
 
     # -- handshake-era handlers -----------------------------------------------------------------
 
@@ -136,11 +128,12 @@ class RedisNotifier:
             uris.append(f"workflow://{wid}/checkpoints")
         return uris
 
-    def _on_message(self, channel: str, data: str) -> None:
+    def on_message(self, channel: str, data: str) -> None:
+        """A workflow's change notice: to its status waits (keyed by workflow id) and subscribers."""
         changed = f"{self.prefix}:changed:"
         if channel.startswith(changed):
             wid = channel[len(changed) :]
-            self.watchers.deliver(wid, data)
+            self.deliver(wid, data)
             if self.listeners or self.sessions:
                 for uri in self.uris_for(wid, data):
                     self._deliver(ResourceUpdated(uri=uri))
@@ -150,25 +143,3 @@ class RedisNotifier:
             self._deliver(ResourceUpdated(uri=event["uri"]))
         elif event.get("kind") == "ResourcesListChanged":
             self._deliver(ResourcesListChanged())
-
-    async def start(self, ready_timeout: float = 10.0) -> None:
-        """Start following Redis; returns once Redis confirmed the subscriptions (or after the timeout)."""
-        self._task = asyncio.create_task(
-            follow(
-                self.redis,
-                self._on_message,
-                channels=[self.events_channel],
-                patterns=[f"{self.prefix}:changed:*"],
-                name="subscriptions",
-                on_ready=self._ready.set,
-            )
-        )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), ready_timeout)
-
-    async def stop(self) -> None:
-        """Stop following Redis."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
