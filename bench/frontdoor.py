@@ -3,7 +3,8 @@
 1. Throughput: a 10-node linear graph (each node n + 1), 300 workflows, 50 concurrent, each started with
    start_workflow and awaited with get_status(wait_seconds) until completed.
 2. Idle latency: one workflow at a time on an idle server, start to completed.
-3. Status under load: get_status latency over 500 calls made while benchmark 1 runs.
+3. Status under load: get_status latency over 500 calls made while benchmark 1 runs (four callers,
+   each asking again as soon as it has its answer).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class FrontDoorResult:
             f"One workflow at a time, start to completed, {len(self.idle)} runs: median "
             f"{statistics.median(self.idle) * ms:.1f} ms, best {min(self.idle) * ms:.1f} ms (target <= 50 ms).",
             "\n### 3. Status under load\n",
-            f"get_status over Streamable HTTP while benchmark 1 runs, {len(self.status)} calls: "
+            f"get_status over Streamable HTTP while benchmark 1 runs (4 callers back to back), {len(self.status)} calls: "
             f"p50 {_pct(self.status, 0.5) * ms:.1f} ms, p99 {_pct(self.status, 0.99) * ms:.1f} ms (target p99 <= 5 ms).",
         ])  # fmt: skip
 
@@ -193,7 +194,8 @@ async def run(
                     await asyncio.sleep(0)
 
             t_start = time.perf_counter()
-            probe_task = asyncio.create_task(prober())
+            # Four callers asking back to back, so that 500 calls fit inside benchmark 1's few seconds.
+            probe_task = asyncio.gather(*(prober() for _ in range(4)))
             await asyncio.gather(*(one() for _ in range(runs)))
             out.seconds = time.perf_counter() - t_start
             out.runs = len(out.latencies)
