@@ -3,8 +3,8 @@
 1. Throughput: a 10-node linear graph (each node n + 1), 300 workflows, 50 concurrent, each started with
    start_workflow and awaited with get_status(wait_seconds) until completed.
 2. Idle latency: one workflow at a time on an idle server, start to completed.
-3. Status under load: get_status latency over 500 calls made while benchmark 1 runs (four callers,
-   each asking again as soon as it has its answer).
+3. Status under load: get_status latency over 500 calls made while benchmark 1's load runs a second
+   time (four callers, each asking again as soon as it has its answer).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class FrontDoorResult:
             f"One workflow at a time, start to completed, {len(self.idle)} runs: median "
             f"{statistics.median(self.idle) * ms:.1f} ms, best {min(self.idle) * ms:.1f} ms (target <= 50 ms).",
             "\n### 3. Status under load\n",
-            f"get_status over Streamable HTTP while benchmark 1 runs (4 callers back to back), {len(self.status)} calls: "
+            f"get_status over Streamable HTTP during a second pass of benchmark 1's load (4 callers back to back), "
+            f"{len(self.status)} calls: "
             f"p50 {_pct(self.status, 0.5) * ms:.1f} ms, p99 {_pct(self.status, 0.99) * ms:.1f} ms (target p99 <= 5 ms).",
         ])  # fmt: skip
 
@@ -128,6 +129,27 @@ async def _wait_done(c: RawMcp, wid: str) -> None:
             raise RuntimeError(msg)
 
 
+async def _load(c: RawMcp, runs: int, concurrency: int) -> tuple[list[float], int]:
+    """Benchmark 1's load: `runs` workflows, `concurrency` at a time, each started and awaited."""
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    errors = 0
+
+    async def one() -> None:
+        nonlocal errors
+        async with sem:
+            t0 = time.perf_counter()
+            try:
+                r = await c.call_tool("start_workflow", {"project_id": "bench", "workflow": WORKFLOW})
+                await _wait_done(c, r["workflow_id"])
+                latencies.append(time.perf_counter() - t0)
+            except Exception:
+                errors += 1
+
+    await asyncio.gather(*(one() for _ in range(runs)))
+    return latencies, errors
+
+
 @contextlib.asynccontextmanager
 async def _server(redis_url: str, tmp: Path, *args: str) -> AsyncIterator[str]:
     """`movie-orchestrator serve --http` in its own process (its own core); yields the MCP URL."""
@@ -173,34 +195,25 @@ async def run(
             probe_id = (await c.call_tool("start_workflow", {"project_id": "bench", "workflow": WORKFLOW}))[
                 "workflow_id"
             ]
-            sem = asyncio.Semaphore(concurrency)
+            # 1. throughput: the load alone.
+            t_start = time.perf_counter()
+            latencies, errors = await _load(c, runs, concurrency)
+            out.seconds = time.perf_counter() - t_start
+            out.latencies, out.errors, out.runs = latencies, errors, len(latencies)
+            # 3. status under the same load again, now with four callers asking back to back (so that
+            # 500 calls fit inside its few seconds); their load does not count against benchmark 1.
             done = asyncio.Event()
-
-            async def one() -> None:
-                async with sem:
-                    t0 = time.perf_counter()
-                    try:
-                        r = await c.call_tool("start_workflow", {"project_id": "bench", "workflow": WORKFLOW})
-                        await _wait_done(c, r["workflow_id"])
-                        out.latencies.append(time.perf_counter() - t0)
-                    except Exception:
-                        out.errors += 1
 
             async def prober() -> None:
                 while not done.is_set() and len(out.status) < 500:
                     t0 = time.perf_counter()
                     await c.call_tool("get_status", {"workflow_id": probe_id})
                     out.status.append(time.perf_counter() - t0)
-                    await asyncio.sleep(0)
 
-            t_start = time.perf_counter()
-            # Four callers asking back to back, so that 500 calls fit inside benchmark 1's few seconds.
-            probe_task = asyncio.gather(*(prober() for _ in range(4)))
-            await asyncio.gather(*(one() for _ in range(runs)))
-            out.seconds = time.perf_counter() - t_start
-            out.runs = len(out.latencies)
+            probes = asyncio.gather(*(prober() for _ in range(4)))
+            await _load(c, runs, concurrency)
             done.set()
-            await probe_task
+            await probes
     return out
 
 
