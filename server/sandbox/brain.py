@@ -108,7 +108,7 @@ class BrainStandIn:
         self._count("get_knowledge")
         nodes = [
             {k: v for k, v in n.items() if k != "vector"}
-            for n in list(self.knowledge.values())
+            for n in self.knowledge.values()
             if n["project_id"] == project_id
             and (not node_id or n["id"] == node_id)
             and (not type or n["type"] == type)
@@ -137,8 +137,8 @@ class BrainStandIn:
         self._count("search_embeddings")
         q = embed(query)
         pool = [
-            *list(self.embeddings.values()),
-            *({**n, "text": n["content"]} for n in list(self.knowledge.values())),
+            *self.embeddings.values(),
+            *({**n, "text": n["content"]} for n in self.knowledge.values()),
         ]
         scored = [
             {"id": e["id"], "text": e["text"], "score": round(_cosine(q, e["vector"]), 4),
@@ -172,7 +172,7 @@ class BrainStandIn:
         q = embed(query)
         res = [
             {"id": c["id"], "name": c["name"], "similarity_score": round(_cosine(q, c["vector"]), 4)}
-            for c in list(self.characters.values()) if c["project_id"] == project_id
+            for c in self.characters.values() if c["project_id"] == project_id
         ]  # fmt: skip
         res.sort(key=lambda r: r["similarity_score"], reverse=True)
         return {"status": "success", "results": res[:10]}
