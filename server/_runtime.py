@@ -184,13 +184,13 @@ class Orchestrator:
             stack.push_async_callback(board.stop)
 
             # TLS to outside services is verified: system CAs, or CA_BUNDLE. There is no switch to turn it off.
-            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=settings.ca_bundle or None)
+            verify = ssl.create_default_context(cafile=settings.ca_bundle or None)
             tasks_client = TaskServiceClient(cfg["task_url"], cfg["task_key"],
                                              http=httpx.AsyncClient(timeout=30, verify=verify, limits=_POOL))  # fmt: skip
             stack.push_async_callback(tasks_client.aclose)
             brain_client = BrainClient(cfg["brain_url"] or "ws://127.0.0.1:9", api_key=cfg["brain_key"],
                                        dialect=settings.brain_dialect,
-                                       ssl_context=verify if isinstance(verify, ssl.SSLContext) else None)  # fmt: skip
+                                       ssl_context=verify)  # fmt: skip
             stack.push_async_callback(brain_client.aclose)
             am_client = (
                 AutoMovieClient(cfg["am_url"], api_token=cfg["am_token"], payload_email=cfg["am_email"],
@@ -214,8 +214,6 @@ class Orchestrator:
                                          serde=SignedSerializer(JsonPlusSerializer(), signer))  # fmt: skip
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
                                   signer=signer, pipeliner=pipeliner)  # fmt: skip
-            await store.job_notices.start()
-            stack.push_async_callback(store.job_notices.stop)
             webhook_base = {"url": settings.webhook_base_url}
             pending_events: set[asyncio.Task[Any]] = set()
 
@@ -284,7 +282,7 @@ class Orchestrator:
             service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
                                           publish_control=publish_control, cancel_jobs=cancel_jobs,
                                           saver=saver, health=board.states, audit=keys.audit,
-                                          watch=notifier.watch)  # fmt: skip
+                                          read_audit=keys.read_audit, watch=notifier.watch)  # fmt: skip
             orch = cls(
                 settings=settings, redis=redis, store=store, saver=saver, service=service,
                 mcp=build_mcp_server(service, default_caller=caller, notifier=notifier), engine=None, board=board, guards=guards, metrics=metrics,
@@ -305,6 +303,9 @@ class Orchestrator:
                 log.info("http.listening", url=orch.http_url)
 
             if with_engine:
+                # Job webhooks arrive at any instance; the runs waiting here hear of them through this.
+                await store.job_notices.start()
+                stack.push_async_callback(store.job_notices.stop)
                 engine = Engine(store, saver, make_ports, consumer=consumer, concurrency=settings.worker_concurrency,
                                 lease_seconds=settings.lease_seconds, metrics=metrics, audit=keys.audit)  # fmt: skip
                 await engine.start()
