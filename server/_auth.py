@@ -96,6 +96,16 @@ class KeyStore:
         entry = {"what": what, "when": f"{time.time():.6f}", "data": json.dumps(data, default=str)}
         await self.redis.xadd(f"{self.prefix}:audit", entry, maxlen=100_000, approximate=True)
 
+    async def read_audit(self, count: int = 1000) -> list[dict[str, Any]]:
+        """The newest `count` security events, oldest first."""
+        rows = await self.redis.xrevrange(f"{self.prefix}:audit", count=count)
+        out = []
+        for entry_id, raw in reversed(rows):
+            d = {_text(k): _text(v) for k, v in raw.items()}
+            out.append({"id": _text(entry_id), "what": d.get("what"), "when": float(d.get("when", 0)),
+                        "data": json.loads(d.get("data") or "{}")})  # fmt: skip
+        return out
+
     async def create(
         self, name: str, projects: list[str], role: str, ttl_days: float | None = None
     ) -> tuple[str, KeyInfo]:
@@ -275,3 +285,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
         finally:
             current_caller.reset(token_var)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -92,6 +92,7 @@ class OrchestratorService:
         store: the Redis workflow store.
         brief_max_chars: longest brief accepted.
         publish_control: announces pause/cancel to whichever instance runs the workflow.
+        audit, read_audit: append to and read the security audit stream (`KeyStore`).
         watch: the change notices of one workflow while in its block (`RedisNotifier.watch`).
     """
 
@@ -105,6 +106,7 @@ class OrchestratorService:
         saver: RedisCheckpointSaver | None = None,
         health: Callable[[], dict[str, str]] | None = None,
         audit: Callable[..., Awaitable[None]] | None = None,
+        read_audit: Callable[[int], Awaitable[list[dict[str, Any]]]] | None = None,
         watch: Callable[[str], AbstractContextManager[asyncio.Queue[str]]],
     ) -> None:
         self.store = store
@@ -114,6 +116,7 @@ class OrchestratorService:
         self.saver = saver
         self._health = health or dict
         self._audit = audit
+        self._read_audit = read_audit
         self._watch = watch
 
     async def _require(self, caller: Caller, needed: str, action: str) -> None:
@@ -590,11 +593,4 @@ class OrchestratorService:
     async def security_audit(self, caller: Caller, count: int = 1000) -> list[dict[str, Any]]:
         """The deployment's security events, newest last (admin keys only)."""
         await self._require(caller, "admin", "read the security audit log")
-        rows = await self.store.client.xrevrange(f"{self.store.prefix}:audit", count=count)
-        out = []
-        for entry_id, raw in reversed(rows):
-            d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                 for k, v in raw.items()}  # fmt: skip
-            out.append({"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id, "what": d.get("what"),
-                        "when": float(d.get("when", 0)), "data": json.loads(d.get("data") or "{}")})  # fmt: skip
-        return out
+        return await self._read_audit(count) if self._read_audit is not None else []

@@ -68,11 +68,11 @@ class RedisNotifier(ChannelHub):
     def __init__(
         self, redis: AnyRedis, prefix: str, may_see: Callable[[str], Awaitable[bool]] | None = None
     ) -> None:
+        self.events_channel = f"{prefix}:mcp-events"
         super().__init__(
-            redis, "subscriptions", patterns=[f"{prefix}:changed:*"], channels=[f"{prefix}:mcp-events"]
+            redis, "subscriptions", patterns=[f"{prefix}:changed:*"], channels=[self.events_channel]
         )
         self.prefix = prefix
-        self.events_channel = f"{prefix}:mcp-events"
         self.listeners: dict[object, Callable[[ServerEvent], None]] = {}
         self.sessions: dict[str, set[Any]] = {}
         self.bus = RedisSubscriptionBus(self)
