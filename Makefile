@@ -32,10 +32,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Re-resolve the dependency set after changing pyproject.toml; commit constraints.txt.
+# Resolve the dependency set after changing pyproject.toml; commit constraints.txt. The pins already
+# in constraints.txt are kept (only what is new gets resolved); `make lock UPGRADE=1` re-resolves all.
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
-	.lockvenv/bin/pip install --quiet --disable-pip-version-check -e '.[test,bench,dev]'
+	.lockvenv/bin/pip install --quiet --disable-pip-version-check \
+	  $(if $(UPGRADE),,-c constraints.txt) -e '.[test,bench,dev]'
 	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 	rm -rf .lockvenv
 
