@@ -20,6 +20,7 @@ from server._caller import current_caller
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
+from server._tasks_ext import WorkflowTasks
 from server.errors import NotFoundError, ServiceError
 
 __all__ = ["build_mcp_server"]
@@ -85,6 +86,7 @@ def build_mcp_server(
         instructions=_INSTRUCTIONS,
         version="0.1.0",
         subscriptions=notifier.bus if notifier is not None else None,
+        extensions=[WorkflowTasks(service, default_caller or Caller())],
     )
     if notifier is not None:
         low = mcp._lowlevel_server
