@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import mcp_types as types
@@ -125,10 +126,8 @@ async def _guard(task_id: str, coro: Awaitable[T]) -> T:
 def _working_message(st: WorkflowStatus) -> str:
     where = ": ".join(p for p in (st.phase, st.step) if p) or "starting"
     if st.status == "queued":
-        head = (
-            f"queued, waiting for a worker ({st.message})" if st.message else "queued, waiting for a worker"
-        )
-        return f"{head}; at {where}, {st.percent:.0f}%"
+        head = f"queued: {st.message or 'waiting for a worker'}"
+        return f"{head} (at {where}, {st.percent:.0f}%)" if st.phase else head
     if st.status == "paused":
         return f"paused at {where} ({st.percent:.0f}%); resume_workflow continues it"
     text = f"{where} ({st.percent:.0f}%)"
@@ -172,9 +171,11 @@ def _form(decision: Any) -> dict[str, Any]:
 
 
 def _uris(value: Any) -> list[str]:
-    """The URIs inside a deliverable's value (a URL, a list of them, or records holding them)."""
+    """The URIs inside a deliverable's value (a URL or file, a list of them, or records holding them)."""
     if isinstance(value, str):
-        return [value] if "://" in value else []
+        if "://" in value:
+            return [value]
+        return [Path(value).as_uri()] if value.startswith("/") else []
     if isinstance(value, dict):
         return [u for v in value.values() for u in _uris(v)]
     if isinstance(value, list):
@@ -296,11 +297,13 @@ class WorkflowTasks(Extension):
         """The production summary as the CallToolResult the task stands for."""
         wid = st.workflow_id
         values: dict[str, Any] = {}
+        final = f"workflow://{wid}/state"
         if self._service.saver is not None:
             cfg: Any = {"configurable": {"thread_id": wid, "checkpoint_ns": ""}}
             tup = await self._service.saver.aget_tuple(cfg)
             if tup is not None:
                 values = dict(tup.checkpoint.get("channel_values", {}))
+                final = f"workflow://{wid}/checkpoints/{tup.config['configurable']['checkpoint_id']}"
         made = values.get("deliverables") or {}
         names = st.result.get("deliverables") or sorted(k for k, v in made.items() if v)
         deliverables = []
@@ -308,7 +311,8 @@ class WorkflowTasks(Extension):
             uris = _uris(made.get(name))
             if not uris and isinstance(st.result.get(f"{name}_url"), str):
                 uris = [st.result[f"{name}_url"]]
-            deliverables.append({"name": name, "uris": uris})
+            # Text deliverables (concept, story, titles) live in the final checkpoint's values.
+            deliverables.append({"name": name, "uris": uris or [final], "inline": not uris})
         ledger = await self._service.store.decisions(wid)
         decisions = [
             {"decision_id": k, "choice": v.get("choice"), "comment": v.get("comment", ""),

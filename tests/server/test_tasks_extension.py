@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
@@ -15,9 +16,10 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict
 
 from server._mcp import build_mcp_server
+from server._models import WorkflowStatus
 from server._runtime import Orchestrator
 from server._service import Caller
-from server._tasks_ext import TASKS_EXTENSION
+from server._tasks_ext import TASKS_EXTENSION, WorkflowTasks
 from tests.server.conftest import structured
 
 
@@ -136,6 +138,7 @@ def answer_first(task: dict[str, Any]) -> dict[str, Any]:
 async def test_a_production_runs_to_completed_through_tasks_get_and_update(orch: Orchestrator) -> None:
     """start_workflow answers with a task (id = workflow id); tasks/get and tasks/update drive it to completed."""
     async with Client(orch.mcp, extensions=[TasksClient()]) as client:
+        assert client.server_capabilities.extensions == {TASKS_EXTENSION: {}}
         handle = await start(client, project_id="p1", brief="a lighthouse keeper",
                              options={"scenes": 1, "characters": 1})  # fmt: skip
         assert re.fullmatch(r"wf-[0-9a-f]{16}", handle.task_id)
@@ -173,9 +176,12 @@ async def test_a_production_runs_to_completed_through_tasks_get_and_update(orch:
     assert sc["workflow_id"] == handle.task_id
     assert sc["outcome"] == "distributed"
     assert "final" in sc["phases"]
-    assert any(d["uris"] and all("://" in u for u in d["uris"]) for d in sc["deliverables"]), sc[
-        "deliverables"
-    ]
+    by_name = {d["name"]: d for d in sc["deliverables"]}
+    assert all(d["uris"] for d in sc["deliverables"]), sc["deliverables"]
+    assert by_name["scene_images"]["uris"][0].startswith("http://")
+    assert by_name["subtitles"]["uris"][0].startswith("file:///")
+    assert by_name["story"]["inline"]
+    assert by_name["story"]["uris"][0].startswith(f"workflow://{handle.task_id}/checkpoints/")
     assert len(sc["decisions"]) == answered
     assert all(d["decided_by"] == "local" and d["comment"] == "from the task test" for d in sc["decisions"])
     assert sc["agent_executions"]["total"] > 10
@@ -184,16 +190,45 @@ async def test_a_production_runs_to_completed_through_tasks_get_and_update(orch:
 
 
 async def test_working_status_message_says_where_the_production_is(orch: Orchestrator) -> None:
-    """queued/running map to working with a message naming phase, step and percent."""
+    """queued/running/paused map to working with a message a person can read: phase, step, percent, waits."""
+    tasks = WorkflowTasks(orch.service, Caller())
+    now = time.time()
+    base = {"workflow_id": "wf-0123456789abcdef", "project_id": "p", "workflow": "movie_production",
+            "phase": "character_development", "step": "character_creator", "percent": 42.0, "message": "running",
+            "agents_running": ["character_creator", "voice_creator"], "pending_decisions": [], "last_error": "",
+            "created_at": now - 60, "updated_at": now}  # fmt: skip
+    running = await tasks.task(
+        WorkflowStatus(**base, status="running", waiting_reason="brain (circuit open)")
+    )
+    assert running["status"] == "working"
+    assert running["statusMessage"] == (
+        "character_development: character_creator (42%); agents running: character_creator, voice_creator; "
+        "waiting for brain (circuit open)"
+    )
+    paused = await tasks.task(WorkflowStatus(**{**base, "status": "paused", "agents_running": []}))
+    assert (
+        paused["statusMessage"]
+        == "paused at character_development: character_creator (42%); resume_workflow continues it"
+    )
+    queued = await tasks.task(
+        WorkflowStatus(**{**base, "status": "queued", "phase": "", "step": "", "message": ""})
+    )
+    assert queued["statusMessage"] == "queued: waiting for a worker"
+    for task in (running, paused, queued):
+        assert isinstance(task["ttlMs"], int)
+        assert task["ttlMs"] >= orch.store.retention_seconds * 1000 + 60_000
+        assert task["pollIntervalMs"] > 0
+        assert task["createdAt"].endswith("Z")
+
+
+async def test_a_preview_completes_with_its_keyframe_uri(orch: Orchestrator) -> None:
+    """A workflow without decisions goes working -> completed; its deliverables carry their URIs."""
     async with Client(orch.mcp, extensions=[TasksClient()]) as client:
         handle = await start(client, project_id="p1", workflow="preview", brief="dunes")
-        task = await get(client, handle.task_id)
-        assert task["status"] in {"working", "completed"}
-        if task["status"] == "working":
-            assert "%" in task["statusMessage"]
         done = await poll(client, handle.task_id, lambda t: t["status"] == "completed")
-    assert done["result"]["structuredContent"]["deliverables"][1]["name"] == "keyframe"
-    assert done["result"]["structuredContent"]["deliverables"][1]["uris"][0].endswith(".png")
+    keyframe = done["result"]["structuredContent"]["deliverables"][1]
+    assert keyframe["name"] == "keyframe"
+    assert keyframe["uris"][0].endswith(".png")
 
 
 async def test_client_without_the_extension_sees_todays_result_and_32021(orch: Orchestrator) -> None:
