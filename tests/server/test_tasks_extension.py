@@ -193,7 +193,7 @@ async def test_working_status_message_says_where_the_production_is(orch: Orchest
     """queued/running/paused map to working with a message a person can read: phase, step, percent, waits."""
     tasks = WorkflowTasks(orch.service, Caller())
     now = time.time()
-    base = {"workflow_id": "wf-0123456789abcdef", "project_id": "p", "workflow": "movie_production",
+    base: dict[str, Any] = {"workflow_id": "wf-0123456789abcdef", "project_id": "p", "workflow": "movie_production",
             "phase": "character_development", "step": "character_creator", "percent": 42.0, "message": "running",
             "agents_running": ["character_creator", "voice_creator"], "pending_decisions": [], "last_error": "",
             "created_at": now - 60, "updated_at": now}  # fmt: skip
