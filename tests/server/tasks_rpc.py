@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,3 +94,67 @@ def _answer(resp: httpx.Response, request_id: int) -> dict[str, Any]:
     data = resp.json()
     assert isinstance(data, dict), data
     return data
+
+
+def render(path: str) -> str:
+    """A recorded transcript (MO_TASKS_TRANSCRIPT) as the README's markdown: runs of working polls folded."""
+    data = json.loads(Path(path).read_text())
+    names = {data["alpha"]: "instance A", data["beta"]: "instance B"}
+    out: list[str] = []
+    exchanges = data["exchanges"]
+    i = 0
+    while i < len(exchanges):
+        ex = exchanges[i]
+        req, resp = dict(ex["request"]), dict(ex["response"])
+        status = resp.get("result", {}).get("status")
+        run = i
+        while (
+            req["method"] == "tasks/get"
+            and status == "working"
+            and run + 1 < len(exchanges)
+            and exchanges[run + 1]["request"]["method"] == "tasks/get"
+            and exchanges[run + 1]["response"].get("result", {}).get("status") == "working"
+        ):
+            run += 1
+        if i > 0:
+            req["params"] = {k: v for k, v in req["params"].items() if k != "_meta"}
+        result = resp.get("result")
+        if isinstance(result, dict):
+            resp["result"] = _trim({k: v for k, v in result.items() if k != "_meta" or i == 0})
+        # The first exchange and the ones that carry payloads are shown in full, the rest on one line.
+        full = i == 0 or status in {"input_required", "completed", "failed"}
+        where = names.get(ex["instance"], ex["instance"])
+        req_text = json.dumps(req, indent=1 if i == 0 else None, ensure_ascii=False)
+        out.append(f"→ {where}\n```json\n{req_text}\n```")
+        out.append(f"←\n```json\n{json.dumps(resp, indent=1 if full else None, ensure_ascii=False)}\n```")
+        if run > i:
+            messages = [
+                exchanges[k]["response"]["result"].get("statusMessage") for k in range(i + 1, run + 1)
+            ]
+            distinct = list(dict.fromkeys(m for m in messages if m))
+            out.append(f"({run - i} more `tasks/get` answered `working`; their statusMessages: "
+                       + "; ".join(f"“{m}”" for m in distinct) + ")")  # fmt: skip
+        i = run + 1
+    return "\n\n".join(out)
+
+
+def _trim(result: dict[str, Any]) -> dict[str, Any]:
+    """Shorten the completed result's long per-agent table and raw summary (marked as shortened)."""
+    sc = result.get("result", {}).get("structuredContent")
+    if isinstance(sc, dict):
+        by_agent = sc.get("agent_executions", {}).get("by_agent", {})
+        if len(by_agent) > 4:
+            kept = dict(list(by_agent.items())[:4])
+            kept["…"] = f"{len(by_agent) - 4} more agents (shortened for the README)"
+            sc["agent_executions"]["by_agent"] = kept
+        if "summary" in sc:
+            sc["summary"] = (
+                "(the workflow's summary record, as in get_status.result; shortened for the README)"
+            )
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(render(sys.argv[1]))
