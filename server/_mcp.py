@@ -21,6 +21,7 @@ from server._models import AgentList, DecisionResult, StartResult, WorkflowList,
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
 from server._tasks_ext import WorkflowTasks
+from server._tasks_listen import install_task_notifications
 from server.errors import NotFoundError, ServiceError
 
 __all__ = ["build_mcp_server"]
@@ -94,6 +95,7 @@ def build_mcp_server(
         low.add_request_handler(
             "resources/unsubscribe", types.UnsubscribeRequestParams, notifier.on_unsubscribe
         )
+    install_task_notifications(mcp, notifier)
     fallback = default_caller or Caller()
 
     def who(ctx: Context) -> Caller:

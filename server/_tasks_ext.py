@@ -45,7 +45,7 @@ from server._models import WorkflowStatus
 from server._service import Caller, OrchestratorService
 from server.errors import InvalidArgumentError, NotFoundError, ServiceError
 
-__all__ = ["TASKS_EXTENSION", "WorkflowTasks"]
+__all__ = ["TASKS_EXTENSION", "WorkflowTasks", "declared", "require_declared"]
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,8 @@ def declared(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(caps is not None and caps.extensions and TASKS_EXTENSION in caps.extensions)
 
 
-def _require_declared(ctx: ServerRequestContext[Any, Any]) -> None:
+def require_declared(ctx: ServerRequestContext[Any, Any]) -> None:
+    """Raise -32021 (naming the extension) unless this request's client declared the Tasks extension."""
     if declared(ctx):
         return
     data = types.MissingRequiredClientCapabilityErrorData(
@@ -347,15 +348,30 @@ class WorkflowTasks(Extension):
             "isError": False,
         }
 
+    async def visible(self, task_id: str) -> bool:
+        """True if the current caller may read the task (unknown and other projects' tasks are not)."""
+        try:
+            await self._service.get_status(self._who(), task_id)
+        except ServiceError:
+            return False
+        return True
+
+    async def current(self, task_id: str) -> dict[str, Any] | None:
+        """The task as tasks/get would answer it now; None if it is gone or no longer visible."""
+        try:
+            return await self.task(await self._service.get_status(self._who(), task_id))
+        except ServiceError:
+            return None
+
     # -- tasks/* --------------------------------------------------------------------------------
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
-        _require_declared(ctx)
+        require_declared(ctx)
         st = await _guard(params.task_id, self._service.get_status(self._who(), params.task_id))
         return {"resultType": "complete", **await _guard(params.task_id, self.task(st))}
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
-        _require_declared(ctx)
+        require_declared(ctx)
         caller = self._who()
         st = await _guard(params.task_id, self._service.get_status(caller, params.task_id))
         # Cooperative: a task already at an end acknowledges and keeps its terminal status.
@@ -365,7 +381,7 @@ class WorkflowTasks(Extension):
         return {"resultType": "complete"}
 
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> HandlerResult:
-        _require_declared(ctx)
+        require_declared(ctx)
         caller = self._who()
         wid = params.task_id
         st = await _guard(wid, self._service.get_status(caller, wid))

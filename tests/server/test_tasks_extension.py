@@ -11,7 +11,7 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
-from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.extension import ClaimContext, ClientExtension, NotificationBinding, ResultClaim
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict
 
@@ -376,4 +376,74 @@ async def test_handshake_era_client_sending_params_task_gets_todays_result(orch:
         assert err.value.error.code == types.METHOD_NOT_FOUND
         with pytest.raises(MCPError) as err:
             await send(client, GetTask(params=TaskIdParams(task_id=wid)))
+        assert err.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
+
+
+class TaskNote(BaseModel):
+    """notifications/tasks params, every key kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ListenParams(types.RequestParams):
+    """subscriptions/listen params with the extension's taskIds."""
+
+    notifications: dict[str, Any]
+
+
+class Listen(types.Request[ListenParams, Literal["subscriptions/listen"]]):
+    """subscriptions/listen."""
+
+    method: Literal["subscriptions/listen"] = "subscriptions/listen"
+
+
+class TasksListener(TasksClient):
+    """TasksClient that also hears notifications/tasks."""
+
+    def __init__(self) -> None:
+        self.send, self.notes = anyio.create_memory_object_stream[dict[str, Any]](100)
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        """Observe notifications/tasks."""
+
+        async def heard(params: TaskNote) -> None:
+            await self.send.send(params.model_dump())
+
+        return [NotificationBinding(method="notifications/tasks", params_type=TaskNote, handler=heard)]
+
+
+async def test_notifications_tasks_reach_a_listen_stream_on_another_instance(orch: Orchestrator) -> None:
+    """A listen stream on instance B with taskIds hears input_required and completed of a task run on A."""
+    settings_b = orch.settings.model_copy(update={"instance_id": orch.settings.instance_id + "-b"})
+    async with Orchestrator.open(settings_b, with_engine=False) as b:
+        ears = TasksListener()
+        async with (
+            Client(orch.mcp, extensions=[TasksClient()]) as ca,
+            Client(b.mcp, extensions=[ears]) as cb,
+            anyio.create_task_group() as tg,
+        ):
+            handle = await start(ca, project_id="p1", options={"scenes": 1, "characters": 1})
+            tg.start_soon(send, cb, Listen(params=ListenParams(notifications={"taskIds": [handle.task_id]})))
+            statuses = []
+            with anyio.fail_after(60):
+                async for note in ears.notes:
+                    assert note["taskId"] == handle.task_id
+                    statuses.append(note["status"])
+                    if note["status"] == "input_required":
+                        await update(ca, handle.task_id, answer_first(note))
+                    if note["status"] == "completed":
+                        break
+            tg.cancel_scope.cancel()
+    assert "input_required" in statuses
+    assert "working" in statuses
+    assert note["result"]["structuredContent"]["outcome"] == "distributed"
+
+
+async def test_listen_for_tasks_without_the_extension_is_refused(orch: Orchestrator) -> None:
+    """subscriptions/listen with taskIds from a client that did not declare the extension: -32021."""
+    async with Client(orch.mcp) as client:
+        with pytest.raises(MCPError) as err:
+            await send(
+                client, Listen(params=ListenParams(notifications={"taskIds": ["wf-0123456789abcdef"]}))
+            )
         assert err.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
