@@ -34,6 +34,7 @@ class RawTasksClient:
     url: str
     http: httpx.AsyncClient
     declare_tasks: bool = True
+    bearer: str | None = None
     transcript: list[dict[str, Any]] = field(default_factory=list)
     _next_id: int = 0
 
@@ -54,6 +55,8 @@ class RawTasksClient:
                    "Mcp-Method": method}  # fmt: skip
         if name is not None:
             headers["Mcp-Name"] = name
+        if self.bearer is not None:
+            headers["Authorization"] = f"Bearer {self.bearer}"
         resp = await self.http.post(f"{self.url}/mcp", json=body, headers=headers)
         answer = _answer(resp, self._next_id)
         self.transcript.append({"instance": self.url, "request": body, "response": answer})
