@@ -24,8 +24,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import mcp_types as types
@@ -43,6 +41,7 @@ from adapters import TERMINAL, IntegrityError
 from server._caller import current_caller
 from server._models import WorkflowStatus
 from server._service import Caller, OrchestratorService
+from server._tasks_view import answer, decision_form, deliverable_uris, iso, working_message
 from server.errors import InvalidArgumentError, NotFoundError, ServiceError
 
 __all__ = ["TASKS_EXTENSION", "WorkflowTasks", "declared", "require_declared"]
@@ -55,7 +54,6 @@ TASK_TOOLS = frozenset({"start_workflow", "fork_workflow", "retry_step"})
 # A status read costs one HGETALL; a person waiting on a production does not need it faster.
 _POLL_WORKING_MS = 2_000
 _POLL_WAITING_MS = 5_000
-_MAX_COMMENT = 2_000
 
 T = TypeVar("T")
 
@@ -71,10 +69,6 @@ class UpdateTaskParams(types.RequestParams):
 
     task_id: str
     input_responses: dict[str, Any] = Field(default_factory=dict)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def declared(ctx: ServerRequestContext[Any, Any]) -> bool:
@@ -107,7 +101,7 @@ async def _guard(task_id: str, coro: Awaitable[T]) -> T:
     try:
         return await coro
     except NotFoundError as exc:
-        if exc.details.get("workflow_id") or "unknown workflow" in str(exc):
+        if exc.details.get("workflow_id"):
             raise _not_found(task_id) from exc
         raise MCPError(code=types.INVALID_PARAMS, message=f"{exc.code}: {exc}") from exc
     except InvalidArgumentError as exc:
@@ -122,66 +116,6 @@ async def _guard(task_id: str, coro: Awaitable[T]) -> T:
     except IntegrityError as exc:
         msg = f"integrity_error: {exc}; the record is kept for inspection and not used"
         raise MCPError(code=types.INTERNAL_ERROR, message=msg) from exc
-
-
-def _working_message(st: WorkflowStatus) -> str:
-    where = ": ".join(p for p in (st.phase, st.step) if p) or "starting"
-    if st.status == "queued":
-        head = f"queued: {st.message or 'waiting for a worker'}"
-        return f"{head} (at {where}, {st.percent:.0f}%)" if st.phase else head
-    if st.status == "paused":
-        return f"paused at {where} ({st.percent:.0f}%); resume_workflow continues it"
-    text = f"{where} ({st.percent:.0f}%)"
-    if st.message and st.message not in {"running", st.step}:
-        text += f": {st.message}"
-    if st.agents_running:
-        text += f"; agents running: {', '.join(st.agents_running)}"
-    if st.waiting_reason:
-        text += f"; waiting for {st.waiting_reason}"
-    return text
-
-
-def _form(decision: Any) -> dict[str, Any]:
-    """One pending decision as a form elicitation: the options as an enum and an optional comment."""
-    choice: dict[str, Any] = {"type": "string", "title": "Choice", "description": decision.question}
-    if decision.options:
-        choice["enum"] = list(decision.options)
-        recommended = decision.context.get("recommended")
-        if recommended in decision.options:
-            choice["default"] = recommended
-    return {
-        "method": "elicitation/create",
-        "params": {
-            "mode": "form",
-            "message": decision.question,
-            "requestedSchema": {
-                "type": "object",
-                "properties": {
-                    "choice": choice,
-                    "comment": {
-                        "type": "string",
-                        "title": "Comment",
-                        "description": "optional reason, kept in the audit log",
-                        "maxLength": _MAX_COMMENT,
-                    },
-                },
-                "required": ["choice"],
-            },
-        },
-    }
-
-
-def _uris(value: Any) -> list[str]:
-    """The URIs inside a deliverable's value (a URL or file, a list of them, or records holding them)."""
-    if isinstance(value, str):
-        if "://" in value:
-            return [value]
-        return [Path(value).as_uri()] if value.startswith("/") else []
-    if isinstance(value, dict):
-        return [u for v in value.values() for u in _uris(v)]
-    if isinstance(value, list):
-        return [u for v in value for u in _uris(v)]
-    return []
 
 
 class WorkflowTasks(Extension):
@@ -249,8 +183,8 @@ class WorkflowTasks(Extension):
         """The DetailedTask (wire shape) for a workflow status."""
         base: dict[str, Any] = {
             "taskId": st.workflow_id,
-            "createdAt": _iso(st.created_at),
-            "lastUpdatedAt": _iso(st.updated_at),
+            "createdAt": iso(st.created_at),
+            "lastUpdatedAt": iso(st.updated_at),
             "ttlMs": self.ttl_ms(st),
         }
         if st.status == "completed":
@@ -280,11 +214,11 @@ class WorkflowTasks(Extension):
                 return {**base, "status": "input_required", "pollIntervalMs": _POLL_WAITING_MS,
                         "statusMessage": f"waiting for {len(open_)} decision(s) at "
                                          f"{st.phase or 'the workflow'}: {questions}",
-                        "inputRequests": {d.id: _form(d) for d in open_}}  # fmt: skip
+                        "inputRequests": {d.id: decision_form(d) for d in open_}}  # fmt: skip
             return {**base, "status": "working", "pollIntervalMs": _POLL_WORKING_MS,
                     "statusMessage": "decision received, resuming"}  # fmt: skip
         poll = _POLL_WAITING_MS if st.status == "paused" else _POLL_WORKING_MS
-        return {**base, "status": "working", "pollIntervalMs": poll, "statusMessage": _working_message(st)}
+        return {**base, "status": "working", "pollIntervalMs": poll, "statusMessage": working_message(st)}
 
     @staticmethod
     def _done_message(st: WorkflowStatus) -> str:
@@ -309,7 +243,7 @@ class WorkflowTasks(Extension):
         names = st.result.get("deliverables") or sorted(k for k, v in made.items() if v)
         deliverables = []
         for name in names:
-            uris = _uris(made.get(name))
+            uris = deliverable_uris(made.get(name))
             if not uris and isinstance(st.result.get(f"{name}_url"), str):
                 uris = [st.result[f"{name}_url"]]
             # Text deliverables (concept, story, titles) live in the final checkpoint's values.
@@ -317,7 +251,7 @@ class WorkflowTasks(Extension):
         ledger = await self._service.store.decisions(wid)
         decisions = [
             {"decision_id": k, "choice": v.get("choice"), "comment": v.get("comment", ""),
-             "decided_by": v.get("by", ""), "decided_at": _iso(float(v["at"])) if v.get("at") else None}
+             "decided_by": v.get("by", ""), "decided_at": iso(float(v["at"])) if v.get("at") else None}
             for k, v in ledger.items()
         ]  # fmt: skip
         agents = [str(a) for a in values.get("agents_run") or []]
@@ -390,7 +324,7 @@ class WorkflowTasks(Extension):
         answers: list[tuple[str, str, str]] = []
         # Everything is checked before anything is recorded: a refused update writes nothing.
         for key, response in params.input_responses.items():
-            choice, comment = _answer(key, response)
+            choice, comment = answer(key, response)
             if choice is None:
                 continue  # declined or cancelled: the decision stays open
             earlier = answered.get(key)
@@ -414,30 +348,3 @@ class WorkflowTasks(Extension):
                                                             choice=choice, comment=comment))  # fmt: skip
         log.info("tasks.updated", task_id=wid, answered=[a[0] for a in answers], caller=caller.name)
         return {"resultType": "complete"}
-
-
-def _answer(key: str, response: Any) -> tuple[str | None, str]:
-    """(choice, comment) of one elicitation response; choice None when the person declined.
-
-    Raises:
-        MCPError: the response is not an elicitation result with a string ``choice``.
-    """
-    if not isinstance(response, dict):
-        msg = f"inputResponses[{key!r}] must be an elicitation result object, got {type(response).__name__}"
-        raise MCPError(code=types.INVALID_PARAMS, message=msg)
-    action = response.get("action", "accept")
-    if action in {"decline", "cancel"}:
-        return None, ""
-    if action != "accept":
-        msg = f"inputResponses[{key!r}].action: {action!r} is not one of ['accept', 'decline', 'cancel']"
-        raise MCPError(code=types.INVALID_PARAMS, message=msg)
-    content = response.get("content")
-    choice = content.get("choice") if isinstance(content, dict) else None
-    if not isinstance(choice, str) or not choice:
-        msg = f"inputResponses[{key!r}].content.choice must be a non-empty string (one of the decision's options)"
-        raise MCPError(code=types.INVALID_PARAMS, message=msg)
-    comment = content.get("comment", "") if isinstance(content, dict) else ""
-    if not isinstance(comment, str) or len(comment) > _MAX_COMMENT:
-        msg = f"inputResponses[{key!r}].content.comment must be a string of at most {_MAX_COMMENT} characters"
-        raise MCPError(code=types.INVALID_PARAMS, message=msg)
-    return choice, comment
