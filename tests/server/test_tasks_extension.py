@@ -447,3 +447,21 @@ async def test_listen_for_tasks_without_the_extension_is_refused(orch: Orchestra
                 client, Listen(params=ListenParams(notifications={"taskIds": ["wf-0123456789abcdef"]}))
             )
         assert err.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
+
+
+async def test_fork_workflow_answers_with_the_new_workflows_task(orch: Orchestrator) -> None:
+    """fork_workflow by a declaring client: a task whose id is the new workflow's id, which then completes."""
+    async with Client(orch.mcp, extensions=[TasksClient()]) as client:
+        handle = await start(client, project_id="p1", workflow="preview", brief="a fork")
+        await poll(client, handle.task_id, lambda t: t["status"] == "completed")
+        cps = (await orch.service.checkpoints(Caller(), handle.task_id)).checkpoints
+        fork = await client.session.call_tool(
+            "fork_workflow",
+            {"workflow_id": handle.task_id, "checkpoint_id": cps[-1].checkpoint_id},
+            allow_claimed=True,
+        )
+        assert isinstance(fork, TaskHandle)
+        assert fork.task_id != handle.task_id
+        done = await poll(client, fork.task_id, lambda t: t["status"] in {"completed", "failed"})
+    assert done["status"] == "completed", done
+    assert (await orch.store.get(fork.task_id)).forked_from.startswith(handle.task_id)  # type: ignore[union-attr]
