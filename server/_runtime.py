@@ -39,6 +39,7 @@ from adapters import (
 )
 from graphs import LocalWriter, Ports, WriterPort
 from server._auth import KeyStore
+from server._budget import BudgetBook
 from server._caller import current_caller
 from server._engine import Engine
 from server._mcp import build_mcp_server
@@ -215,6 +216,7 @@ class Orchestrator:
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
                                   signer=signer, pipeliner=pipeliner)  # fmt: skip
             webhook_base = {"url": settings.webhook_base_url}
+            budgets = BudgetBook(store, settings, pipeliner)
             pending_events: set[asyncio.Task[Any]] = set()
 
             def make_ports(rec: WorkflowRecord) -> Ports:
@@ -240,13 +242,14 @@ class Orchestrator:
                     g = guards.get(service)
                     return g is not None and g.state == "open"
 
+                budget = budgets.for_workflow(rec.id, rec.workflow, rec.options)
                 return Ports(
                     workflow_id=rec.id,
                     project_id=rec.project_id,
                     tasks=WorkflowTasks(store, tasks_client, guards["task-service"], workflow_id=rec.id,
                                         project_id=rec.project_id, correlation_id=rec.correlation_id,
                                         webhook_base=webhook_base["url"], webhook_secret=secret,
-                                        poll_max=settings.task_poll_seconds, on_wait=on_wait),
+                                        poll_max=settings.task_poll_seconds, on_wait=on_wait, budget=budget),
                     brain=GuardedBrain(brain_client, guards["brain"], on_wait),
                     auto_movie=GuardedAutoMovie(am_client, guards["auto-movie"], rec.correlation_id),
                     writer=writer,
@@ -254,6 +257,7 @@ class Orchestrator:
                     files=MediaFiles(media_dir / "deliverables", rec.project_id, rec.id),
                     unavailable=unavailable,
                     on_agent=on_agent,
+                    budget=budget,
                 )  # fmt: skip
 
             async def publish_control(wid: str, what: str) -> None:
@@ -279,7 +283,7 @@ class Orchestrator:
             notifier = RedisNotifier(redis, prefix, may_see)
             await notifier.start()
             stack.push_async_callback(notifier.stop)
-            service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
+            service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars, budgets=budgets.deployment,
                                           publish_control=publish_control, cancel_jobs=cancel_jobs,
                                           saver=saver, health=board.states, audit=keys.audit,
                                           read_audit=keys.read_audit, watch=notifier.watch)  # fmt: skip
