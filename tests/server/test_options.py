@@ -14,7 +14,7 @@ from server._runtime import Orchestrator
 from tests.server.conftest import error_text, structured
 
 # The nine option sets of issue 13, each with the option its refusal must name.
-IMPOSSIBLE = [
+IMPOSSIBLE: list[tuple[dict[str, Any], str]] = [
     ({"scenes": 10**9}, "scenes"),
     ({"scenes": -1}, "scenes"),
     ({"scenes": "many"}, "scenes"),
