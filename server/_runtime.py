@@ -85,6 +85,7 @@ class Orchestrator:
     keys: KeyStore | None = None
     notifier: RedisNotifier | None = None
     integrity_keys: list[bytes] = field(default_factory=list, repr=False)
+    budgets: BudgetBook | None = None
 
     def refresh_gauges_soon(self) -> None:
         """Bring breaker gauges up to date (called on scrape)."""
@@ -291,7 +292,7 @@ class Orchestrator:
                 settings=settings, redis=redis, store=store, saver=saver, service=service,
                 mcp=build_mcp_server(service, default_caller=caller, notifier=notifier), engine=None, board=board, guards=guards, metrics=metrics,
                 webhook_secret=secret, consumer=consumer, embedded=embedded, sandbox_urls=urls, sandbox=sandbox,
-                media_dir=media_dir, keys=keys, notifier=notifier, integrity_keys=integrity_keys,
+                media_dir=media_dir, keys=keys, notifier=notifier, integrity_keys=integrity_keys, budgets=budgets,
             )  # fmt: skip
 
             if http is not None or with_sandbox:
