@@ -12,7 +12,7 @@ from server._runtime import Orchestrator
 from server.settings import Settings
 from tests.server.conftest import structured
 
-SMALL = {"scenes": 1, "characters": 1, "auto_approve": True}
+SMALL: dict[str, Any] = {"scenes": 1, "characters": 1, "auto_approve": True}
 
 
 async def _until(c: Client, wid: str, statuses: set[str], limit: float = 60) -> dict[str, Any]:
