@@ -80,7 +80,8 @@ Title = Annotated[
 class WorkflowOptions(BaseModel):
     """Options every workflow takes: a request for less than the deployment's budgets."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict at the door: a JSON client sends 6, not "6", and true, not 1; stored options are read laxly.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     max_agent_executions: int | None = Field(
         default=None,
@@ -194,7 +195,7 @@ def read_options(model: type[M], raw: Mapping[str, Any] | BaseModel | None) -> M
         return raw
     data: dict[str, Any] = raw.model_dump() if isinstance(raw, BaseModel) else dict(raw or {})
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=False)
     except ValidationError:
         pass
     kept: dict[str, Any] = {}
@@ -205,12 +206,12 @@ def read_options(model: type[M], raw: Mapping[str, Any] | BaseModel | None) -> M
             if candidate is None:
                 continue
             try:
-                model.model_validate({name: candidate})
+                model.model_validate({name: candidate}, strict=False)
             except ValidationError:
                 continue
             kept[name] = candidate
             break
-    return model.model_validate(kept)
+    return model.model_validate(kept, strict=False)
 
 
 def repaired(model: type[WorkflowOptions], raw: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -55,12 +55,15 @@ def test_every_workflow_has_a_closed_options_model() -> None:
         ({"auto_approve": "yes please"}, "auto_approve", "true or false"),
         ({"max_step_seconds": 0}, "max_step_seconds", "a number above 0 and at most 86400"),
         ({"genre": "western"}, "genre", "one of ['action'"),
+        ({"scenes": "6"}, "scenes", "an integer from 1 to 24"),
+        ({"auto_approve": 1}, "auto_approve", "true or false"),
     ],
 )
 def test_a_refusal_names_the_option_the_value_and_what_is_allowed(
     options: dict[str, Any], option: str, allowed: str
 ) -> None:
-    """The nine sets of the issue (and two more) are refused with the option, its value and the range."""
+    """The nine sets of the issue (and more) are refused with the option, its value and the range; the door is
+    strict (6, not "6"; true, not 1)."""
     with pytest.raises(OptionError) as err:
         validate_options("movie_production", MovieProductionOptions, options)
     assert err.value.option == option
@@ -76,6 +79,8 @@ def test_stored_options_are_read_leniently() -> None:
     assert (opts.scenes, opts.characters, opts.story_threshold, opts.auto_approve) == (24, 1, 70.0, True)
     assert repaired(ProductionOptions, old) == {"scenes": (10**9, 24), "characters": (-5, 1),
                                                 "story_threshold": ("high", 70.0), "bogus": (1, "dropped")}  # fmt: skip
+    # stored options are read laxly: a string of digits is the number it spells
+    assert read_options(ProductionOptions, {"scenes": "7"}).scenes == 7
     fine = {"scenes": 4, "auto_approve": True}
     assert read_options(ProductionOptions, fine).model_dump(exclude_unset=True) == fine
     assert repaired(ProductionOptions, fine) == {}
