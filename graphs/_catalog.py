@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from langgraph.graph import StateGraph
 
 from graphs._diagnostic import build_diagnostic_linear
@@ -18,10 +19,13 @@ from graphs._options import (
     PreviewOptions,
     WorkflowOptions,
     read_options,
+    repaired,
 )
 from graphs._preview import build_preview
 
 __all__ = ["WORKFLOWS", "WorkflowSpec"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ class WorkflowSpec:
     def initial_input(self, project_id: str, brief: str, options: dict[str, Any]) -> dict[str, Any]:
         """The graph's input for a new run (stored options are read leniently, see `read_options`)."""
         typed = read_options(self.options, options)
+        changed = repaired(self.options, options)
+        if changed:
+            log.warning("options.repaired", workflow=self.name,
+                        changes={k: [repr(old)[:60], repr(new)[:60]] for k, (old, new) in changed.items()})  # fmt: skip
         return {
             "project_id": project_id,
             "brief": brief,

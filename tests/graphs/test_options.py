@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from structlog.testing import capture_logs
 
 from graphs import (
     WORKFLOWS,
@@ -84,9 +85,12 @@ def test_stored_options_are_read_leniently() -> None:
     fine = {"scenes": 4, "auto_approve": True}
     assert read_options(ProductionOptions, fine).model_dump(exclude_unset=True) == fine
     assert repaired(ProductionOptions, fine) == {}
-    # the first input of a run carries the repaired options
-    first = WORKFLOWS["episode_production"].initial_input("p", "b", old)
+    # the first input of a run carries the repaired options, and says what it changed
+    with capture_logs() as logs:
+        first = WORKFLOWS["episode_production"].initial_input("p", "b", old)
     assert first["options"] == {"scenes": 24, "characters": 1, "auto_approve": True}
+    (line,) = [e for e in logs if e["event"] == "options.repaired"]
+    assert line["changes"]["scenes"] == ["1000000000", "24"]
 
 
 @dataclasses.dataclass(frozen=True)
