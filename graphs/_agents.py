@@ -101,6 +101,7 @@ async def run_agent(ports: Ports, agent_id: str, inputs: dict[str, Any], *, step
     Raises:
         RecoverableError: the agent and every alternative failed.
         TransientError: the service kept failing transiently (the node's retry policy decides).
+        BudgetExceededError: the workflow has used up its agent executions.
     """
     with structlog.contextvars.bound_contextvars(step=step):
         return await _run_chain(ports, agent_id, inputs, step)
@@ -113,6 +114,7 @@ async def _run_chain(ports: Ports, agent_id: str, inputs: dict[str, Any], step: 
         cached = await ports.memo.get(key)
         if cached is not None:
             return AgentOutcome(agent.id, dict(cached), "" if agent.id == agent_id else agent_id)
+        await ports.budget.charge("agent_executions", where=step)
         try:
             output = await _execute(ports, agent, inputs, key)
         except RecoverableError as exc:

@@ -6,26 +6,49 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from langgraph.graph import StateGraph
 
 from graphs._diagnostic import build_diagnostic_linear
 from graphs._movie import build_character_development, build_episode_production, build_movie_production
+from graphs._options import (
+    CharacterDevelopmentOptions,
+    DiagnosticLinearOptions,
+    EpisodeProductionOptions,
+    MovieProductionOptions,
+    PreviewOptions,
+    WorkflowOptions,
+    read_options,
+    repaired,
+)
 from graphs._preview import build_preview
 
 __all__ = ["WORKFLOWS", "WorkflowSpec"]
 
+log = structlog.get_logger(__name__)
+
 
 @dataclass(frozen=True)
 class WorkflowSpec:
-    """A startable workflow: its graph builder and how to make its first input."""
+    """A startable workflow: its graph builder, its options contract and how to make its first input."""
 
     name: str
     description: str
     build: Callable[[], StateGraph[Any, Any, Any, Any]]
+    options: type[WorkflowOptions]
 
     def initial_input(self, project_id: str, brief: str, options: dict[str, Any]) -> dict[str, Any]:
-        """The graph's input for a new run."""
-        return {"project_id": project_id, "brief": brief, "options": options}
+        """The graph's input for a new run (stored options are read leniently, see `read_options`)."""
+        typed = read_options(self.options, options)
+        changed = repaired(self.options, options)
+        if changed:
+            log.warning("options.repaired", workflow=self.name,
+                        changes={k: [repr(old)[:60], repr(new)[:60]] for k, (old, new) in changed.items()})  # fmt: skip
+        return {
+            "project_id": project_id,
+            "brief": brief,
+            "options": typed.model_dump(mode="json", exclude_unset=True),
+        }
 
 
 WORKFLOWS: dict[str, WorkflowSpec] = {
@@ -36,28 +59,33 @@ WORKFLOWS: dict[str, WorkflowSpec] = {
             "The whole production: concepts (you choose), story with a quality gate and revisions, characters, "
             "visual and audio design, every scene, post-production, final assembly and your final approval.",
             build_movie_production,
+            MovieProductionOptions,
         ),
         WorkflowSpec(
             "character_development",
             "Story and cast only: the story from the brief, then every character created, checked for "
             "consistency, designed and voiced.",
             build_character_development,
+            CharacterDevelopmentOptions,
         ),
         WorkflowSpec(
             "episode_production",
             "One episode of an existing series from its brief: story (quality gate), cast, design, scenes, "
             "post-production and final assembly, without the concept choice.",
             build_episode_production,
+            EpisodeProductionOptions,
         ),
         WorkflowSpec(
             "preview",
             "A concept, one key image from the Task Service and a summary (seconds).",
             build_preview,
+            PreviewOptions,
         ),
         WorkflowSpec(
             "diagnostic_linear",
             "Ten steps that each add one, no outside calls: measures the engine and the store.",
             build_diagnostic_linear,
+            DiagnosticLinearOptions,
         ),
     )
 }

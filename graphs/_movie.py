@@ -23,6 +23,7 @@ from langgraph.types import RetryPolicy, Send, interrupt
 
 from adapters.errors import OrchestratorError, PermanentError, TransientError
 from graphs._agents import run_agent
+from graphs._options import ProductionOptions, read_options
 from graphs._ports import Ports
 from graphs._registry import PHASE_TO_AUTO_MOVIE, registry
 from graphs._transforms import REQUIRED_DELIVERABLES
@@ -76,8 +77,9 @@ def _progress(phase: str, step: str, percent: float, message: str) -> None:
                          "message": message})  # fmt: skip
 
 
-def _opts(state: MovieState) -> dict[str, Any]:
-    return state.get("options") or {}
+def _opts(state: MovieState) -> ProductionOptions:
+    """The workflow's options, typed (stored workflows from before the contract are read leniently)."""
+    return read_options(ProductionOptions, state.get("options"))
 
 
 def _merge(*parts: MovieState) -> MovieState:
@@ -112,7 +114,7 @@ async def _phase_done(ports: Ports, state: MovieState, phase: str) -> MovieState
 
 def _decide(state: MovieState, question: str, options: list[str], recommended: str, **context: Any) -> str:
     """Ask a human (an interrupt), unless the workflow was started with auto_approve."""
-    if _opts(state).get("auto_approve"):
+    if _opts(state).auto_approve:
         return recommended
     answer = interrupt({"question": question, "options": options, "kind": "choice",
                         "context": {"recommended": recommended, **context}})  # fmt: skip
@@ -135,7 +137,7 @@ async def load_project(state: MovieState, runtime: Runtime[Ports]) -> MovieState
         log.warning("project.unavailable_using_defaults", error=str(exc)[:200])
         project = {
             "id": state["project_id"],
-            "genre": _opts(state).get("genre", "drama"),
+            "genre": _opts(state).genre,
             "projectSettings": {},
         }
         agents = []
@@ -144,7 +146,7 @@ async def load_project(state: MovieState, runtime: Runtime[Ports]) -> MovieState
     except OrchestratorError as exc:
         log.warning("project.status_not_updated", error=str(exc)[:200])
     return {"project": project, "agents_run": agents, "concept_round": 0, "revisions": 0,
-            "max_revisions": int(_opts(state).get("max_revisions", 2))}  # fmt: skip
+            "max_revisions": _opts(state).max_revisions}  # fmt: skip
 
 
 async def write_concepts(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
@@ -154,7 +156,7 @@ async def write_concepts(state: MovieState, runtime: Runtime[Ports]) -> MovieSta
     out = await run_agent(
         runtime.context, "series_creator",
         {"brief": state.get("brief", ""), "project": state.get("project", {}), "round": rnd,
-         "count": int(_opts(state).get("concept_count", 3))},
+         "count": _opts(state).concept_count},
         step=f"concepts.{rnd}",
     )  # fmt: skip
     return {"concepts": out.output["concepts"], "agents_run": [out.agent_id]}
@@ -215,7 +217,7 @@ async def evaluate_story(state: MovieState, runtime: Runtime[Ports]) -> MovieSta
 
 
 def _gate(state: MovieState) -> Literal["breakdown", "revise_story", "story_review"]:
-    threshold = float(_opts(state).get("story_threshold", 70))
+    threshold = _opts(state).story_threshold
     if state.get("story_score", 0) >= threshold or state.get("story_verdict") == "approve":
         return "breakdown"
     if state.get("revisions", 0) < state.get("max_revisions", 2):
@@ -238,7 +240,7 @@ async def revise_story(state: MovieState, runtime: Runtime[Ports]) -> MovieState
 
 def story_review(state: MovieState) -> MovieState:
     """After K revisions below the bar, a human approves, asks for one more revision, or rejects."""
-    threshold = float(_opts(state).get("story_threshold", 70))
+    threshold = _opts(state).story_threshold
     verdict = _decide(
         state,
         f"The story scored {state.get('story_score')} after {state.get('revisions')} revisions "
@@ -259,7 +261,11 @@ def _after_review(state: MovieState) -> Literal["breakdown", "revise_story", "su
 
 async def breakdown(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """Episode breakdown: the scenes and the cast."""
-    out = await run_agent(runtime.context, "episode_breakdown", {"story": state["story"], "options": _opts(state)},
+    opts = _opts(state)
+    # The widest steps that follow are one branch per character, then one per scene.
+    runtime.context.budget.check_width(max(opts.scenes, opts.characters), where="breakdown")
+    out = await run_agent(runtime.context, "episode_breakdown",
+                          {"story": state["story"], "scenes": opts.scenes, "characters": opts.characters},
                           step="breakdown")  # fmt: skip
     done = await _phase_done(runtime.context, state, "story")
     return _merge({"scenes": out.output["scenes"], "characters": out.output["characters"],
@@ -271,8 +277,7 @@ async def breakdown(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
 
 def fan_out_characters(state: MovieState) -> list[Send]:
     """One develop_character task per character."""
-    return [Send("develop_character", {"character": c, "index": i, "story": state.get("story", {}),
-                                       "options": _opts(state)})
+    return [Send("develop_character", {"character": c, "index": i, "story": state.get("story", {})})
             for i, c in enumerate(state.get("characters", []))]  # fmt: skip
 
 
@@ -538,7 +543,7 @@ def _add(b: Builder, name: str, fn: Any) -> None:
 async def concept_from_brief(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """Templates without a concept choice take the brief as the concept."""
     _progress("story", "concept_from_brief", 4, "taking the brief as the concept")
-    return {"concept": {"title": _opts(state).get("title", "Episode"), "logline": state.get("brief", "")}}
+    return {"concept": {"title": _opts(state).title, "logline": state.get("brief", "")}}
 
 
 def _production(*, choose_concept_step: bool, final_approval_step: bool) -> Builder:

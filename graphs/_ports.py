@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from graphs._budget import BudgetPort, Unlimited
 from graphs._writer import WriterPort
 
 __all__ = ["AutoMoviePort", "BrainPort", "FilesPort", "MemoPort", "Ports", "TaskPort"]
@@ -90,3 +91,4 @@ class Ports:
     files: FilesPort
     unavailable: Callable[[str], bool] = field(default=lambda _service: False)
     on_agent: Callable[[str, str, str], None] = field(default=lambda _agent, _outcome, _detail: None)
+    budget: BudgetPort = field(default_factory=Unlimited)

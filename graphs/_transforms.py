@@ -74,9 +74,8 @@ def t_story_heuristics(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]
 @_t
 def t_breakdown(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
     story = inp.get("story", {})
-    opts = inp.get("options") or {}
-    n_scenes = int(opts.get("scenes", 6))
-    n_chars = int(opts.get("characters", 3))
+    n_scenes = int(inp["scenes"])
+    n_chars = int(inp["characters"])
     acts = story.get("acts") or ["setup", "confrontation", "resolution"]
     cast = story.get("characters") or []
     characters = [

@@ -27,6 +27,15 @@ def _structured(result: Any) -> dict[str, Any]:
     return data
 
 
+def _options(workflow: str, scenes: int) -> dict[str, Any]:
+    """The demo's options, kept to those the workflow takes (each workflow refuses options it has not)."""
+    from graphs import WORKFLOWS
+
+    wanted = {"scenes": scenes, "characters": 3}
+    known = WORKFLOWS[workflow].options.model_fields if workflow in WORKFLOWS else wanted
+    return {k: v for k, v in wanted.items() if k in known}
+
+
 def _choose(decision: dict[str, Any], console: Console, interactive: bool) -> str:
     options = decision.get("options") or []
     default = str(decision.get("context", {}).get("recommended") or (options[0] if options else "approve"))
@@ -68,7 +77,7 @@ async def run_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - a script
                     "workflow": args.workflow,
                     "brief": "A lighthouse keeper finds a map that redraws itself every night.",
                     "idempotency_key": f"demo-{int(time.time())}",
-                    "options": {"scenes": args.scenes, "characters": 3},
+                    "options": _options(args.workflow, args.scenes),
                 },
             )
         )

@@ -30,7 +30,7 @@ from adapters import (
     WorkflowRecord,
     WorkflowStore,
 )
-from graphs import WORKFLOWS, Ports
+from graphs import WORKFLOWS, BudgetExceededError, Ports
 from server._metrics import Metrics
 
 __all__ = ["Engine"]
@@ -266,6 +266,8 @@ class Engine:
             log.warning("engine.run_lost_redis", error=str(exc)[:200])
         except IntegrityError as exc:
             await self._integrity_failed(wid, ticket, exc)
+        except BudgetExceededError as exc:
+            await self._budget_exceeded(wid, ticket, exc)
         except Exception as exc:
             log.exception("engine.run_failed")
             await self._set(
@@ -298,6 +300,17 @@ class Engine:
             await self._set(wid, {"status": "failed", "last_error": f"integrity_error: {exc}", "agents_running": []},
                             event="integrity.failed", correlation_id=ticket.correlation_id,
                             event_data={"error": str(exc)})  # fmt: skip
+
+    async def _budget_exceeded(self, wid: str, ticket: RunTicket, exc: BudgetExceededError) -> None:
+        """A budget reached stops the workflow as failed; retry_step continues it once the budget is raised."""
+        log.warning(
+            "engine.budget_exceeded", budget=exc.budget, limit=exc.limit, reached=exc.reached, step=exc.where
+        )
+        await self._set(wid, {"status": "failed", "last_error": f"budget_exceeded: {exc}", "agents_running": [],
+                              "message": f"stopped: budget {exc.budget} exceeded"},
+                        event="workflow.budget_exceeded", correlation_id=ticket.correlation_id,
+                        event_data={"budget": exc.budget, "limit": exc.limit, "reached": exc.reached,
+                                    "step": exc.where})  # fmt: skip
 
     async def _set(self, wid: str, fields: dict[str, Any], event: str, **kw: Any) -> None:
         if "status" in fields:
@@ -404,35 +417,49 @@ class Engine:
         started: dict[str, float] = {}
         best = 0.0
         writer = _RunWriter(self.store, wid)
+        limits = ports.budget.limits
+        stream = graph.astream(
+            graph_input, config, context=ports, stream_mode=["custom", "tasks"], durability=self.durability,
+            control=control,
+        )  # fmt: skip
         try:
-            async for mode, chunk in graph.astream(
-                graph_input,
-                config,
-                context=ports,
-                stream_mode=["custom", "tasks"],
-                durability=self.durability,
-                control=control,
-            ):
-                if mode == "custom" and isinstance(chunk, dict):
-                    fields: dict[str, Any] = {k: chunk[k] for k in ("phase", "step", "message") if k in chunk}
-                    # Parallel branches report their own percent; the workflow's never goes back.
-                    best = max(best, float(chunk.get("percent", 0)))
-                    fields["percent"] = best
-                    fields["waiting_reason"] = ""
-                    writer.add(fields)
-                elif mode == "tasks" and isinstance(chunk, dict):
-                    if "result" in chunk or "error" in chunk:
-                        running.pop(chunk["id"], None)
-                        t0 = started.pop(chunk["id"], None)
-                        if t0 is not None:
-                            self.metrics.step_seconds.labels(chunk["name"]).observe(time.monotonic() - t0)
-                        event = "step.failed" if chunk.get("error") else "step.finished"
-                        data = {"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]}
-                    else:
-                        running[chunk["id"]] = chunk["name"]
-                        started[chunk["id"]] = time.monotonic()
-                        event, data = "step.started", {"step": chunk["name"]}
-                    writer.add({"agents_running": sorted(set(running.values()))}, StoreEvent(event, data))
+            # The step clock: expires when the oldest running step has run for the budget's seconds.
+            async with contextlib.aclosing(stream), asyncio.timeout(None) as clock:
+                async for mode, chunk in stream:
+                    if mode == "custom" and isinstance(chunk, dict):
+                        fields: dict[str, Any] = {
+                            k: chunk[k] for k in ("phase", "step", "message") if k in chunk
+                        }
+                        # Parallel branches report their own percent; the workflow's never goes back.
+                        best = max(best, float(chunk.get("percent", 0)))
+                        fields["percent"] = best
+                        fields["waiting_reason"] = ""
+                        writer.add(fields)
+                    elif mode == "tasks" and isinstance(chunk, dict):
+                        if "result" in chunk or "error" in chunk:
+                            running.pop(chunk["id"], None)
+                            t0 = started.pop(chunk["id"], None)
+                            if t0 is not None:
+                                self.metrics.step_seconds.labels(chunk["name"]).observe(time.monotonic() - t0)
+                            event = "step.failed" if chunk.get("error") else "step.finished"
+                            data = {"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]}
+                        else:
+                            running[chunk["id"]] = chunk["name"]
+                            started[chunk["id"]] = time.monotonic()
+                            event, data = "step.started", {"step": chunk["name"]}
+                            ports.budget.check_width(len(running), where=chunk["name"])
+                        writer.add({"agents_running": sorted(set(running.values()))}, StoreEvent(event, data))
+                        clock.reschedule(_step_deadline(started, limits.step_seconds))
+        except TimeoutError as exc:
+            oldest = min(started, key=started.__getitem__, default=None)
+            if oldest is None or not clock.expired():
+                raise
+            with contextlib.suppress(Exception):
+                await writer.drain()
+            ran = time.monotonic() - started[oldest]
+            raise BudgetExceededError(
+                "step_seconds", limits.step_seconds, round(ran, 1), running[oldest]
+            ) from exc
         except asyncio.CancelledError:
             writer.cancel()
             raise
@@ -493,6 +520,13 @@ class _RunWriter:
     def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+def _step_deadline(started: dict[str, float], seconds: float) -> float | None:
+    """When the oldest running step reaches `seconds` (loop time), or None when no step runs."""
+    if not started or seconds == float("inf"):
+        return None
+    return asyncio.get_running_loop().time() + (min(started.values()) + seconds - time.monotonic())
 
 
 def _jsonable(value: Any) -> Any:

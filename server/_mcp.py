@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters import IntegrityError
+from graphs import BUDGETS, WORKFLOWS
 from server._caller import current_caller
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._service import Caller, OrchestratorService
@@ -36,6 +37,35 @@ when get_status shows pending_decisions. Workflows survive restarts; nothing run
 """
 
 WorkflowId = Annotated[str, Field(description="id returned by start_workflow, e.g. 'wf-0123456789abcdef'")]
+
+
+def _options_schema(schema: dict[str, Any]) -> None:
+    """Show each workflow's options, with their ranges, in start_workflow's input schema.
+
+    One plain object per workflow under ``anyOf``, every property inlined (no ``$ref``, no ``oneOf``, no
+    discriminator), ``additionalProperties: false``: the constructs every MCP client passes to its model
+    as they are. The service checks the options against the chosen workflow's own model.
+    """
+    branches: list[dict[str, Any]] = []
+    for name, spec in WORKFLOWS.items():
+        props: dict[str, Any] = {}
+        for key, prop in spec.options.model_json_schema()["properties"].items():
+            kinds = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+            shown = {k: v for k, v in {**prop, **kinds[0]}.items() if k not in {"anyOf", "title"}}
+            if shown.get("default", 0) is None:
+                del shown["default"]
+            props[key] = shown
+        # The workflow's own options first, the budgets every workflow shares after them.
+        props = dict(sorted(props.items(), key=lambda kv: kv[0].removeprefix("max_") in BUDGETS))
+        branches.append({"title": f"{name} options", "type": "object", "properties": props,
+                         "additionalProperties": False})  # fmt: skip
+    schema.clear()
+    schema.update(
+        description="options of the chosen workflow (use the object titled '<workflow> options'); every one is "
+        "optional, unknown options and values out of range are refused",
+        anyOf=[*branches, {"type": "null"}],
+        default=None,
+    )
 
 
 _REDIS_DOWN = "unavailable: the workflow store (Redis) cannot be reached right now; try again shortly"
@@ -97,6 +127,7 @@ def build_mcp_server(
         )
     install_task_notifications(mcp, notifier)
     fallback = default_caller or Caller()
+    budgets = service.budgets
 
     def who(ctx: Context) -> Caller:
         del ctx
@@ -106,7 +137,11 @@ def build_mcp_server(
         description=(
             "Start a production workflow for a project. Returns immediately with the workflow id and "
             "resource URIs; the production runs in the background. The same idempotency_key "
-            "returns the same workflow instead of starting another."
+            "returns the same workflow instead of starting another. Each workflow takes its own options "
+            "(see the input schema); unknown options and values out of range are refused. Every workflow "
+            f"stops, failed, past this deployment's budgets: {budgets.agent_executions} agent executions, "
+            f"{budgets.outside_jobs} outside jobs, {budgets.fan_out} parallel branches in one step, "
+            f"{budgets.step_seconds:g} s per step (options max_* may ask for less)."
         ),
         annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False, open_world_hint=True),
     )
@@ -114,12 +149,13 @@ def build_mcp_server(
         project_id: Annotated[str, Field(description="Auto-Movie project id (letters, digits, '_', '-')")],
         ctx: Context,
         workflow: Annotated[
-            str, Field(description="movie_production | character_development | episode_production | preview")
+            str,
+            Field(description="which workflow to run", json_schema_extra={"enum": sorted(WORKFLOWS)}),
         ] = "movie_production",
         brief: Annotated[str, Field(description="what the production is about, in plain words")] = "",
         options: Annotated[
             dict[str, Any] | None,
-            Field(description="workflow options, e.g. {'scenes': 6, 'auto_approve': true}"),
+            Field(json_schema_extra=_options_schema),
         ] = None,
         idempotency_key: Annotated[
             str | None, Field(description="any string; repeating it returns the first workflow")

@@ -24,6 +24,7 @@ from adapters import (
     TransientError,
     WorkflowStore,
 )
+from graphs import BudgetPort
 
 __all__ = ["GuardedAutoMovie", "GuardedBrain", "MediaFiles", "RedisMemo", "WorkflowTasks", "webhook_token"]
 
@@ -60,6 +61,7 @@ class WorkflowTasks:
         poll_max: float = 5.0,
         unknown_grace: float = 300.0,
         on_wait: OnWait | None = None,
+        budget: BudgetPort | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -72,6 +74,7 @@ class WorkflowTasks:
         self._poll_max = poll_max
         self._on_wait = on_wait
         self._unknown_grace = unknown_grace
+        self._budget = budget
 
     def _callback(self, step_key: str) -> str | None:
         if not self._webhook_base:
@@ -82,10 +85,16 @@ class WorkflowTasks:
         return f"{self._webhook_base}/webhooks/tasks?{query}"
 
     async def run_task(self, step_key: str, task_type: str, task_data: dict[str, Any]) -> dict[str, Any]:
-        """Submit once per step key, then wait for the job to finish."""
+        """Submit once per step key, then wait for the job to finish.
+
+        Raises:
+            BudgetExceededError: a new job would go over the workflow's outside-jobs budget.
+        """
         key = f"{self._wid}:{step_key}"
         task_id = await self._store.job_for(self._wid, key)
         if task_id is None:
+            if self._budget is not None:  # only new submissions count: a resumed step waits for its job
+                await self._budget.charge("outside_jobs", where=step_key)
             answer = await self._guard.call(
                 lambda: self._client.submit(
                     self._pid, task_type, task_data, idempotency_key=key, callback_url=self._callback(step_key),

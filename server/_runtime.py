@@ -39,6 +39,7 @@ from adapters import (
 )
 from graphs import LocalWriter, Ports, WriterPort
 from server._auth import KeyStore
+from server._budget import BudgetBook
 from server._caller import current_caller
 from server._engine import Engine
 from server._mcp import build_mcp_server
@@ -84,6 +85,7 @@ class Orchestrator:
     keys: KeyStore | None = None
     notifier: RedisNotifier | None = None
     integrity_keys: list[bytes] = field(default_factory=list, repr=False)
+    budgets: BudgetBook | None = None
 
     def refresh_gauges_soon(self) -> None:
         """Bring breaker gauges up to date (called on scrape)."""
@@ -215,6 +217,7 @@ class Orchestrator:
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
                                   signer=signer, pipeliner=pipeliner)  # fmt: skip
             webhook_base = {"url": settings.webhook_base_url}
+            budgets = BudgetBook(store, settings, pipeliner)
             pending_events: set[asyncio.Task[Any]] = set()
 
             def make_ports(rec: WorkflowRecord) -> Ports:
@@ -240,13 +243,14 @@ class Orchestrator:
                     g = guards.get(service)
                     return g is not None and g.state == "open"
 
+                budget = budgets.for_workflow(rec.id, rec.workflow, rec.options)
                 return Ports(
                     workflow_id=rec.id,
                     project_id=rec.project_id,
                     tasks=WorkflowTasks(store, tasks_client, guards["task-service"], workflow_id=rec.id,
                                         project_id=rec.project_id, correlation_id=rec.correlation_id,
                                         webhook_base=webhook_base["url"], webhook_secret=secret,
-                                        poll_max=settings.task_poll_seconds, on_wait=on_wait),
+                                        poll_max=settings.task_poll_seconds, on_wait=on_wait, budget=budget),
                     brain=GuardedBrain(brain_client, guards["brain"], on_wait),
                     auto_movie=GuardedAutoMovie(am_client, guards["auto-movie"], rec.correlation_id),
                     writer=writer,
@@ -254,6 +258,7 @@ class Orchestrator:
                     files=MediaFiles(media_dir / "deliverables", rec.project_id, rec.id),
                     unavailable=unavailable,
                     on_agent=on_agent,
+                    budget=budget,
                 )  # fmt: skip
 
             async def publish_control(wid: str, what: str) -> None:
@@ -279,7 +284,7 @@ class Orchestrator:
             notifier = RedisNotifier(redis, prefix, may_see)
             await notifier.start()
             stack.push_async_callback(notifier.stop)
-            service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars,
+            service = OrchestratorService(store, brief_max_chars=settings.brief_max_chars, budgets=budgets.deployment,
                                           publish_control=publish_control, cancel_jobs=cancel_jobs,
                                           saver=saver, health=board.states, audit=keys.audit,
                                           read_audit=keys.read_audit, watch=notifier.watch)  # fmt: skip
@@ -287,7 +292,7 @@ class Orchestrator:
                 settings=settings, redis=redis, store=store, saver=saver, service=service,
                 mcp=build_mcp_server(service, default_caller=caller, notifier=notifier), engine=None, board=board, guards=guards, metrics=metrics,
                 webhook_secret=secret, consumer=consumer, embedded=embedded, sandbox_urls=urls, sandbox=sandbox,
-                media_dir=media_dir, keys=keys, notifier=notifier, integrity_keys=integrity_keys,
+                media_dir=media_dir, keys=keys, notifier=notifier, integrity_keys=integrity_keys, budgets=budgets,
             )  # fmt: skip
 
             if http is not None or with_sandbox:

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from adapters import TERMINAL, RedisCheckpointSaver, WorkflowRecord, WorkflowStore
-from graphs import WORKFLOWS, registry
+from graphs import WORKFLOWS, BudgetLimits, OptionError, registry, validate_options
 from server._models import (
     AgentInfo,
     AgentList,
@@ -91,6 +91,7 @@ class OrchestratorService:
     Args:
         store: the Redis workflow store.
         brief_max_chars: longest brief accepted.
+        budgets: the deployment's budgets; a workflow's options may ask for less, never more.
         publish_control: announces pause/cancel to whichever instance runs the workflow.
         audit, read_audit: append to and read the security audit stream (`KeyStore`).
         watch: the change notices of one workflow while in its block (`RedisNotifier.watch`).
@@ -101,6 +102,7 @@ class OrchestratorService:
         store: WorkflowStore,
         *,
         brief_max_chars: int = 20_000,
+        budgets: BudgetLimits | None = None,
         publish_control: Callable[[str, str], Awaitable[None]] | None = None,
         cancel_jobs: Callable[[str], Awaitable[None]] | None = None,
         saver: RedisCheckpointSaver | None = None,
@@ -111,6 +113,7 @@ class OrchestratorService:
     ) -> None:
         self.store = store
         self.brief_max_chars = brief_max_chars
+        self.budgets = budgets or BudgetLimits()
         self._publish_control = publish_control
         self._cancel_jobs = cancel_jobs
         self.saver = saver
@@ -183,9 +186,9 @@ class OrchestratorService:
             raise InvalidArgumentError(
                 "brief", f"is {len(brief)} characters; at most {self.brief_max_chars} are accepted"
             )
-        opts = options or {}
-        if len(json.dumps(opts, default=str)) > _MAX_OPTIONS_BYTES:
+        if len(json.dumps(options or {}, default=str)) > _MAX_OPTIONS_BYTES:
             raise InvalidArgumentError("options", f"larger than {_MAX_OPTIONS_BYTES} bytes as JSON")
+        opts = self._options(workflow, options)
         if idempotency_key is not None and not _IDEM_RE.match(idempotency_key):
             raise InvalidArgumentError(
                 "idempotency_key", "must be 1-200 characters of letters, digits, '_', '.', ':' or '-'"
@@ -211,6 +214,25 @@ class OrchestratorService:
             created=created,
             resources=self.resources(rec.id),
         )
+
+    def _options(self, workflow: str, options: dict[str, Any] | None) -> dict[str, Any]:
+        """The workflow's options checked against its contract and the deployment's budgets, as stored.
+
+        Raises:
+            InvalidArgumentError: ``options.<name>``: the option, the value given and what is allowed.
+        """
+        try:
+            typed = validate_options(workflow, WORKFLOWS[workflow].options, options)
+        except OptionError as exc:
+            field = "options" if exc.option == "options" else f"options.{exc.option}"
+            raise InvalidArgumentError(field, str(exc)) from None
+        for budget in ("agent_executions", "outside_jobs", "fan_out", "step_seconds"):
+            asked = getattr(typed, f"max_{budget}")
+            ceiling = getattr(self.budgets, budget)
+            if asked is not None and asked > ceiling:
+                msg = OptionError(workflow, f"max_{budget}", asked, f"at most this deployment's {ceiling:g}")
+                raise InvalidArgumentError(f"options.max_{budget}", str(msg))
+        return typed.model_dump(mode="json", exclude_unset=True)
 
     async def get_status(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """The workflow's status straight from its Redis record."""

@@ -67,6 +67,24 @@ class Settings(BaseSettings):
 
     brief_max_chars: int = Field(default=20_000, ge=100)
 
+    # Per-workflow budgets: the engine stops a workflow that reaches one (a workflow may ask for less).
+    budget_agent_executions: int = Field(
+        default=1_000,
+        ge=1,
+        description="agent executions per workflow (the largest allowed production needs ~275)",
+    )
+    budget_outside_jobs: int = Field(
+        default=400,
+        ge=1,
+        description="Task Service jobs per workflow (the largest allowed production submits ~80)",
+    )
+    budget_fan_out: int = Field(
+        default=50, ge=1, description="parallel branches of one step (the largest allowed production has 24)"
+    )
+    budget_step_seconds: float = Field(
+        default=3_600.0, gt=0, description="wall-clock seconds one step may run, outside jobs included"
+    )
+
     integrity_keys: SecretStr | None = Field(
         default=None,
         description="comma-separated HMAC keys, newest first; unset: a key file in the data folder",

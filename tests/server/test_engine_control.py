@@ -36,10 +36,12 @@ async def _until(c: Client, wid: str, pred: Any, limit: float = 60) -> dict[str,
 
 
 async def _start(c: Client, **args: Any) -> str:
+    # preview takes no production options (each workflow refuses options it does not have)
+    production = args.get("workflow", "movie_production") != "preview"
     base = {
         "project_id": "p",
         "brief": "storm",
-        "options": {"scenes": 3, "characters": 2, "auto_approve": True},
+        "options": {"scenes": 3, "characters": 2, "auto_approve": True} if production else {},
     }
     result = structured(await c.call_tool("start_workflow", base | args))
     return str(result["workflow_id"])
