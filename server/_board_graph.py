@@ -133,9 +133,9 @@ def node_states(events: list[dict[str, Any]], status: str, step: str = "") -> di
             running[name] = max(0, running.get(name, 0) - 1)
             last[name] = "failed" if what == "step.failed" else "done"
     states = dict(last)
-    for step, count in running.items():
+    for name, count in running.items():
         if count > 0:
-            states[step] = "running" if status == "running" else "waiting"
+            states[name] = "running" if status == "running" else "waiting"
     if status == "waiting_decision" and step:
         states[step] = "waiting"
     if status == "completed":
