@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters import IntegrityError
 from server._caller import current_caller
+from server._mcp_app import APP_META, production_app
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
@@ -85,6 +86,7 @@ def build_mcp_server(
         instructions=_INSTRUCTIONS,
         version="0.1.0",
         subscriptions=notifier.bus if notifier is not None else None,
+        extensions=[production_app()],
     )
     if notifier is not None:
         low = mcp._lowlevel_server
@@ -105,6 +107,7 @@ def build_mcp_server(
             "returns the same workflow instead of starting another."
         ),
         annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False, open_world_hint=True),
+        meta=APP_META,
     )
     async def start_workflow(
         project_id: Annotated[str, Field(description="Auto-Movie project id (letters, digits, '_', '-')")],
@@ -139,6 +142,7 @@ def build_mcp_server(
             "next change (up to that long) and sends progress notifications meanwhile."
         ),
         annotations=ToolAnnotations(read_only_hint=True),
+        meta=APP_META,
     )
     async def get_status(
         workflow_id: WorkflowId,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from adapters import open_redis
 from server._auth import KeyStore
+from server._mcp_app import APP_URI
 from server._runtime import Orchestrator
 from server._service import Caller
 from server.settings import Settings
@@ -222,3 +224,76 @@ async def test_the_board_works_behind_engine_processes(
         await expect(page.locator("#sec-deliverables pre[aria-label=manifest]")).to_contain_text(wid)
         await expect(page.locator("#sec-deliverables .contact-sheet img").first).to_be_visible()
         await _shot(page, "5-engine-processes")
+        await page.context.close()
+
+
+_HOST = """<!doctype html><html><body><h1>test host</h1>
+<iframe id="app" sandbox="allow-scripts" title="production app" style="width: 900px; height: 700px"></iframe>
+<script>
+window.seen = [];
+const frame = document.getElementById("app");
+frame.srcdoc = APP_HTML;
+const post = (m) => frame.contentWindow.postMessage(Object.assign({ jsonrpc: "2.0" }, m), "*");
+window.addEventListener("message", async (e) => {
+  if (e.source !== frame.contentWindow) return;
+  const m = e.data;
+  window.seen.push(m.method || "response");
+  if (m.method === "ui/initialize") {
+    post({ id: m.id, result: { protocolVersion: "2026-01-26", hostInfo: { name: "test-host", version: "0" },
+                               hostCapabilities: { serverTools: {} }, hostContext: {} } });
+  } else if (m.method === "ui/notifications/initialized") {
+    post({ method: "ui/notifications/tool-input", params: { arguments: TOOL_ARGS } });
+    post({ method: "ui/notifications/tool-result", params: TOOL_RESULT });
+  } else if (m.method === "tools/call") {
+    try { post({ id: m.id, result: await window.callTool(m.params.name, m.params.arguments) }); }
+    catch (err) { post({ id: m.id, error: { code: -32000, message: String(err) } }); }
+  }
+});
+</script></body></html>"""
+
+
+def _js(value: Any) -> str:
+    return json.dumps(value).replace("</", "<\\/")
+
+
+async def test_the_mcp_app_follows_a_production_and_answers_through_its_host(
+    orch: Orchestrator, browser: Browser
+) -> None:
+    """A stand-in host renders the ui:// resource in a sandboxed iframe, hands it start_workflow's
+    result and relays its tools/call requests to the server: the app shows the production's progress,
+    answers both decisions by click, and shows it completed."""
+    async with Client(orch.mcp) as c:
+        html = getattr((await c.read_resource(APP_URI)).contents[0], "text", "")
+        arguments = {"project_id": "proj-a", "options": {"scenes": 1, "characters": 1}}
+        started = await c.call_tool("start_workflow", arguments)
+
+        async def call_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
+            r = await c.call_tool(name, args)
+            text = [getattr(x, "text", "") for x in r.content]
+            return {"isError": r.is_error, "structuredContent": r.structured_content,
+                    "content": [{"type": "text", "text": t} for t in text]}  # fmt: skip
+
+        page = await (await browser.new_context(viewport={"width": 1000, "height": 800})).new_page()
+        await page.expose_function("callTool", call_tool)
+        result = {"structuredContent": started.structured_content, "content": []}
+        await page.set_content(
+            _HOST.replace("APP_HTML", _js(html))
+            .replace("TOOL_ARGS", _js(arguments))
+            .replace("TOOL_RESULT", _js(result))
+        )
+        app = page.frame_locator("iframe#app")
+        concept = app.locator("button[data-decision]").first
+        await expect(concept).to_be_visible(timeout=30_000)
+        await _shot(page, "6-mcp-app-decision")
+        await concept.click()
+        approve = app.locator('button[data-choice="approve"]')
+        await expect(approve).to_be_visible(timeout=60_000)
+        await approve.click()
+        await expect(app.locator(".badge")).to_have_text("completed", timeout=60_000)
+        await expect(app.locator("dl")).to_contain_text("distributed")
+        await _shot(page, "7-mcp-app-completed")
+        seen = await page.evaluate("window.seen")
+        assert seen[:2] == ["ui/initialize", "ui/notifications/initialized"]
+        assert "tools/call" in seen
+        assert "ui/notifications/size-changed" in seen
+        await page.context.close()
