@@ -187,7 +187,11 @@ def board_routes(orch: Orchestrator) -> list[BaseRoute]:  # noqa: PLR0915 - the 
         folder = deliverables_root / project / wid
         found: list[tuple[str, str]] = []
         _walk("", values.get("deliverables") or {}, found)
-        items = [_Deliverable(label.strip(" ·"), ref, wid=wid, folder=folder) for label, ref in found]
+        _walk("", values.get("summary") or {}, found)  # e.g. the preview's keyframe
+        unique = {ref: label for label, ref in reversed(found)}
+        items = [
+            _Deliverable(label.strip(" ·"), ref, wid=wid, folder=folder) for ref, label in unique.items()
+        ]
         named = {d.name for d in items}
         texts: dict[str, str] = {}
         if folder.is_dir():
