@@ -237,7 +237,7 @@ def board_routes(orch: Orchestrator) -> list[BaseRoute]:  # noqa: PLR0915 - the 
             "_detail.html", s=status, caller=caller, graph=Markup(svg),  # noqa: S704 - built from escaped parts
             nodes=drawing.nodes if drawing else (), states=states, steps=steps, t0=t0, span=t1 - t0,
             events=list(reversed(events[-150:])), checkpoints=checkpoints.checkpoints, answered=decisions["answered"],
-            deliverables=_deliverables(status.project_id, wid, values), terminal=status.status in TERMINAL,
+            deliverables=await asyncio.to_thread(_deliverables, status.project_id, wid, values), terminal=status.status in TERMINAL,
             now=time.time(),
         )  # fmt: skip
 

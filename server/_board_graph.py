@@ -12,7 +12,7 @@ from graphs import WORKFLOWS
 
 __all__ = ["GraphPicture", "node_states", "picture", "timeline"]
 
-_W, _H, _GAP_X, _GAP_Y, _PAD = 150, 34, 18, 30, 12
+_W, _H, _GAP_X, _GAP_Y, _PAD = 150, 28, 18, 22, 10
 
 
 @dataclass(frozen=True)
