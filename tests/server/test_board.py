@@ -161,6 +161,50 @@ async def test_the_stream_tells_a_page_of_changes_to_its_productions_only(orch: 
     assert other.workflow_id not in {s["workflow_id"] for s in seen}
 
 
+async def test_a_change_made_through_another_instance_reaches_the_stream(settings: Settings) -> None:
+    """Neither instance runs workflows: B (no HTTP port) starts a production and cancels it; the page
+    streaming from A hears of both, only through Redis."""
+    seen: list[str] = []
+    other = settings.model_copy(update={"instance_id": "instance-b"})
+    async with (
+        Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as a,
+        Orchestrator.open(other, with_engine=False) as b,
+    ):
+        keys = await _keys(a)
+        async with _http(a, keys["read"]) as http, http.stream("GET", "/board/api/stream") as stream:
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith("retry:")
+            wid = (await b.service.start_workflow(Caller(), project_id="proj-a")).workflow_id
+            with anyio.fail_after(20):
+                async for line in lines:
+                    if line.startswith("data:") and json.loads(line[5:])["workflow_id"] == wid:
+                        seen.append(json.loads(line[5:])["status"])
+                        if seen == ["queued"]:
+                            await b.service.cancel(Caller(), wid)
+                        elif seen[-1] == "cancelled":
+                            break
+    assert (seen[0], seen[-1]) == ("queued", "cancelled")
+
+
+async def test_fork_from_a_checkpoint_starts_a_new_production(orch: Orchestrator) -> None:
+    """The board's fork makes a new production of the same project from the chosen checkpoint; a bad
+    checkpoint id is refused naming the field."""
+    keys = await _keys(orch)
+    wid = (await orch.service.start_workflow(Caller(), project_id="proj-a")).workflow_id
+    await _waiting(orch, wid)
+    checkpoint = (await orch.service.checkpoints(Caller(), wid)).checkpoints[-1].checkpoint_id
+    async with _http(orch, keys["operate"]) as http:
+        bad = await http.post(f"/board/api/w/{wid}/fork", json={"checkpoint_id": "../x"})
+        assert bad.status_code == 400
+        assert "checkpoint_id" in bad.json()["message"]
+        forked = await http.post(f"/board/api/w/{wid}/fork", json={"checkpoint_id": checkpoint})
+        assert forked.status_code == 200
+        new = forked.json()["workflow_id"]
+    assert new != wid
+    status = await orch.service.get_status(Caller(), new)
+    assert (status.project_id, status.forked_from) == ("proj-a", f"{wid}@{checkpoint}")
+
+
 def test_the_graph_is_drawn_from_the_compiled_graph_and_coloured_from_step_events() -> None:
     """Every node of the compiled graph is in the drawing; step events make done / running / failed /
     waiting, and a decision marks the step it stopped."""
