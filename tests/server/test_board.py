@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from server._board_graph import node_states, picture, timeline
+from server._demo import _board_link, write_board_access
 from server._runtime import Orchestrator
 from server._service import Caller
 from server.settings import Settings
@@ -224,3 +227,18 @@ def test_the_graph_is_drawn_from_the_compiled_graph_and_coloured_from_step_event
     rows = timeline(events)
     assert [(r["step"], r["runs"], r["failed"]) for r in rows] == [("a", 1, 0), ("b", 1, 0), ("c", 1, 1)]
     assert rows[1]["end"] is None
+
+
+async def test_the_demo_link_opens_the_board_with_a_decide_key_of_the_demo_project(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    """The demo's access file is the user's alone; its link carries the key in the fragment, and the
+    key answers for the demo project only."""
+    path = tmp_path / "board.json"
+    await write_board_access(orch, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    link = _board_link(path, "wf-0123456789abcdef")
+    assert link.startswith(f"{orch.http_url}/#/w/wf-0123456789abcdef&key=mo_")
+    async with _http(orch, link.split("&key=")[1]) as http:
+        who = (await http.get("/board/api/whoami")).json()
+    assert (who["role"], who["projects"]) == ("decide", ["demo-project"])
