@@ -105,7 +105,7 @@ async def test_a_producer_follows_a_production_to_the_end_and_answers_on_the_pag
     await expect(page.locator("#who")).to_contain_text("producer · role decide")
     await page.evaluate("window.notReloaded = true")
     wid = (await orch.service.start_workflow(Caller(), project_id="proj-a", brief="a lighthouse keeper",
-                                             options={"scenes": 2, "characters": 2})).workflow_id  # fmt: skip
+                                             options={"scenes": 2, "characters": 2, "story_threshold": 0})).workflow_id  # fmt: skip
     row = page.locator(f'tr[data-workflow="{wid}"]')
     await expect(row).to_be_visible()  # arrived over the live stream
     await row.get_by_role("link").click()
@@ -266,7 +266,7 @@ async def test_the_mcp_app_follows_a_production_and_answers_through_its_host(
     answers both decisions by click, and shows it completed."""
     async with Client(orch.mcp) as c:
         html = getattr((await c.read_resource(APP_URI)).contents[0], "text", "")
-        arguments = {"project_id": "proj-a", "options": {"scenes": 1, "characters": 1}}
+        arguments = {"project_id": "proj-a", "options": {"scenes": 1, "characters": 1, "story_threshold": 0}}
         started = await c.call_tool("start_workflow", arguments)
 
         async def call_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
