@@ -71,6 +71,12 @@ async def test_roles_and_project_scope_shape_what_the_board_shows(orch: Orchestr
         assert who == {"name": "board-read", "role": "read", "projects": ["proj-a"],
                        "can_decide": False, "can_operate": False}  # fmt: skip
         assert wid in (await http.get("/board/api/productions")).text
+        assert wid in (await http.get("/board/api/productions?status=waiting_decision")).text
+        assert wid not in (await http.get("/board/api/productions?status=completed")).text
+        assert wid not in (await http.get("/board/api/productions?project=proj-b")).text
+        bad = (await http.get("/board/api/productions?status=nope")).text
+        assert 'data-error="invalid_argument"' in bad
+        assert "status" in bad
         page = (await http.get(f"/board/api/w/{wid}")).text
         assert "Which concept" in page
         assert "data-decide=" not in page
