@@ -65,7 +65,10 @@ function swap(container, html) {
     return;
   }
   const focused = document.activeElement && document.activeElement.id;
-  root.dataset.status = fresh.firstElementChild.dataset.status;
+  const status = fresh.firstElementChild.dataset.status;
+  // Sections are replaced, not edited, so a screen reader hears of a new status through the notice.
+  if (root.dataset.status !== status) notice(`The production is now ${status.replace("_", " ")}.`);
+  root.dataset.status = status;
   for (const section of sections) {
     const old = root.querySelector("#" + section.id);
     if (!old) { root.appendChild(section); continue; }
