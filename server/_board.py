@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from adapters import TERMINAL
+from adapters import TERMINAL, IntegrityError
 from server._board_graph import node_states, picture, timeline
 from server._caller import current_caller
 from server._service import Caller
@@ -101,6 +101,12 @@ def _environment() -> Environment:
 def _caller() -> Caller:
     # ApiKeyMiddleware put the key's caller here; without keys (--no-auth, loopback) it is the local user.
     return current_caller.get() or Caller()
+
+
+class _Unusable(ServiceError):
+    """A record that failed its signature check: shown as an error, never used."""
+
+    code = "integrity_error"
 
 
 def _error(exc: ServiceError) -> JSONResponse:
@@ -177,6 +183,10 @@ def board_routes(orch: Orchestrator) -> list[BaseRoute]:  # noqa: PLR0915 - the 
             rows = await asyncio.gather(*(service.get_status(caller, w.workflow_id) for w in page_.workflows))
         except ServiceError as exc:
             return render("_error.html", error=exc)
+        except IntegrityError as exc:
+            return render(
+                "_error.html", error=_Unusable(f"{exc}; the record is kept for inspection and not used")
+            )
         return render("_list.html", rows=rows, caller=caller, project=project or "", status=status or "")
 
     async def _state_values(wid: str) -> dict[str, Any]:
@@ -218,6 +228,10 @@ def board_routes(orch: Orchestrator) -> list[BaseRoute]:  # noqa: PLR0915 - the 
             decisions = await service.decisions(caller, wid)
         except ServiceError as exc:
             return render("_error.html", error=exc)
+        except IntegrityError as exc:
+            return render(
+                "_error.html", error=_Unusable(f"{exc}; the record is kept for inspection and not used")
+            )
         states = node_states(events, status.status, status.step)
         try:
             drawing = picture(status.workflow)
@@ -228,7 +242,10 @@ def board_routes(orch: Orchestrator) -> list[BaseRoute]:  # noqa: PLR0915 - the 
                 )
         except KeyError:
             drawing, svg = None, ""
-        values = await _state_values(wid)
+        try:
+            values = await _state_values(wid)
+        except IntegrityError:
+            values = {}  # the status above already says the run stopped on it
         steps = timeline(events)
         t0 = steps[0]["start"] if steps else status.created_at
         t1 = max([time.time() if status.status == "running" else 0.0]
@@ -323,7 +340,10 @@ def board_routes(orch: Orchestrator) -> list[BaseRoute]:  # noqa: PLR0915 - the 
                     while not changed.empty():
                         wids.add(changed.get_nowait())
                     for wid in sorted(wids):
-                        rec = await orch.store.get(wid)
+                        try:
+                            rec = await orch.store.get(wid)
+                        except IntegrityError:
+                            continue  # the page shows why when it asks for this production
                         if rec is None or not caller.sees(rec.project_id):
                             continue
                         data = {"workflow_id": wid, "project_id": rec.project_id, "status": rec.status,
