@@ -248,3 +248,30 @@ async def test_the_demo_link_opens_the_board_with_a_decide_key_of_the_demo_proje
     async with _http(orch, link.split("&key=")[1]) as http:
         who = (await http.get("/board/api/whoami")).json()
     assert (who["role"], who["projects"]) == ("decide", ["demo-project"])
+
+
+async def test_a_tampered_record_is_an_error_on_the_page_and_does_not_end_the_stream(
+    orch: Orchestrator,
+) -> None:
+    """A record whose signature fails shows integrity_error (in the list and on its page); the stream
+    skips it and goes on with the next production's change."""
+    keys = await _keys(orch)
+    service = orch.service
+    bad = (
+        await service.start_workflow(Caller(), project_id="proj-a", workflow="diagnostic_linear")
+    ).workflow_id
+    await service.wait_status(Caller(), bad, 30, until=["completed"])
+    redis: Any = orch.redis
+    async with _http(orch, keys["read"]) as http, http.stream("GET", "/board/api/stream") as stream:
+        lines = stream.aiter_lines()
+        assert (await anext(lines)).startswith("retry:")
+        await redis.hset(orch.store.key(bad), "message", "forged")
+        await redis.publish(orch.store.channel(bad), "updated||")
+        page = (await http.get(f"/board/api/w/{bad}")).text
+        assert 'data-error="integrity_error"' in page
+        assert 'data-error="integrity_error"' in (await http.get("/board/api/productions")).text
+        good = (await service.start_workflow(Caller(), project_id="proj-a", workflow="preview")).workflow_id
+        with anyio.fail_after(20):
+            async for line in lines:
+                if line.startswith("data:") and json.loads(line[5:])["workflow_id"] == good:
+                    break
