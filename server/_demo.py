@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp import Client, StdioServerParameters
 from rich.console import Console
@@ -16,7 +18,35 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Prompt
 from rich.table import Table
 
-__all__ = ["run_demo"]
+if TYPE_CHECKING:
+    from server._runtime import Orchestrator
+
+__all__ = ["run_demo", "write_board_access"]
+
+DEMO_PROJECT = "demo-project"
+
+
+async def write_board_access(orch: Orchestrator, path: Path) -> None:
+    """For the demo: a decide key of the demo project and the board's address, in a file only the
+    user can read (the demo prints them as one link)."""
+    assert orch.keys is not None
+    key, _ = await orch.keys.create("demo-board", [DEMO_PROJECT], "decide", ttl_days=1)
+    body = json.dumps({"url": orch.http_url, "key": key})
+
+    def write() -> None:
+        path.touch(mode=0o600)
+        path.write_text(body)
+
+    await asyncio.to_thread(write)
+
+
+def _board_link(board_file: Path, wid: str) -> str:
+    try:
+        access = json.loads(board_file.read_text())
+    except (OSError, ValueError):
+        return ""
+    # The key rides in the fragment, which the browser never sends; the page moves it to session storage.
+    return f"{access['url']}/#/w/{wid}&key={access['key']}"
 
 
 def _structured(result: Any) -> dict[str, Any]:
@@ -56,9 +86,19 @@ async def run_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - a script
     env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "info", "LOG_FILE": str(log_file),
            "TASK_POLL_SECONDS": "1"}  # fmt: skip
     env.pop("REDIS_URL", None)
+    board_file = data_dir.parent / "board.json"
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir)],
+        args=[
+            "-m",
+            "server",
+            "serve",
+            "--sandbox",
+            "--data-dir",
+            str(data_dir),
+            "--board-file",
+            str(board_file),
+        ],
         env=env,
     )
     console.rule("[bold]movie-orchestrator demo")
@@ -73,7 +113,7 @@ async def run_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - a script
             await client.call_tool(
                 "start_workflow",
                 {
-                    "project_id": "demo-project",
+                    "project_id": DEMO_PROJECT,
                     "workflow": args.workflow,
                     "brief": "A lighthouse keeper finds a map that redraws itself every night.",
                     "idempotency_key": f"demo-{int(time.time())}",
@@ -83,6 +123,11 @@ async def run_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - a script
         )
         wid = start["workflow_id"]
         console.print(f"started [bold]{wid}[/] ({args.workflow})")
+        board = _board_link(board_file, wid)
+        if board:
+            console.print(f"production board: [link={board}]{board}[/link]", soft_wrap=True)
+        if args.board:
+            console.print("[cyan]answer the decisions on the board[/] (this terminal only watches)")
         status: dict[str, Any] = {}
         with Progress(
             TextColumn("[bold]{task.fields[phase]}"),
@@ -106,7 +151,9 @@ async def run_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - a script
                 )
                 if status["status"] in {"completed", "failed", "cancelled"}:
                     break
-                if status["status"] == "waiting_decision":
+                if status["status"] == "waiting_decision" and args.board:
+                    progress.update(bar, msg="waiting for your answer on the board")
+                elif status["status"] == "waiting_decision":
                     progress.stop()
                     for d in status["pending_decisions"]:
                         choice = _choose(d, console, args.interactive)
@@ -118,43 +165,45 @@ async def run_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - a script
                         )
                         decisions += 1
                     progress.start()
-        events = await client.read_resource(f"workflow://{wid}/events") if False else None
-        del events
-    elapsed = time.monotonic() - started
-    media_dir = data_dir.parent / "media"
-    files = sorted(p for p in media_dir.rglob("*") if p.is_file() and not p.name.endswith(".json.tmp"))
-    kinds: dict[str, int] = {}
-    for f in files:
-        kinds[f.suffix or "?"] = kinds.get(f.suffix or "?", 0) + 1
-    result = status.get("result") or {}
-    table = Table(
-        title=f"Production {wid}: {status.get('status')} ({result.get('outcome', '')})", show_header=False
-    )
-    table.add_row("workflow", args.workflow)
-    table.add_row("status", str(status.get("status")))
-    table.add_row("phases", ", ".join(result.get("phases", [])) or str(status.get("phase")))
-    table.add_row("concept", str(result.get("concept", "")))
-    table.add_row(
-        "story", f"score {result.get('story_score')} after {result.get('revisions', 0)} revision(s)"
-    )
-    table.add_row(
-        "agents run",
-        f"{result.get('agent_executions', 0)} executions of {result.get('distinct_agents', 0)} agents",
-    )
-    table.add_row(
-        "outside calls", ", ".join(f"{k}: {v}" for k, v in (result.get("outside_calls") or {}).items())
-    )
-    table.add_row("characters / scenes", f"{result.get('characters', 0)} / {result.get('scenes', 0)}")
-    table.add_row("scene clips made by", ", ".join(result.get("scene_clips_by", [])))
-    table.add_row("decisions answered", str(decisions))
-    table.add_row(
-        "media files", f"{len(files)} (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
-    )
-    table.add_row("writer calls", f"{result.get('writer_calls', 0)} (local deterministic writer)")
-    table.add_row("files are in", str(media_dir))
-    table.add_row("server log", str(log_file))
-    table.add_row("time taken", f"{elapsed:.1f}s")
-    if status.get("last_error"):
-        table.add_row("last error", status["last_error"][:200])
-    console.print(table)
+        elapsed = time.monotonic() - started
+        media_dir = data_dir.parent / "media"
+        files = sorted(p for p in media_dir.rglob("*") if p.is_file() and not p.name.endswith(".json.tmp"))
+        kinds: dict[str, int] = {}
+        for f in files:
+            kinds[f.suffix or "?"] = kinds.get(f.suffix or "?", 0) + 1
+        result = status.get("result") or {}
+        table = Table(
+            title=f"Production {wid}: {status.get('status')} ({result.get('outcome', '')})", show_header=False
+        )
+        table.add_row("workflow", args.workflow)
+        table.add_row("status", str(status.get("status")))
+        table.add_row("phases", ", ".join(result.get("phases", [])) or str(status.get("phase")))
+        table.add_row("concept", str(result.get("concept", "")))
+        table.add_row(
+            "story", f"score {result.get('story_score')} after {result.get('revisions', 0)} revision(s)"
+        )
+        table.add_row(
+            "agents run",
+            f"{result.get('agent_executions', 0)} executions of {result.get('distinct_agents', 0)} agents",
+        )
+        table.add_row(
+            "outside calls", ", ".join(f"{k}: {v}" for k, v in (result.get("outside_calls") or {}).items())
+        )
+        table.add_row("characters / scenes", f"{result.get('characters', 0)} / {result.get('scenes', 0)}")
+        table.add_row("scene clips made by", ", ".join(result.get("scene_clips_by", [])))
+        table.add_row("decisions answered", "on the board" if args.board else str(decisions))
+        table.add_row(
+            "media files", f"{len(files)} (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
+        )
+        table.add_row("writer calls", f"{result.get('writer_calls', 0)} (local deterministic writer)")
+        table.add_row("files are in", str(media_dir))
+        table.add_row("server log", str(log_file))
+        table.add_row("time taken", f"{elapsed:.1f}s")
+        if status.get("last_error"):
+            table.add_row("last error", status["last_error"][:200])
+        console.print(table)
+        if args.board and board:
+            console.print(f"\nthe board stays up: [link={board}]{board}[/link]\nCtrl-C stops the server.",
+                          soft_wrap=True)  # fmt: skip
+            await asyncio.Event().wait()
     return 0 if status.get("status") == "completed" else 1

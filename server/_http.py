@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from server._auth import ApiKeyMiddleware, KeyStore
+from server._board import BOARD_API, board_routes
 from server._caller import current_caller
 from server._ports_impl import webhook_token
 from server._service import Caller
@@ -138,8 +139,9 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             WebSocketRoute("/ws", ws),
+            *board_routes(orch),
         ]
     )
     if keys is None:
         return app
-    return ApiKeyMiddleware(app, keys)
+    return ApiKeyMiddleware(app, keys, protected=("/mcp", BOARD_API))

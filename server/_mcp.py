@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from adapters import IntegrityError
 from graphs import BUDGETS, WORKFLOWS
 from server._caller import current_caller
+from server._mcp_app import APP_META, production_app
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
@@ -117,7 +118,7 @@ def build_mcp_server(
         instructions=_INSTRUCTIONS,
         version="0.1.0",
         subscriptions=notifier.bus if notifier is not None else None,
-        extensions=[WorkflowTasks(service, default_caller or Caller())],
+        extensions=[WorkflowTasks(service, default_caller or Caller()), production_app()],
     )
     if notifier is not None:
         low = mcp._lowlevel_server
@@ -144,6 +145,7 @@ def build_mcp_server(
             f"{budgets.step_seconds:g} s per step (options max_* may ask for less)."
         ),
         annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False, open_world_hint=True),
+        meta=APP_META,
     )
     async def start_workflow(
         project_id: Annotated[str, Field(description="Auto-Movie project id (letters, digits, '_', '-')")],
@@ -179,6 +181,7 @@ def build_mcp_server(
             "next change (up to that long) and sends progress notifications meanwhile."
         ),
         annotations=ToolAnnotations(read_only_hint=True),
+        meta=APP_META,
     )
     async def get_status(
         workflow_id: WorkflowId,

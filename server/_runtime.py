@@ -300,8 +300,9 @@ class Orchestrator:
 
                 app = build_http_app(orch, keys=keys if auth else None)
                 host, port = http if http is not None else ("127.0.0.1", 0)
+                # Open streams (a board's live updates, long status waits) would hold a stop forever.
                 orch.http_url = await stack.enter_async_context(
-                    serve_app(app, host, port, lifespan="on", **(tls or {}))
+                    serve_app(app, host, port, lifespan="on", timeout_graceful_shutdown=5, **(tls or {}))
                 )
                 if not webhook_base["url"]:
                     webhook_base["url"] = orch.http_url

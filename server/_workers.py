@@ -45,6 +45,8 @@ def child_env(orch: Orchestrator) -> dict[str, str]:
         # The same HMAC keys: a child signing with another key would fail every read of the parent's.
         "INTEGRITY_KEYS": ",".join(k.decode() for k in orch.integrity_keys),
         "WEBHOOK_BASE_URL": s.webhook_base_url or orch.http_url,
+        # Deliverables land where the parent (and its board) looks for them.
+        "MEDIA_DIR": str(orch.media_dir),
     }
     for name in ("REDIS_URL_FILE", "INTEGRITY_KEYS_FILE"):
         env.pop(name, None)

@@ -49,7 +49,7 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - every serve mode starts here
     import structlog
 
     from server._runtime import Orchestrator
@@ -84,6 +84,10 @@ async def _serve(args: argparse.Namespace) -> int:
                 return 2
         async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
                                      default_caller=default_caller) as orch:  # fmt: skip
+            if args.board_file:
+                from server._demo import write_board_access
+
+                await write_board_access(orch, Path(args.board_file))
             _settle_gc()
             await orch.mcp.run_stdio_async()
         return 0
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         help="with --http: run workflows in N child processes (one core each) instead of in this one",
     )  # fmt: skip
     serve.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--board-file", help=argparse.SUPPRESS)  # the demo's board address and key
     serve.add_argument("--no-auth", action="store_true", help="HTTP without API keys (loopback binds only)")
     serve.add_argument(
         "--api-key", help="stdio: act with this key's projects and role instead of as local admin"
@@ -262,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--interactive", action="store_true", help="ask the decisions on the terminal")
     demo.add_argument("--workflow", default="movie_production")
     demo.add_argument("--scenes", type=int, default=6)
+    demo.add_argument(
+        "--board", action="store_true",
+        help="answer the decisions on the production board and keep it up after completion (Ctrl-C stops)",
+    )  # fmt: skip
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys.add_argument("--data-dir")
