@@ -99,6 +99,17 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
             "redis": "ok" if redis_ok else "unreachable",
             "breakers": breakers,
         }
+        if orch.engine is not None:
+            # Ready to serve MCP either way; an engine above its memory mark takes on no new runs.
+            engine = orch.engine
+            mark = engine.memory
+            body["engine"] = {
+                "claiming": not engine.not_claiming,
+                "reason": engine.not_claiming,
+                "runs": len(engine.running),
+                **({"resident_mb": round(mark.rss / 2**20, 1), "high_water_mb": round(mark.mark_bytes / 2**20, 1)}
+                   if mark is not None else {}),
+            }  # fmt: skip
         if redis_ok and orch.keys is not None:
             body["keys_expiring"] = [
                 {"key_id": k.key_id, "name": k.name, "expires_at": k.expires_at}
@@ -108,6 +119,8 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
 
     async def metrics(_: Request) -> Response:
         orch.refresh_gauges_soon()
+        if orch.engine is not None and orch.engine.memory is not None:
+            orch.metrics.rss_bytes.set(orch.engine.memory.rss)
         try:
             orch.metrics.queue_depth.set(await orch.store.queue_depth())
         except Exception:

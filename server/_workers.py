@@ -31,7 +31,11 @@ READY = "engine-only instance running"
 
 
 def child_env(orch: Orchestrator) -> dict[str, str]:
-    """What a child needs to be an engine of this instance: its Redis, prefix, keys and services."""
+    """What a child needs to be an engine of this instance: its Redis, prefix, keys and services.
+
+    A child's shutdown grace is a part of the parent's, so it has handed its runs back and exited before
+    the parent's own grace ends.
+    """
     s = orch.settings
     url = (
         orch.embedded.url
@@ -45,6 +49,7 @@ def child_env(orch: Orchestrator) -> dict[str, str]:
         # The same HMAC keys: a child signing with another key would fail every read of the parent's.
         "INTEGRITY_KEYS": ",".join(k.decode() for k in orch.integrity_keys),
         "WEBHOOK_BASE_URL": s.webhook_base_url or orch.http_url,
+        "SHUTDOWN_GRACE_SECONDS": str(s.shutdown_grace_seconds * 0.6),
     }
     for name in ("REDIS_URL_FILE", "INTEGRITY_KEYS_FILE"):
         env.pop(name, None)
@@ -125,6 +130,12 @@ class EngineProcesses:
         """Start every child and wait until each runs."""
         procs = await asyncio.gather(*(self._spawn(i) for i in range(self._count)))
         self._tasks = [asyncio.create_task(self._supervise(i, p)) for i, p in enumerate(procs)]
+
+    def kill_now(self) -> None:
+        """SIGKILL every child (a forced exit of the parent; callable from any thread)."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     async def stop(self) -> None:
         """SIGTERM every child (they hand their runs back), then wait; kill those past the grace."""

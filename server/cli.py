@@ -49,6 +49,41 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+async def _serve_stdio(args: argparse.Namespace, settings: Any) -> int:
+    from server._runtime import Orchestrator
+
+    default_caller = None
+    if args.api_key:
+        from adapters import open_redis
+        from server._auth import KeyStore
+
+        # stdio trusts the local user unless a key is given: then the key's scope and role apply.
+        url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        if url is None:
+            print("--api-key on stdio needs REDIS_URL (the keys live in the shared Redis)", file=sys.stderr)
+            return 2
+        redis = await open_redis(url)
+        default_caller, reason = await KeyStore(redis, settings.key_prefix).verify(
+            args.api_key, source="stdio"
+        )
+        await redis.aclose()
+        if default_caller is None:
+            print(f"--api-key refused: {reason}", file=sys.stderr)
+            return 2
+    async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
+                                 default_caller=default_caller) as orch:  # fmt: skip
+        args.shutdown.on_force = orch.hand_back_blocking
+        _settle_gc()
+        # Until the client closes stdin, or a signal asks to stop.
+        stdio = asyncio.create_task(orch.mcp.run_stdio_async())
+        signalled = asyncio.create_task(args.shutdown.wait())
+        await asyncio.wait({stdio, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (stdio, signalled):
+            t.cancel()
+        await asyncio.gather(stdio, signalled, return_exceptions=True)
+    return 0
+
+
 async def _serve(args: argparse.Namespace) -> int:
     import structlog
 
@@ -62,31 +97,7 @@ async def _serve(args: argparse.Namespace) -> int:
         print("--engine-processes needs --http", file=sys.stderr)
         return 2
     if args.http is None:
-        default_caller = None
-        if args.api_key:
-            from adapters import open_redis
-            from server._auth import KeyStore
-
-            # stdio trusts the local user unless a key is given: then the key's scope and role apply.
-            url = settings.redis_url.get_secret_value() if settings.redis_url else None
-            if url is None:
-                print(
-                    "--api-key on stdio needs REDIS_URL (the keys live in the shared Redis)", file=sys.stderr
-                )
-                return 2
-            redis = await open_redis(url)
-            default_caller, reason = await KeyStore(redis, settings.key_prefix).verify(
-                args.api_key, source="stdio"
-            )
-            await redis.aclose()
-            if default_caller is None:
-                print(f"--api-key refused: {reason}", file=sys.stderr)
-                return 2
-        async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
-                                     default_caller=default_caller) as orch:  # fmt: skip
-            _settle_gc()
-            await orch.mcp.run_stdio_async()
-        return 0
+        return await _serve_stdio(args, settings)
     host, port = args.http
     tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else None
     if args.no_auth and not _is_loopback(host):
@@ -109,10 +120,13 @@ async def _serve(args: argparse.Namespace) -> int:
     async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=in_process,
                                  http=(host, port), auth=not args.no_auth, tls=tls) as orch:  # fmt: skip
         engines = None
+        args.shutdown.on_force = orch.hand_back_blocking
         if args.engine_processes and not args.no_worker:
             from server._workers import EngineProcesses, child_env
 
-            engines = EngineProcesses(child_env(orch), args.engine_processes, orch.consumer)
+            engines = EngineProcesses(child_env(orch), args.engine_processes, orch.consumer,
+                                      grace_seconds=settings.shutdown_grace_seconds * 0.7)  # fmt: skip
+            args.shutdown.on_force = engines.kill_now
             await engines.start()
         _settle_gc()
         try:
@@ -121,7 +135,7 @@ async def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            await _wait_for_signal()
+            await args.shutdown.wait()
         finally:
             if engines is not None:
                 await engines.stop()
@@ -148,10 +162,11 @@ async def _engine_only(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         print("--engine-only needs REDIS_URL (it joins an instance's Redis)", file=sys.stderr)
         return 2
-    async with Orchestrator.open(settings, with_engine=True):
+    async with Orchestrator.open(settings, with_engine=True) as orch:
+        args.shutdown.on_force = orch.hand_back_blocking
         _settle_gc()
         print(READY, file=sys.stderr, flush=True)
-        await _wait_for_signal()
+        await args.shutdown.wait()
     return 0
 
 
@@ -224,6 +239,14 @@ async def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch_signals(args: argparse.Namespace, grace_seconds: float) -> None:
+    from server._shutdown import ShutdownWatch
+
+    # Before any thread starts: the signals are received by the watcher thread, not the event loop.
+    args.shutdown = ShutdownWatch(grace_seconds)
+    args.shutdown.install()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     from server._logging import configure_logging
@@ -287,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = Settings()
     configure_logging(args.log_format or base.log_format, base.log_level, base.log_file)
+    if args.command == "serve":
+        _watch_signals(args, base.shutdown_grace_seconds)
     runners = {"serve": _serve, "sandbox": _sandbox, "keys": _keys}
     with contextlib.suppress(KeyboardInterrupt):
         if args.command == "demo":
