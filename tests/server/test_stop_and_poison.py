@@ -1,0 +1,198 @@
+"""With real processes: a poison run quarantined after killing its engine process; SIGTERM under load.
+
+The misbehaviour is injected by a `sitecustomize.py` written into the test's temporary folder and put on the
+server processes' PYTHONPATH: the production code has no hook for it. It wraps `Engine._drive` so that a
+workflow with the brief ``poison`` kills the process running it (``os._exit``), and one with the brief ``hog``
+keeps the event loop of the instance named ``alpha`` busy for two minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+
+from tests.server.test_processes import Services, call, server, services, until
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["services"]  # the fixture, imported to be used here
+
+HOOK = """
+import asyncio
+import os
+import time
+
+import server._engine as _engine
+
+_drive = _engine.Engine._drive
+
+
+async def _misbehaving_drive(self, rec, control):
+    if rec.brief == "poison":
+        os._exit(70)
+    if rec.brief == "hog" and self.consumer == "alpha":
+        await asyncio.sleep(0.5)  # the reply to start_workflow goes out first
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            pass
+    return await _drive(self, rec, control)
+
+
+_engine.Engine._drive = _misbehaving_drive
+"""
+
+
+def _hooked(tmp: Path, services: Services, redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
+    hooks = tmp / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(HOOK)
+    return {
+        **services.env,
+        "REDIS_URL": redis_url,
+        "KEY_PREFIX": key_prefix,
+        "PYTHONPATH": str(hooks),
+        **extra,
+    }
+
+
+async def test_a_run_that_kills_its_engine_process_every_time_is_quarantined(
+    services: Services, redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Any
+) -> None:
+    """`--engine-processes 1`: the child dies each time it runs the poison workflow and is replaced; after
+    RUN_MAX_ATTEMPTS deaths the next claim quarantines the workflow instead of dying again; a healthy
+    workflow started alongside completes."""
+    env = _hooked(tmp_path, services, redis_url, key_prefix, RUN_MAX_ATTEMPTS="2")
+    async with server("front", env, tmp_path, "--engine-processes", "1") as s:
+        first_child = {c.pid for c in psutil.Process(s.proc.pid).children()}
+        poison = (await call(s.url, "start_workflow", {"project_id": "p", "workflow": "diagnostic_linear",
+                                                        "brief": "poison"}))["workflow_id"]  # fmt: skip
+        healthy = (await call(s.url, "start_workflow", {"project_id": "p", "workflow": "diagnostic_linear",
+                                                         "brief": "fine"}))["workflow_id"]  # fmt: skip
+        st = await until(s.url, poison, lambda st: st["status"] in {"failed", "completed"}, limit=120)
+        assert st["status"] == "failed"
+        assert st["last_error"].startswith("quarantined: 2 runs of this workflow")
+        assert "front-e0" in st["last_error"]
+        done = await until(s.url, healthy, lambda st: st["status"] in {"failed", "completed"}, limit=60)
+        assert done["status"] == "completed", done["last_error"]
+        events = await redis_client.xrange(f"{key_prefix}:wf:{{{poison}}}:events")
+        assert b"workflow.quarantined" in [f[b"what"] for _, f in events]
+        audit = await redis_client.xrange(f"{key_prefix}:audit")
+        assert [f for _, f in audit if f[b"what"] == b"run.quarantined" and poison.encode() in f[b"data"]]
+        # the child died twice and was replaced each time
+        assert not first_child & {c.pid for c in psutil.Process(s.proc.pid).children()}
+    log = (tmp_path / "front.log").read_text()  # the children log to their parent's LOG_FILE
+    assert log.count("engine_process.died") >= 2
+    assert "engine.run_quarantined" in log
+
+
+async def _leased_by(redis_client: Any, key_prefix: str, wid: str) -> str:
+    raw = await redis_client.get(f"{key_prefix}:lease:{{{wid}}}")
+    return raw.decode() if raw else ""
+
+
+async def test_sigterm_with_a_busy_event_loop_exits_within_the_grace_and_hands_the_runs_back(
+    services: Services, redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Any
+) -> None:
+    """Alpha runs ten previews waiting on slow outside jobs, then a step that keeps its event loop busy.
+    SIGTERM: the loop never gets to its graceful stop, yet alpha exits within the grace (plus a generous
+    margin) and hands its runs back; beta completes every one of them."""
+    services.tasks.latency = 3.0
+    grace = 4.0
+    env = _hooked(tmp_path, services, redis_url, key_prefix, SHUTDOWN_GRACE_SECONDS=str(grace))
+    async with server("alpha", env, tmp_path) as a:
+        load = [
+            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}",
+                                                  "options": {"auto_approve": True}}))["workflow_id"]
+            for i in range(10)
+        ]  # fmt: skip
+        with anyio.fail_after(60):
+            while sum(t["status"] == "processing" for t in services.tasks.tasks.values()) < 5:
+                await anyio.sleep(0.05)
+        hog = (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "diagnostic_linear",
+                                                     "brief": "hog"}))["workflow_id"]  # fmt: skip
+        with anyio.fail_after(30):
+            while await _leased_by(redis_client, key_prefix, hog) != "alpha":
+                await anyio.sleep(0.05)
+        held = [w for w in load if await _leased_by(redis_client, key_prefix, w) == "alpha"]
+        assert held  # alpha holds runs in flight when it is asked to stop
+        async with server("beta", env, tmp_path) as b:
+            t0 = time.monotonic()
+            a.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(a.proc.wait(), grace + 30)
+            took = time.monotonic() - t0
+            assert code == 70  # the grace ran out: forced exit
+            assert took < grace + 10, took
+            finals = [await until(b.url, w, lambda st: st["status"] in {"completed", "failed"}, limit=90)
+                      for w in [*load, hog]]  # fmt: skip
+    assert [f["status"] for f in finals] == ["completed"] * 11, [f["last_error"] for f in finals]
+    log = (tmp_path / "alpha.log").read_text()
+    assert "shutdown.forced" in log
+    assert "engine.runs_handed_back_on_exit" in log
+
+
+async def test_a_second_sigterm_exits_at_once(
+    services: Services, redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Any
+) -> None:
+    """With a long grace and a busy loop, a second SIGTERM ends the process without waiting for the grace."""
+    grace = 120.0
+    env = _hooked(tmp_path, services, redis_url, key_prefix, SHUTDOWN_GRACE_SECONDS=str(grace))
+    async with server("alpha", env, tmp_path) as a:
+        hog = (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "diagnostic_linear",
+                                                     "brief": "hog"}))["workflow_id"]  # fmt: skip
+        with anyio.fail_after(30):
+            while await _leased_by(redis_client, key_prefix, hog) != "alpha":
+                await anyio.sleep(0.05)
+        t0 = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        await anyio.sleep(0.5)
+        assert a.proc.returncode is None  # the first one starts the grace
+        a.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(a.proc.wait(), 30)
+        assert code == 70
+        assert time.monotonic() - t0 < grace / 4
+    assert "second_signal" in (tmp_path / "alpha.log").read_text()
+    # handed back at exit: the run is queued again and its lease released for the next instance
+    assert await _leased_by(redis_client, key_prefix, hog) == ""
+
+
+async def test_sigterm_under_load_hands_the_runs_back_gracefully(
+    services: Services, redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Any
+) -> None:
+    """Without a busy loop the stop is graceful (exit code 0) within the grace; beta completes the runs."""
+    services.tasks.latency = 3.0
+    grace = 6.0
+    env = {
+        **services.env,
+        "REDIS_URL": redis_url,
+        "KEY_PREFIX": key_prefix,
+        "SHUTDOWN_GRACE_SECONDS": str(grace),
+    }
+    async with server("alpha", env, tmp_path) as a:
+        load = [
+            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}",
+                                                  "options": {"auto_approve": True}}))["workflow_id"]
+            for i in range(10)
+        ]  # fmt: skip
+        with anyio.fail_after(60):
+            while sum(t["status"] == "processing" for t in services.tasks.tasks.values()) < 5:
+                await anyio.sleep(0.05)
+        assert [w for w in load if await _leased_by(redis_client, key_prefix, w) == "alpha"]
+        async with server("beta", env, tmp_path) as b:
+            t0 = time.monotonic()
+            a.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(a.proc.wait(), grace + 30)
+            assert code == 0
+            assert time.monotonic() - t0 < grace + 10
+            finals = [await until(b.url, w, lambda st: st["status"] in {"completed", "failed"}, limit=90)
+                      for w in load]  # fmt: skip
+    assert [f["status"] for f in finals] == ["completed"] * 10, [f["last_error"] for f in finals]
+    log = (tmp_path / "alpha.log").read_text()
+    assert "engine.run_drained" in log or "engine.stopped" in log
+    assert "shutdown.forced" not in log
