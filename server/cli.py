@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -80,7 +81,13 @@ async def _serve_stdio(args: argparse.Namespace, settings: Any) -> int:
         await asyncio.wait({stdio, signalled}, return_when=asyncio.FIRST_COMPLETED)
         for t in (stdio, signalled):
             t.cancel()
-        await asyncio.gather(stdio, signalled, return_exceptions=True)
+        if not signalled.done() or signalled.cancelled():
+            await asyncio.gather(stdio, signalled, return_exceptions=True)
+    if args.shutdown.received:
+        # Stopped by a signal with everything closed in order. The SDK's stdin reader is a thread blocked in
+        # read() until the client writes or closes stdin; waiting for it would hold the exit until the grace.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         description="above this resident memory the instance claims no new runs; 0: 80% of its memory limit",
     )  # fmt: skip
     state_max_bytes: int = Field(
-        default=32 * 2**20, ge=1024, description="ceiling of one serialized value of a workflow's state"
+        default=8 * 2**20, ge=1024, description="ceiling of one serialized value of a workflow's state"
     )
     shutdown_grace_seconds: float = Field(
         default=20.0, gt=0, le=3600,

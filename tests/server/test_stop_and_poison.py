@@ -196,3 +196,35 @@ async def test_sigterm_under_load_hands_the_runs_back_gracefully(
     log = (tmp_path / "alpha.log").read_text()
     assert "engine.run_drained" in log or "engine.stopped" in log
     assert "shutdown.forced" not in log
+
+
+async def test_sigterm_stops_a_stdio_server_whose_client_keeps_stdin_open(tmp_path: Path) -> None:
+    """`serve` over stdio: SIGTERM stops it gracefully (exit 0) although the client never closes stdin."""
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "SHUTDOWN_GRACE_SECONDS": "20", "LOG_FILE": str(tmp_path / "stdio.log")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", "serve", "--data-dir", str(tmp_path / "data"), env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}).encode()
+            + b"\n")  # fmt: skip
+        await proc.stdin.drain()
+        reply = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert b"serverInfo" in reply
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 40)
+        assert code == 0
+        assert time.monotonic() - t0 < 20  # well inside the grace: nothing waited for stdin
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "engine.stopped" in (tmp_path / "stdio.log").read_text()
