@@ -125,6 +125,9 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
                 **({"resident_mb": round(mark.rss / 2**20, 1), "high_water_mb": round(mark.mark_bytes / 2**20, 1)}
                    if mark is not None else {}),
             }  # fmt: skip
+        if orch.engine_processes is not None:
+            children, mark_bytes = orch.engine_processes
+            body["engines"] = children.memory(mark_bytes)
         if redis_ok and orch.keys is not None:
             body["keys_expiring"] = [
                 {"key_id": k.key_id, "name": k.name, "expires_at": k.expires_at}

@@ -85,6 +85,8 @@ class Orchestrator:
     keys: KeyStore | None = None
     notifier: RedisNotifier | None = None
     integrity_keys: list[bytes] = field(default_factory=list, repr=False)
+    # With --engine-processes: the children and their memory mark, for /readyz.
+    engine_processes: tuple[Any, int] | None = None
 
     def hand_back_blocking(self, timeout: float = 3.0) -> int:
         """Give the runs this process holds back to the run queue, from a thread other than the loop's.

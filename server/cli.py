@@ -131,8 +131,10 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.engine_processes and not args.no_worker:
             from server._workers import EngineProcesses, child_env
 
-            engines = EngineProcesses(child_env(orch), args.engine_processes, orch.consumer,
+            env = child_env(orch, args.engine_processes)
+            engines = EngineProcesses(env, args.engine_processes, orch.consumer,
                                       grace_seconds=settings.shutdown_grace_seconds * 0.7)  # fmt: skip
+            orch.engine_processes = (engines, int(env["MEMORY_HIGH_WATER_MB"]) * 2**20)
             args.shutdown.on_force = engines.kill_now
             await engines.start()
         _settle_gc()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import psutil
 import pytest
 
@@ -86,7 +87,13 @@ async def test_a_run_that_kills_its_engine_process_every_time_is_quarantined(
         audit = await redis_client.xrange(f"{key_prefix}:audit")
         assert [f for _, f in audit if f[b"what"] == b"run.quarantined" and poison.encode() in f[b"data"]]
         # the child died twice and was replaced each time
-        assert not first_child & {c.pid for c in psutil.Process(s.proc.pid).children()}
+        children = {c.pid for c in psutil.Process(s.proc.pid).children()}
+        assert not first_child & children
+        async with httpx.AsyncClient(base_url=s.url) as http:
+            engines = (await http.get("/readyz")).json()["engines"]
+        assert [e["pid"] for e in engines] == list(children)
+        assert engines[0]["claiming"] is True
+        assert engines[0]["instance"] == "front-e0"
     log = (tmp_path / "front.log").read_text()  # the children log to their parent's LOG_FILE
     assert log.count("engine_process.died") >= 2
     assert "engine.run_quarantined" in log
