@@ -475,6 +475,7 @@ class Engine:
         running: dict[str, str] = {}
         started: dict[str, float] = {}
         best = 0.0
+        progressed = False
         writer = _RunWriter(self.store, wid)
         try:
             async for mode, chunk in graph.astream(
@@ -500,6 +501,10 @@ class Engine:
                             self.metrics.step_seconds.labels(chunk["name"]).observe(time.monotonic() - t0)
                         event = "step.failed" if chunk.get("error") else "step.finished"
                         data = {"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]}
+                        if not progressed and not chunk.get("error"):
+                            # A step finished: the runs before this one were not stuck here (not poison).
+                            progressed = True
+                            self._background(self.attempts.progressed(wid))
                     else:
                         running[chunk["id"]] = chunk["name"]
                         started[chunk["id"]] = time.monotonic()

@@ -69,6 +69,14 @@ class RunAttempts:
                 out.append(Attempt("?", 0.0, ""))
         return out
 
+    async def progressed(self, wid: str) -> None:
+        """The current run finished a step: forget the earlier attempts, keep this one (it may still die).
+
+        A poison run dies in the same step every time and never gets here; a workflow that merely shared
+        an instance with one (and was taken down with it) does, so it is not charged for its neighbour.
+        """
+        await self._store.client.ltrim(self.key(wid), -1, -1)
+
     async def clear(self, wid: str) -> None:
         """The run ended with its process alive: it was not a poison run."""
         await self._store.client.delete(self.key(wid))

@@ -143,3 +143,21 @@ async def test_a_state_above_the_ceiling_fails_its_workflow_with_a_clear_error(s
         assert "state_too_large" in st["last_error"]
         assert "above STATE_MAX_BYTES=4096" in st["last_error"]
         assert (await _final(c, small))["status"] == "completed"
+
+
+async def test_a_run_that_finishes_a_step_is_not_charged_for_earlier_deaths(
+    orch: Orchestrator, redis_client: AnyRedis
+) -> None:
+    """Progress forgets the earlier attempts but keeps the current one: a workflow taken down with a poison
+    neighbour is not quarantined for it, while the current run still counts if its process dies now."""
+    assert orch.engine is not None
+    attempts = orch.engine.attempts
+    wid = "wf-0123456789abcdef"
+    for host in ("a", "b"):
+        await attempts.begin(wid, host, "n1")
+    now = await attempts.begin(wid, "c", "n1")
+    assert [a.instance for a in now] == ["a", "b", "c"]
+    await attempts.progressed(wid)
+    left = await redis_client.lrange(attempts.key(wid), 0, -1)
+    assert [json.loads(x)["instance"] for x in left] == ["c"]
+    assert 0 < await redis_client.ttl(attempts.key(wid)) <= orch.store.retention_seconds
