@@ -71,6 +71,7 @@ async def _serve_stdio(args: argparse.Namespace, settings: Any) -> int:
         if default_caller is None:
             print(f"--api-key refused: {reason}", file=sys.stderr)
             return 2
+    _watch_signals(args, settings)
     async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
                                  default_caller=default_caller) as orch:  # fmt: skip
         args.shutdown.on_force = orch.hand_back_blocking
@@ -124,6 +125,7 @@ async def _serve(args: argparse.Namespace) -> int:
         print(banner, file=sys.stderr)
         log.warning("http.auth_disabled", bind=f"{host}:{port}")
     in_process = not args.no_worker and args.engine_processes == 0
+    _watch_signals(args, settings)
     async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=in_process,
                                  http=(host, port), auth=not args.no_auth, tls=tls) as orch:  # fmt: skip
         engines = None
@@ -171,6 +173,7 @@ async def _engine_only(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         print("--engine-only needs REDIS_URL (it joins an instance's Redis)", file=sys.stderr)
         return 2
+    _watch_signals(args, settings)
     async with Orchestrator.open(settings, with_engine=True) as orch:
         args.shutdown.on_force = orch.hand_back_blocking
         _settle_gc()
@@ -248,11 +251,12 @@ async def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch_signals(args: argparse.Namespace, grace_seconds: float) -> None:
+def _watch_signals(args: argparse.Namespace, settings: Any) -> None:
+    """From here on SIGTERM/SIGINT stop this process within the grace (called once it is about to serve,
+    before its threads start: they inherit the blocked signals)."""
     from server._shutdown import ShutdownWatch
 
-    # Before any thread starts: the signals are received by the watcher thread, not the event loop.
-    args.shutdown = ShutdownWatch(grace_seconds)
+    args.shutdown = ShutdownWatch(settings.shutdown_grace_seconds)
     args.shutdown.install()
 
 
@@ -319,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
 
     base = Settings()
     configure_logging(args.log_format or base.log_format, base.log_level, base.log_file)
-    if args.command == "serve":
-        _watch_signals(args, base.shutdown_grace_seconds)
     runners = {"serve": _serve, "sandbox": _sandbox, "keys": _keys}
     with contextlib.suppress(KeyboardInterrupt):
         if args.command == "demo":
