@@ -71,8 +71,15 @@ def free_port(highest: int = 55535) -> int:
     raise EmbeddedRedisError(msg)
 
 
+def _unblock_signals() -> None:
+    # Runs in the child between fork and exec. A child inherits the signals its parent blocks (the server
+    # receives SIGTERM in a watcher thread, so it blocks it): give the child the default mask back.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: if our process dies, even by SIGKILL, redis goes too.
+    _unblock_signals()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -192,7 +199,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if self.die_with_parent else _unblock_signals,  # noqa: PLW1509
         )
         self._wait_ready()
         log.info("embedded_redis.started", url=self.url, pid=self._proc.pid, data_dir=str(self.data_dir))

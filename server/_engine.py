@@ -31,6 +31,7 @@ from adapters import (
     WorkflowStore,
 )
 from graphs import WORKFLOWS, BudgetExceededError, Ports
+from server._guard import MemoryMark, RunAttempts, quarantine_reason
 from server._metrics import Metrics
 
 __all__ = ["Engine"]
@@ -70,6 +71,9 @@ class Engine:
         concurrency: most runs this instance executes at once (waiting costs no thread).
         lease_seconds: how long a silent holder keeps a run before others may take it.
         durability: LangGraph durability for runs ("sync" waits for each checkpoint).
+        max_attempts: runs of one workflow that may end their worker (process death, hang) in a row before
+            the workflow is quarantined.
+        memory: the high-water mark above which no new run is claimed (None: no mark).
     """
 
     def __init__(
@@ -84,6 +88,8 @@ class Engine:
         durability: str = "sync",
         metrics: Metrics | None = None,
         audit: Callable[..., Awaitable[None]] | None = None,
+        max_attempts: int = 3,
+        memory: MemoryMark | None = None,
     ) -> None:
         self.store = store
         self.saver = saver
@@ -100,7 +106,12 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._slot = asyncio.Event()
-        self.stats = {"runs_started": 0, "runs_finished": 0, "reclaimed": 0}
+        self.stats = {"runs_started": 0, "runs_finished": 0, "reclaimed": 0, "quarantined": 0}
+        self.max_attempts = max_attempts
+        self.attempts = RunAttempts(store)
+        self.memory = memory
+        # Why this instance claims no new runs now ("" while it claims); /readyz shows it.
+        self.not_claiming = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -147,6 +158,16 @@ class Engine:
             task.cancel()
         return True
 
+    def held(self) -> list[RunTicket]:
+        """The queue entries this instance holds (safe to call from another thread: retried if the loop
+        changes them meanwhile)."""
+        for _ in range(10):
+            try:
+                return [t for t, _, _ in list(self._running.values())] + list(self._deferred.values())
+            except RuntimeError:  # changed size during iteration
+                continue
+        return []
+
     @property
     def running(self) -> list[str]:
         """Workflow ids this instance is executing."""
@@ -161,6 +182,12 @@ class Engine:
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
+                continue
+            if self._over_memory():
+                # Runs held here go on (they may free memory as they end); nothing new is taken on.
+                self._slot.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot.wait(), 1.0)
                 continue
             try:
                 tickets: list[RunTicket] = []
@@ -182,6 +209,22 @@ class Engine:
                 continue
             for ticket in tickets:
                 self._spawn(ticket)
+
+    def _over_memory(self) -> bool:
+        """Whether the memory mark stops claiming now; logs and sets the gauge on each change."""
+        over = self.memory is not None and self.memory.above()
+        if over and not self.not_claiming:
+            assert self.memory is not None
+            self.not_claiming = self.memory.describe()
+            log.warning("engine.claiming_stopped", reason=self.not_claiming, rss=self.memory.rss,
+                        mark=self.memory.mark_bytes, running=len(self._running))  # fmt: skip
+        elif not over and self.not_claiming:
+            self.not_claiming = ""
+            log.info("engine.claiming_resumed", rss=self.memory.rss if self.memory else 0)
+        self.metrics.claiming.set(0 if over else 1)
+        if self.memory is not None:
+            self.metrics.rss_bytes.set(self.memory.rss)
+        return over
 
     def _spawn(self, ticket: RunTicket) -> None:
         wid = ticket.workflow_id
@@ -236,6 +279,7 @@ class Engine:
         )
         handed_back = False
         leave_pending = False  # True: leave the queue entry unacknowledged for a later reclaim
+        attempting = False  # True once this run is counted in the workflow's attempts
         try:
             rec = await self.store.get(wid)
             if rec is None or rec.status in TERMINAL:
@@ -249,7 +293,14 @@ class Engine:
             if rec.control in {"pause", "cancel"}:
                 await self._apply_control(rec)
                 return
-            log.info("engine.run_claimed", reason=ticket.reason)
+            # Counted before it runs, forgotten when it ends with this process alive (finally, below):
+            # what is left are the runs that ended their worker.
+            attempts = await self.attempts.begin(wid, self.consumer, rec.step)
+            attempting = True
+            if len(attempts) > self.max_attempts:
+                await self._quarantine(rec, ticket, attempts[:-1])
+                return
+            log.info("engine.run_claimed", reason=ticket.reason, attempt=len(attempts))
             handed_back = await self._drive(rec, control)
         except asyncio.CancelledError:
             rec = await self.store.get(wid)
@@ -282,6 +333,9 @@ class Engine:
                 event_data={"error": f"{type(exc).__name__}: {exc}"[:500]},
             )
         finally:
+            if attempting:
+                with contextlib.suppress(Exception):
+                    await self.attempts.clear(wid)
             with contextlib.suppress(Exception):
                 if handed_back:
                     # Give the run to any instance right away instead of waiting for the lease.
@@ -289,6 +343,24 @@ class Engine:
                 if not leave_pending:
                     await self.store.finish(ticket, self.consumer)
             structlog.contextvars.unbind_contextvars("workflow_id", "run_id", "correlation_id")
+
+    async def _quarantine(self, rec: WorkflowRecord, ticket: RunTicket, earlier: list[Any]) -> None:
+        """A run that ended its worker too many times is not run again: the workflow fails, says why, and
+        the security audit records it (a poison input is also how someone would take instances down)."""
+        reason = quarantine_reason(earlier, self.max_attempts)
+        instances = sorted({a.instance for a in earlier})
+        self.stats["quarantined"] += 1
+        self.metrics.runs_quarantined.inc()
+        log.error("engine.run_quarantined", attempts=len(earlier), instances=instances, step=rec.step)
+        if self._audit is not None:
+            with contextlib.suppress(Exception):
+                await self._audit("run.quarantined", workflow_id=rec.id, project_id=rec.project_id,
+                                  attempts=len(earlier), instances=instances, step=rec.step)  # fmt: skip
+        await self._set(rec.id, {"status": "failed", "last_error": reason, "agents_running": [],
+                                 "message": "quarantined"},
+                        event="workflow.quarantined", correlation_id=ticket.correlation_id,
+                        event_data={"reason": reason, "attempts": len(earlier), "instances": instances,
+                                    "step": rec.step})  # fmt: skip
 
     async def _integrity_failed(self, wid: str, ticket: RunTicket, exc: IntegrityError) -> None:
         """Tampered data is never used: the run stops, says why, and the security audit records it."""
@@ -416,6 +488,7 @@ class Engine:
         running: dict[str, str] = {}
         started: dict[str, float] = {}
         best = 0.0
+        progressed = False
         writer = _RunWriter(self.store, wid)
         limits = ports.budget.limits
         stream = graph.astream(
@@ -443,6 +516,10 @@ class Engine:
                                 self.metrics.step_seconds.labels(chunk["name"]).observe(time.monotonic() - t0)
                             event = "step.failed" if chunk.get("error") else "step.finished"
                             data = {"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]}
+                            if not progressed and not chunk.get("error"):
+                                # A step finished: the runs before this one were not stuck here (not poison).
+                                progressed = True
+                                self._background(self.attempts.progressed(wid))
                         else:
                             running[chunk["id"]] = chunk["name"]
                             started[chunk["id"]] = time.monotonic()

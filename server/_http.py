@@ -51,6 +51,18 @@ def _lag(payload: dict[str, Any]) -> float | None:
         return None
 
 
+def _webhook_problem(payload: Any) -> str:
+    """What is wrong with a webhook body, naming the field ("" when nothing is)."""
+    if not isinstance(payload, dict):
+        return "body must be a JSON object with task_id"
+    task_id = payload.get("task_id")
+    if isinstance(task_id, bool) or not isinstance(task_id, str | int) or task_id == "":
+        return f"task_id must be a non-empty string, got {type(task_id).__name__}"
+    if not isinstance(payload.get("result") or {}, dict):
+        return f"result must be an object, got {type(payload['result']).__name__}"
+    return ""
+
+
 def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # noqa: PLR0915 - routes read best together
     """The ASGI app of the HTTP port (stateless Streamable HTTP: any instance answers any request).
 
@@ -65,7 +77,7 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
         q = request.query_params
         wid, step, token = q.get("wid", ""), q.get("step", ""), q.get("token", "")
         expected = webhook_token(orch.webhook_secret, wid, step)
-        if not wid or not hmac.compare_digest(token, expected):
+        if not wid or not hmac.compare_digest(token.encode(), expected.encode()):
             orch.metrics.webhooks.labels("refused").inc()
             log.warning(
                 "webhook.refused", source=request.client.host if request.client else "?", workflow_id=wid
@@ -73,10 +85,13 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
             return JSONResponse({"error": "invalid webhook token"}, status_code=401)
         try:
             payload = await request.json()
-            task_id = str(payload["task_id"])
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
+            payload = None
+        problem = _webhook_problem(payload)
+        if problem:
             orch.metrics.webhooks.labels("malformed").inc()
-            return JSONResponse({"error": "body must be JSON with task_id"}, status_code=400)
+            return JSONResponse({"error": problem}, status_code=400)
+        task_id = str(payload["task_id"])
         stored = await orch.store.put_job_result(task_id, webhook_result(payload))
         lag = _lag(payload)
         if lag is not None:
@@ -100,6 +115,20 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
             "redis": "ok" if redis_ok else "unreachable",
             "breakers": breakers,
         }
+        if orch.engine is not None:
+            # Ready to serve MCP either way; an engine above its memory mark takes on no new runs.
+            engine = orch.engine
+            mark = engine.memory
+            body["engine"] = {
+                "claiming": not engine.not_claiming,
+                "reason": engine.not_claiming,
+                "runs": len(engine.running),
+                **({"resident_mb": round(mark.rss / 2**20, 1), "high_water_mb": round(mark.mark_bytes / 2**20, 1)}
+                   if mark is not None else {}),
+            }  # fmt: skip
+        if orch.engine_processes is not None:
+            children, mark_bytes = orch.engine_processes
+            body["engines"] = children.memory(mark_bytes)
         if redis_ok and orch.keys is not None:
             body["keys_expiring"] = [
                 {"key_id": k.key_id, "name": k.name, "expires_at": k.expires_at}
@@ -109,6 +138,8 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
 
     async def metrics(_: Request) -> Response:
         orch.refresh_gauges_soon()
+        if orch.engine is not None and orch.engine.memory is not None:
+            orch.metrics.rss_bytes.set(orch.engine.memory.rss)
         try:
             orch.metrics.queue_depth.set(await orch.store.queue_depth())
         except Exception:

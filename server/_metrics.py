@@ -30,4 +30,12 @@ class Metrics:
                                    ["service"], registry=r)  # fmt: skip
         self.webhook_lag = Histogram("mo_webhook_lag_seconds", "Job completion to webhook receipt", registry=r,
                                      buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 60))  # fmt: skip
+        self.runs_quarantined = Counter(
+            "mo_runs_quarantined_total",
+            "Workflows quarantined after runs that ended their worker",
+            registry=r,
+        )
+        self.claiming = Gauge("mo_engine_claiming", "1 while the engine claims new runs (0: memory mark)",
+                              registry=r)  # fmt: skip
+        self.rss_bytes = Gauge("mo_process_resident_bytes", "Resident memory of this process", registry=r)
         self.webhooks = Counter("mo_webhooks_total", "Task Service webhooks", ["outcome"], registry=r)

@@ -42,6 +42,7 @@ from server._auth import KeyStore
 from server._budget import BudgetBook
 from server._caller import current_caller
 from server._engine import Engine
+from server._guard import MemoryMark, SizeCappedSerializer
 from server._mcp import build_mcp_server
 from server._metrics import Metrics
 from server._ports_impl import GuardedAutoMovie, GuardedBrain, MediaFiles, RedisMemo, WorkflowTasks
@@ -86,6 +87,40 @@ class Orchestrator:
     notifier: RedisNotifier | None = None
     integrity_keys: list[bytes] = field(default_factory=list, repr=False)
     budgets: BudgetBook | None = None
+    # With --engine-processes: the children and their memory mark, for /readyz.
+    engine_processes: tuple[Any, int] | None = None
+
+    def hand_back_blocking(self, timeout: float = 3.0) -> int:
+        """Give the runs this process holds back to the run queue, from a thread other than the loop's.
+
+        For a forced exit, when the event loop is stuck: a connection of its own, in a loop of its own,
+        at most `timeout` seconds. Each run is queued anew and its held entry and lease released, so another
+        instance takes it at once instead of after the lease. Returns how many were handed back.
+        """
+        if self.engine is None:
+            return 0
+        tickets = self.engine.held()
+        if not tickets:
+            return 0
+        url = self.embedded.url if self.embedded is not None else self.settings.redis_url
+        raw_url = url if isinstance(url, str) else (url.get_secret_value() if url is not None else "")
+        tls = {"ssl_ca_certs": self.settings.redis_ca_file} if self.settings.redis_ca_file else {}
+        consumer, prefix = self.consumer, self.settings.key_prefix
+
+        async def hand_back() -> None:
+            client = await open_redis(raw_url, **tls)
+            try:
+                store = WorkflowStore(client, prefix=prefix)
+                for t in tickets:
+                    await store.enqueue(t.workflow_id, "handed_back", t.correlation_id)
+                    await store.finish(t, consumer)
+            finally:
+                await client.aclose()
+
+        asyncio.run(asyncio.wait_for(hand_back(), timeout))
+        log.warning("engine.runs_handed_back_on_exit", count=len(tickets),
+                    workflows=[t.workflow_id for t in tickets])  # fmt: skip
+        return len(tickets)
 
     def refresh_gauges_soon(self) -> None:
         """Bring breaker gauges up to date (called on scrape)."""
@@ -213,7 +248,9 @@ class Orchestrator:
             # One pipeliner: a step's checkpoint and its status update share round trips.
             pipeliner = ScriptPipeliner(redis)
             saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl, pipeliner=pipeliner,
-                                         serde=SignedSerializer(JsonPlusSerializer(), signer))  # fmt: skip
+                                         serde=SignedSerializer(SizeCappedSerializer(JsonPlusSerializer(),
+                                                                                     settings.state_max_bytes),
+                                                                signer))  # fmt: skip
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
                                   signer=signer, pipeliner=pipeliner)  # fmt: skip
             webhook_base = {"url": settings.webhook_base_url}
@@ -300,10 +337,12 @@ class Orchestrator:
 
                 app = build_http_app(orch, keys=keys if auth else None)
                 host, port = http if http is not None else ("127.0.0.1", 0)
-                # Open streams (a board's live updates, long status waits) would hold a stop forever.
+                # Open requests (status long-polls, board streams) get a share of the shutdown grace, then are closed.
                 orch.http_url = await stack.enter_async_context(
-                    serve_app(app, host, port, lifespan="on", timeout_graceful_shutdown=5, **(tls or {}))
-                )
+                    serve_app(app, host, port, lifespan="on",
+                              timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds * 0.2)),
+                              **(tls or {}))
+                )  # fmt: skip
                 if not webhook_base["url"]:
                     webhook_base["url"] = orch.http_url
                 log.info("http.listening", url=orch.http_url)
@@ -313,9 +352,13 @@ class Orchestrator:
                 await store.job_notices.start()
                 stack.push_async_callback(store.job_notices.stop)
                 engine = Engine(store, saver, make_ports, consumer=consumer, concurrency=settings.worker_concurrency,
-                                lease_seconds=settings.lease_seconds, metrics=metrics, audit=keys.audit)  # fmt: skip
+                                lease_seconds=settings.lease_seconds, metrics=metrics, audit=keys.audit,
+                                max_attempts=settings.run_max_attempts,
+                                memory=MemoryMark(settings.memory_high_water_bytes))  # fmt: skip
                 await engine.start()
-                stack.push_async_callback(engine.stop)
+                # Half the shutdown grace drains the runs; what has not reached a step boundary by then is
+                # cancelled and handed back, and the rest of the grace closes connections.
+                stack.push_async_callback(engine.stop, settings.shutdown_grace_seconds * 0.5)
                 listener = asyncio.create_task(_control_listener(redis, prefix, engine))
                 stack.callback(listener.cancel)
                 orch.engine = engine

@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+import psutil
 import structlog
 
 from adapters._embedded_redis import _die_with_parent
@@ -30,8 +31,13 @@ log = structlog.get_logger(__name__)
 READY = "engine-only instance running"
 
 
-def child_env(orch: Orchestrator) -> dict[str, str]:
-    """What a child needs to be an engine of this instance: its Redis, prefix, keys and services."""
+def child_env(orch: Orchestrator, count: int = 1) -> dict[str, str]:
+    """What a child needs to be an engine of this instance: its Redis, prefix, keys and services.
+
+    A child's shutdown grace is a part of the parent's, so it has handed its runs back and exited before
+    the parent's own grace ends. Without an explicit memory mark, the default one (a share of the memory
+    limit) is divided between the `count` children: they share one machine.
+    """
     s = orch.settings
     url = (
         orch.embedded.url
@@ -47,6 +53,10 @@ def child_env(orch: Orchestrator) -> dict[str, str]:
         "WEBHOOK_BASE_URL": s.webhook_base_url or orch.http_url,
         # Deliverables land where the parent (and its board) looks for them.
         "MEDIA_DIR": str(orch.media_dir),
+        "SHUTDOWN_GRACE_SECONDS": str(s.shutdown_grace_seconds * 0.6),
+        "MEMORY_HIGH_WATER_MB": str(
+            s.memory_high_water_mb or max(1, s.memory_high_water_bytes // count // 2**20)
+        ),
     }
     for name in ("REDIS_URL_FILE", "INTEGRITY_KEYS_FILE"):
         env.pop(name, None)
@@ -127,6 +137,26 @@ class EngineProcesses:
         """Start every child and wait until each runs."""
         procs = await asyncio.gather(*(self._spawn(i) for i in range(self._count)))
         self._tasks = [asyncio.create_task(self._supervise(i, p)) for i, p in enumerate(procs)]
+
+    def kill_now(self) -> None:
+        """SIGKILL every child (a forced exit of the parent; callable from any thread)."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def memory(self, mark_bytes: int) -> list[dict[str, object]]:
+        """Each child's resident memory against the mark (for the parent's /readyz)."""
+        out: list[dict[str, object]] = []
+        for i, p in enumerate(self._procs):
+            if p is None or p.returncode is not None:
+                continue
+            try:
+                rss = psutil.Process(p.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            out.append({"instance": f"{self._name}-e{i}", "pid": p.pid, "resident_mb": round(rss / 2**20, 1),
+                        "high_water_mb": round(mark_bytes / 2**20, 1), "claiming": rss <= mark_bytes})  # fmt: skip
+        return out
 
     async def stop(self) -> None:
         """SIGTERM every child (they hand their runs back), then wait; kill those past the grace."""

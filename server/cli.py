@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -49,7 +50,53 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def _serve(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - every serve mode starts here
+async def _serve_stdio(args: argparse.Namespace, settings: Any) -> int:
+    from server._runtime import Orchestrator
+
+    default_caller = None
+    if args.api_key:
+        from adapters import open_redis
+        from server._auth import KeyStore
+
+        # stdio trusts the local user unless a key is given: then the key's scope and role apply.
+        url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        if url is None:
+            print("--api-key on stdio needs REDIS_URL (the keys live in the shared Redis)", file=sys.stderr)
+            return 2
+        redis = await open_redis(url)
+        default_caller, reason = await KeyStore(redis, settings.key_prefix).verify(
+            args.api_key, source="stdio"
+        )
+        await redis.aclose()
+        if default_caller is None:
+            print(f"--api-key refused: {reason}", file=sys.stderr)
+            return 2
+    _watch_signals(args, settings)
+    async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
+                                 default_caller=default_caller) as orch:  # fmt: skip
+        args.shutdown.on_force = orch.hand_back_blocking
+        if args.board_file:
+            from server._demo import write_board_access
+
+            await write_board_access(orch, Path(args.board_file))
+        _settle_gc()
+        # Until the client closes stdin, or a signal asks to stop.
+        stdio = asyncio.create_task(orch.mcp.run_stdio_async())
+        signalled = asyncio.create_task(args.shutdown.wait())
+        await asyncio.wait({stdio, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (stdio, signalled):
+            t.cancel()
+        if not signalled.done() or signalled.cancelled():
+            await asyncio.gather(stdio, signalled, return_exceptions=True)
+    if args.shutdown.received:
+        # Stopped by a signal with everything closed in order. The SDK's stdin reader is a thread blocked in
+        # read() until the client writes or closes stdin; waiting for it would hold the exit until the grace.
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
     import structlog
 
     from server._runtime import Orchestrator
@@ -62,35 +109,7 @@ async def _serve(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - e
         print("--engine-processes needs --http", file=sys.stderr)
         return 2
     if args.http is None:
-        default_caller = None
-        if args.api_key:
-            from adapters import open_redis
-            from server._auth import KeyStore
-
-            # stdio trusts the local user unless a key is given: then the key's scope and role apply.
-            url = settings.redis_url.get_secret_value() if settings.redis_url else None
-            if url is None:
-                print(
-                    "--api-key on stdio needs REDIS_URL (the keys live in the shared Redis)", file=sys.stderr
-                )
-                return 2
-            redis = await open_redis(url)
-            default_caller, reason = await KeyStore(redis, settings.key_prefix).verify(
-                args.api_key, source="stdio"
-            )
-            await redis.aclose()
-            if default_caller is None:
-                print(f"--api-key refused: {reason}", file=sys.stderr)
-                return 2
-        async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=not args.no_worker,
-                                     default_caller=default_caller) as orch:  # fmt: skip
-            if args.board_file:
-                from server._demo import write_board_access
-
-                await write_board_access(orch, Path(args.board_file))
-            _settle_gc()
-            await orch.mcp.run_stdio_async()
-        return 0
+        return await _serve_stdio(args, settings)
     host, port = args.http
     tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else None
     if args.no_auth and not _is_loopback(host):
@@ -110,13 +129,19 @@ async def _serve(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - e
         print(banner, file=sys.stderr)
         log.warning("http.auth_disabled", bind=f"{host}:{port}")
     in_process = not args.no_worker and args.engine_processes == 0
+    _watch_signals(args, settings)
     async with Orchestrator.open(settings, with_sandbox=args.sandbox, with_engine=in_process,
                                  http=(host, port), auth=not args.no_auth, tls=tls) as orch:  # fmt: skip
         engines = None
+        args.shutdown.on_force = orch.hand_back_blocking
         if args.engine_processes and not args.no_worker:
             from server._workers import EngineProcesses, child_env
 
-            engines = EngineProcesses(child_env(orch), args.engine_processes, orch.consumer)
+            env = child_env(orch, args.engine_processes)
+            engines = EngineProcesses(env, args.engine_processes, orch.consumer,
+                                      grace_seconds=settings.shutdown_grace_seconds * 0.7)  # fmt: skip
+            orch.engine_processes = (engines, int(env["MEMORY_HIGH_WATER_MB"]) * 2**20)
+            args.shutdown.on_force = engines.kill_now
             await engines.start()
         _settle_gc()
         try:
@@ -125,7 +150,7 @@ async def _serve(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - e
                 file=sys.stderr,
                 flush=True,
             )
-            await _wait_for_signal()
+            await args.shutdown.wait()
         finally:
             if engines is not None:
                 await engines.stop()
@@ -152,10 +177,12 @@ async def _engine_only(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         print("--engine-only needs REDIS_URL (it joins an instance's Redis)", file=sys.stderr)
         return 2
-    async with Orchestrator.open(settings, with_engine=True):
+    _watch_signals(args, settings)
+    async with Orchestrator.open(settings, with_engine=True) as orch:
+        args.shutdown.on_force = orch.hand_back_blocking
         _settle_gc()
         print(READY, file=sys.stderr, flush=True)
-        await _wait_for_signal()
+        await args.shutdown.wait()
     return 0
 
 
@@ -226,6 +253,15 @@ async def _keys(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _watch_signals(args: argparse.Namespace, settings: Any) -> None:
+    """From here on SIGTERM/SIGINT stop this process within the grace (called once it is about to serve,
+    before its threads start: they inherit the blocked signals)."""
+    from server._shutdown import ShutdownWatch
+
+    args.shutdown = ShutdownWatch(settings.shutdown_grace_seconds)
+    args.shutdown.install()
 
 
 def main(argv: list[str] | None = None) -> int:

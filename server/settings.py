@@ -97,6 +97,32 @@ class Settings(BaseSettings):
     api_key_warn_days: float = Field(default=7.0, ge=0)
     auth_failures_per_minute: int = Field(default=10, ge=1, description="per source address, then refused")
 
+    # -- work that cannot run away (see the README's "Limits") ----------------------------------------
+    run_max_attempts: int = Field(
+        default=3, ge=1, le=100,
+        description="runs of one workflow that may end their worker in a row before it is quarantined",
+    )  # fmt: skip
+    memory_high_water_mb: int = Field(
+        default=0, ge=0,
+        description="above this resident memory the instance claims no new runs; 0: 80% of its memory limit",
+    )  # fmt: skip
+    state_max_bytes: int = Field(
+        default=8 * 2**20, ge=1024, description="ceiling of one serialized value of a workflow's state"
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0, gt=0, le=3600,
+        description="after SIGTERM the process hands its runs back and exits within this; a second one exits at once",
+    )  # fmt: skip
+
+    @property
+    def memory_high_water_bytes(self) -> int:
+        """The memory mark in bytes (the default: 80% of the memory this process may use)."""
+        if self.memory_high_water_mb:
+            return self.memory_high_water_mb * 2**20
+        from server._guard import memory_limit_bytes
+
+        return int(memory_limit_bytes() * 0.8)
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, data: Any) -> Any:
