@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from adapters import IntegrityError
 from server._caller import current_caller
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
+from server._progress import WaitFeed, set_level_handler
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
 from server.errors import NotFoundError, ServiceError
@@ -92,6 +93,9 @@ def build_mcp_server(
         low.add_request_handler(
             "resources/unsubscribe", types.UnsubscribeRequestParams, notifier.on_unsubscribe
         )
+    mcp._lowlevel_server.add_request_handler(
+        "logging/setLevel", types.SetLevelRequestParams, set_level_handler
+    )
     fallback = default_caller or Caller()
 
     def who(ctx: Context) -> Caller:
@@ -156,10 +160,11 @@ def build_mcp_server(
         if not wait_seconds:
             return await _run(service.get_status(caller, workflow_id))
 
-        async def progress(percent: float, message: str) -> None:
-            await ctx.report_progress(percent, 100, message)
-
-        return await _run(service.wait_status(caller, workflow_id, wait_seconds, progress, until))
+        feed = WaitFeed(ctx, service.store, workflow_id)
+        if feed.active:
+            await _run(service.get_status(caller, workflow_id))  # nothing is told of a workflow not seen
+        async with feed.running():
+            return await _run(service.wait_status(caller, workflow_id, wait_seconds, feed.on_change, until))
 
     @mcp.tool(
         description=(
