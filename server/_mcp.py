@@ -16,9 +16,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters import IntegrityError
+from server._browse import install_browsing
 from server._caller import current_caller
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
 from server._progress import WaitFeed, set_level_handler
+from server._prompts import install_prompts
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
 from server.errors import NotFoundError, ServiceError
@@ -101,6 +103,12 @@ def build_mcp_server(
     def who(ctx: Context) -> Caller:
         del ctx
         return current_caller.get() or fallback
+
+    def caller_now() -> Caller:
+        return current_caller.get() or fallback
+
+    install_browsing(mcp, service, caller_now)
+    install_prompts(mcp, service, caller_now)
 
     @mcp.tool(
         description=(
