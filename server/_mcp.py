@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import mcp_types as types
@@ -18,11 +18,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from adapters import IntegrityError
 from server._browse import install_browsing
 from server._caller import current_caller
+from server._inline import request_state_security
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
-from server._progress import WaitFeed, set_level_handler
+from server._progress import set_level_handler
 from server._prompts import install_prompts
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
+from server._waiting import StatusWaiter
 from server.errors import NotFoundError, ServiceError
 
 __all__ = ["build_mcp_server"]
@@ -74,6 +76,7 @@ def build_mcp_server(
     *,
     default_caller: Caller | None = None,
     notifier: RedisNotifier | None = None,
+    integrity_keys: Sequence[bytes] = (),
 ) -> MCPServer:
     """The MCPServer exposing the orchestrator's tools and resources.
 
@@ -82,12 +85,20 @@ def build_mcp_server(
         default_caller: who calls when the transport authenticated nobody (stdio: the local user,
             or the key given with --api-key).
         notifier: cross-instance resource notifications (both MCP generations).
+        integrity_keys: the deployment's keys; the sealing keys of inline decisions' request state derive
+            from them, so any instance accepts another's (else a key of this process only).
     """
+    fallback = default_caller or Caller()
     mcp = MCPServer(
         name="movie-orchestrator",
         instructions=_INSTRUCTIONS,
         version="0.1.0",
         subscriptions=notifier.bus if notifier is not None else None,
+        request_state_security=(
+            request_state_security(integrity_keys, lambda: (current_caller.get() or fallback).name)
+            if integrity_keys
+            else None
+        ),
     )
     if notifier is not None:
         low = mcp._lowlevel_server
@@ -98,7 +109,6 @@ def build_mcp_server(
     mcp._lowlevel_server.add_request_handler(
         "logging/setLevel", types.SetLevelRequestParams, set_level_handler
     )
-    fallback = default_caller or Caller()
 
     def who(ctx: Context) -> Caller:
         del ctx
@@ -108,6 +118,7 @@ def build_mcp_server(
         return current_caller.get() or fallback
 
     install_browsing(mcp, service, caller_now)
+    waiter = StatusWaiter(service)
     install_prompts(mcp, service, caller_now)
 
     @mcp.tool(
@@ -163,16 +174,11 @@ def build_mcp_server(
                 "'waiting_decision']) instead of the next change; finished workflows answer at once"
             ),
         ] = None,
-    ) -> WorkflowStatus:
+    ) -> WorkflowStatus | types.InputRequiredResult:
         caller = who(ctx)
-        if not wait_seconds:
+        if not wait_seconds and ctx.request_state is None:
             return await _run(service.get_status(caller, workflow_id))
-
-        feed = WaitFeed(ctx, service.store, workflow_id)
-        if feed.active:
-            await _run(service.get_status(caller, workflow_id))  # nothing is told of a workflow not seen
-        async with feed.running():
-            return await _run(service.wait_status(caller, workflow_id, wait_seconds, feed.on_change, until))
+        return await _run(waiter.get_status(ctx, caller, workflow_id, wait_seconds, until))
 
     @mcp.tool(
         description=(
