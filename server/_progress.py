@@ -171,6 +171,7 @@ class WaitFeed:
         self._last_line = ""
         self._lock = asyncio.Lock()
         self._quiet = asyncio.Event()
+        self._stopped = False
         self.sent = {"progress": 0, "log": 0}
 
     @property
@@ -193,8 +194,10 @@ class WaitFeed:
         try:
             yield self
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Stop between reports rather than cancel one mid-command on the shared Redis client.
+            self._stopped = True
+            self._quiet.set()
+            with contextlib.suppress(Exception):
                 await beat
 
     async def on_change(self, percent: float, what: str) -> None:
@@ -204,12 +207,13 @@ class WaitFeed:
             await self._report(what)
 
     async def _beat(self) -> None:
-        while True:
+        while not self._stopped:
             self._quiet.clear()
             try:
                 await asyncio.wait_for(self._quiet.wait(), self._heartbeat)
             except TimeoutError:
-                await self._report(None, again=True)
+                if not self._stopped:
+                    await self._report(None, again=True)
 
     async def _report(self, what: str | None, *, again: bool = False) -> None:
         async with self._lock:
