@@ -142,7 +142,9 @@ class InlineDecisions:
                 result = await session.elicit_form(
                     form.message, form.requested_schema, ctx.request_context.request_id
                 )
-            except NoBackChannelError:
+            except (NoBackChannelError, MCPError) as exc:
+                # No way to ask after all, or the client refused the form: it still sees pending_decisions.
+                log.info("mcp.inline_decision_not_asked", workflow_id=status.workflow_id, error=str(exc))
                 return status
             await self._record(caller, status.workflow_id, d.id, result)
         return await self._service.get_status(caller, status.workflow_id)
