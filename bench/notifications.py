@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +69,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--wait", type=float, default=60.0)
     parser.add_argument("--scenes", type=int, default=4)
+    parser.add_argument("--transports", default=",".join([*BOTH_ERAS, "stdio", "stdio-auto"]))
     args = parser.parse_args()
+    # The stdio server is another process on the same Redis: both must sign records with the same key.
+    os.environ.setdefault("INTEGRITY_KEYS", secrets.token_hex(32))
     with tempfile.TemporaryDirectory(prefix="mo-notif-") as tmp:
         settings = Settings(data_dir=Path(tmp) / "redis", key_prefix="notif", task_poll_seconds=0.5)
         async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as orch:
@@ -83,7 +88,7 @@ async def main() -> None:
                     return stdio_client(redis_url, "notif", Path(tmp) / transport, mode=mode, **kw)
                 return connect(orch, transport, key, **kw)
 
-            transports = [*BOTH_ERAS, "stdio", "stdio-auto"]
+            transports = args.transports.split(",")
             print(
                 f"| transport | busy wait: progress / logs / s | quiet wait ({args.wait:.0f} s): progress / logs |"
             )
