@@ -194,3 +194,22 @@ def test_descriptions_read_like_sentences() -> None:
     assert event_log("agent.transient", {"agent": "x", "detail": "timeout"})[1].endswith("retry scheduled")  # type: ignore[index]
     assert event_log("decision.requested", {"decisions": ["d1"]})[0] == "notice"  # type: ignore[index]
     assert event_log("step.started", {"step": "x"}) is None
+
+
+async def test_progress_on_an_instance_that_runs_nothing(
+    served: tuple[Orchestrator, str], settings: Settings
+) -> None:
+    """Stateless and multi-instance: a wait on instance B (no engine) streams the progress of a run on A."""
+    a, _ = served
+    settings_b = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
+    async with Orchestrator.open(settings_b, with_engine=False, http=("127.0.0.1", 0)) as b:
+        assert b.keys is not None
+        key_b, _ = await b.keys.create("watcher-b", ["*"], "read")
+        async with Client(a.mcp) as ca:
+            wid = structured(await ca.call_tool("start_workflow", {"project_id": "p", "workflow": "preview",
+                                                                   "brief": "two towers"}))["workflow_id"]  # fmt: skip
+        heard = Heard()
+        async with connect(b, "http", key_b, logging_callback=heard.on_log, log_level="info") as cb:
+            st = await _wait_to_the_end(cb, wid, heard)
+    assert st["status"] == "completed"
+    _readable(heard)
