@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import mcp_types as types
@@ -94,3 +95,22 @@ async def test_prompts_lead_through_the_tools(served: Orchestrator, mode: str) -
         wid = await _start(c, "p1")
         review = await c.get_prompt("review_decisions", {"workflow_id": wid})
         assert "no open decision" in review.messages[0].content.text  # type: ignore[union-attr]
+
+
+async def test_checkpoint_ids_complete_for_a_visible_workflow(settings: Settings) -> None:
+    """checkpoint_id completes from the checkpoints of the workflow named in the context."""
+    async with Orchestrator.open(settings, with_sandbox=True) as orch, Client(orch.mcp) as c:
+        wid = await _start(c, "cp")
+        st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 30,
+                                                         "until": ["completed"]}))  # fmt: skip
+        assert st["status"] == "completed"
+        template = types.ResourceTemplateReference(
+            type="ref/resource", uri="workflow://{workflow_id}/checkpoints/{checkpoint_id}"
+        )
+        done = await c.complete(
+            template, {"name": "checkpoint_id", "value": ""}, context_arguments={"workflow_id": wid}
+        )
+        listed = await c.read_resource(f"workflow://{wid}/checkpoints")
+    ids = [cp["checkpoint_id"] for cp in json.loads(listed.contents[0].text)["checkpoints"]]  # type: ignore[union-attr]
+    assert done.completion.values == ids
+    assert ids
