@@ -159,7 +159,9 @@ def build_mcp_server(
         description=(
             "Where a workflow stands: status, phase, step, percent, agents running, pending decisions "
             "(answer them with submit_decision) and the last error. With wait_seconds, waits for the "
-            "next change (up to that long) and sends progress notifications meanwhile."
+            "next change (up to that long) and sends progress notifications and the workflow's notable "
+            "events as log messages meanwhile; a client that can answer forms is asked a pending "
+            "decision inline."
         ),
         annotations=ToolAnnotations(read_only_hint=True),
     )
