@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint format lock clean
+.PHONY: test demo bench lint format lock clean conformance
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -22,6 +22,15 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The official MCP conformance suite against our HTTP port (needs node and, once, the npm registry).
+CONFORMANCE_PKG := @modelcontextprotocol/conformance@0.1.16
+.conformance/.installed:
+	mkdir -p .conformance && cd .conformance && npm install --no-audit --no-fund --silent $(CONFORMANCE_PKG)
+	@touch $@
+
+conformance: $(STAMP) .conformance/.installed
+	REQUIRE_CONFORMANCE=1 $(PY) -m pytest tests/server/test_conformance.py -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
@@ -42,4 +51,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .conformance

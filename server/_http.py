@@ -20,6 +20,7 @@ from server._board import BOARD_API, board_routes
 from server._caller import current_caller
 from server._ports_impl import webhook_token
 from server._service import Caller
+from server._streaming import streamable_http_app
 from server._ws import serve_mcp_websocket
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
         keys: API keys to require on /mcp and /ws; None serves them without auth (loopback only).
     """
     mcp = orch.mcp
-    app = mcp.streamable_http_app(stateless_http=True, json_response=True, host="127.0.0.1")
+    app = streamable_http_app(mcp, host="127.0.0.1")
 
     async def webhook(request: Request) -> Response:
         q = request.query_params

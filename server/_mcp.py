@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import mcp_types as types
@@ -17,13 +17,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters import IntegrityError
 from graphs import BUDGETS, WORKFLOWS
+from server._browse import install_browsing
 from server._caller import current_caller
+from server._inline import request_state_security
 from server._mcp_app import APP_META, production_app
 from server._models import AgentList, DecisionResult, StartResult, WorkflowList, WorkflowStatus
+from server._progress import set_level_handler
+from server._prompts import install_prompts
 from server._service import Caller, OrchestratorService
 from server._subscriptions import RedisNotifier
 from server._tasks_ext import WorkflowTasks
 from server._tasks_listen import install_task_notifications
+from server._waiting import StatusWaiter
 from server.errors import NotFoundError, ServiceError
 
 __all__ = ["build_mcp_server"]
@@ -104,6 +109,7 @@ def build_mcp_server(
     *,
     default_caller: Caller | None = None,
     notifier: RedisNotifier | None = None,
+    integrity_keys: Sequence[bytes] = (),
 ) -> MCPServer:
     """The MCPServer exposing the orchestrator's tools and resources.
 
@@ -112,13 +118,21 @@ def build_mcp_server(
         default_caller: who calls when the transport authenticated nobody (stdio: the local user,
             or the key given with --api-key).
         notifier: cross-instance resource notifications (both MCP generations).
+        integrity_keys: the deployment's keys; the sealing keys of inline decisions' request state derive
+            from them, so any instance accepts another's (else a key of this process only).
     """
+    fallback = default_caller or Caller()
     mcp = MCPServer(
         name="movie-orchestrator",
         instructions=_INSTRUCTIONS,
         version="0.1.0",
         subscriptions=notifier.bus if notifier is not None else None,
-        extensions=[WorkflowTasks(service, default_caller or Caller()), production_app()],
+        extensions=[WorkflowTasks(service, fallback), production_app()],
+        request_state_security=(
+            request_state_security(integrity_keys, lambda: (current_caller.get() or fallback).name)
+            if integrity_keys
+            else None
+        ),
     )
     if notifier is not None:
         low = mcp._lowlevel_server
@@ -127,12 +141,21 @@ def build_mcp_server(
             "resources/unsubscribe", types.UnsubscribeRequestParams, notifier.on_unsubscribe
         )
     install_task_notifications(mcp, notifier)
-    fallback = default_caller or Caller()
     budgets = service.budgets
+    mcp._lowlevel_server.add_request_handler(
+        "logging/setLevel", types.SetLevelRequestParams, set_level_handler
+    )
 
     def who(ctx: Context) -> Caller:
         del ctx
         return current_caller.get() or fallback
+
+    def caller_now() -> Caller:
+        return current_caller.get() or fallback
+
+    install_browsing(mcp, service, caller_now)
+    waiter = StatusWaiter(service)
+    install_prompts(mcp, service, caller_now)
 
     @mcp.tool(
         description=(
@@ -178,7 +201,9 @@ def build_mcp_server(
         description=(
             "Where a workflow stands: status, phase, step, percent, agents running, pending decisions "
             "(answer them with submit_decision) and the last error. With wait_seconds, waits for the "
-            "next change (up to that long) and sends progress notifications meanwhile."
+            "next change (up to that long) and sends progress notifications and the workflow's notable "
+            "events as log messages meanwhile; a client that can answer forms is asked a pending "
+            "decision inline."
         ),
         annotations=ToolAnnotations(read_only_hint=True),
         meta=APP_META,
@@ -194,15 +219,11 @@ def build_mcp_server(
                 "'waiting_decision']) instead of the next change; finished workflows answer at once"
             ),
         ] = None,
-    ) -> WorkflowStatus:
+    ) -> WorkflowStatus | types.InputRequiredResult:
         caller = who(ctx)
-        if not wait_seconds:
+        if not wait_seconds and ctx.request_state is None:
             return await _run(service.get_status(caller, workflow_id))
-
-        async def progress(percent: float, message: str) -> None:
-            await ctx.report_progress(percent, 100, message)
-
-        return await _run(service.wait_status(caller, workflow_id, wait_seconds, progress, until))
+        return await _run(waiter.get_status(ctx, caller, workflow_id, wait_seconds, until))
 
     @mcp.tool(
         description=(

@@ -327,7 +327,7 @@ class Orchestrator:
                                           read_audit=keys.read_audit, watch=notifier.watch)  # fmt: skip
             orch = cls(
                 settings=settings, redis=redis, store=store, saver=saver, service=service,
-                mcp=build_mcp_server(service, default_caller=caller, notifier=notifier), engine=None, board=board, guards=guards, metrics=metrics,
+                mcp=build_mcp_server(service, default_caller=caller, notifier=notifier, integrity_keys=integrity_keys), engine=None, board=board, guards=guards, metrics=metrics,
                 webhook_secret=secret, consumer=consumer, embedded=embedded, sandbox_urls=urls, sandbox=sandbox,
                 media_dir=media_dir, keys=keys, notifier=notifier, integrity_keys=integrity_keys, budgets=budgets,
             )  # fmt: skip

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from adapters._ws_mcp import websocket_client
 from server._runtime import Orchestrator
 
 TRANSPORTS = ["memory-auto", "memory-legacy", "http", "ws"]
+# Every transport in both protocol generations (stdio runs a subprocess: see `stdio_client`).
+BOTH_ERAS = ["memory-auto", "memory-legacy", "http", "http-legacy", "ws", "ws-auto"]
 
 
 @contextlib.asynccontextmanager
@@ -26,13 +31,31 @@ async def connect(orch: Orchestrator, transport: str, key: str | None, **kw: Any
     elif transport == "memory-legacy":
         async with Client(orch.mcp, mode="legacy", **kw) as c:
             yield c
-    elif transport == "http":
+    elif transport in {"http", "http-legacy"}:
+        mode = "legacy" if transport == "http-legacy" else "auto"
         async with (
             httpx2.AsyncClient(headers=headers, timeout=30) as http,
-            Client(streamable_http_client(f"{orch.http_url}/mcp", http_client=http), **kw) as c,
+            Client(streamable_http_client(f"{orch.http_url}/mcp", http_client=http), mode=mode, **kw) as c,
         ):
             yield c
     else:
         ws_url = orch.http_url.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
-        async with Client(websocket_client(ws_url, headers=headers), mode="legacy", **kw) as c:
+        mode = "auto" if transport == "ws-auto" else "legacy"
+        async with Client(websocket_client(ws_url, headers=headers), mode=mode, **kw) as c:
             yield c
+
+
+@contextlib.asynccontextmanager
+async def stdio_client(
+    redis_url: str, key_prefix: str, data_dir: Path, *, mode: str = "legacy", **kw: Any
+) -> AsyncIterator[Client]:
+    """A client of `movie-orchestrator serve --sandbox` over stdio (a subprocess on the test's Redis)."""
+    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "LOG_FORMAT": "json",
+           "TASK_POLL_SECONDS": "0.2"}  # fmt: skip
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir)],
+        env=env,
+    )
+    async with Client(params, mode=mode, **kw) as c:
+        yield c

@@ -1,0 +1,3 @@
+// `node --import ./register.mjs <cli>`: installs hooks.mjs before the CLI loads.
+import { register } from "node:module";
+register("./hooks.mjs", import.meta.url);

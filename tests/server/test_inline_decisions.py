@@ -1,0 +1,133 @@
+"""Decisions asked inline by a waiting get_status, answered through the decision ledger."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client
+
+from server._runtime import Orchestrator
+from server.settings import Settings
+from tests.server.clients import connect
+from tests.server.conftest import structured
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
+    """An orchestrator with its HTTP port on loopback and a key that may decide."""
+    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as orch:
+        assert orch.keys is not None
+        key, _ = await orch.keys.create("director", ["*"], "decide")
+        yield orch, key
+
+
+class Person:
+    """The person at the client: answers every form with its first option."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def answer(self, context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        assert isinstance(params, types.ElicitRequestFormParams)
+        self.asked.append(params.message)
+        options = params.requested_schema["properties"]["choice"]["enum"]
+        return types.ElicitResult(action="accept", content={"choice": options[0], "comment": "asked inline"})
+
+
+_START = {"project_id": "p", "brief": "a fox", "options": {"scenes": 1, "characters": 1}}
+
+
+async def _until_decision(c: Client, wid: str) -> dict[str, Any]:
+    with anyio.fail_after(60):
+        while True:
+            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5}))
+            if st["status"] == "waiting_decision":
+                return st
+
+
+@pytest.mark.parametrize("transport", ["memory-auto", "memory-legacy", "http", "ws", "ws-auto"])
+async def test_waiting_get_status_asks_and_the_ledger_records(
+    served: tuple[Orchestrator, str], transport: str
+) -> None:
+    """A client with form elicitation is asked the pending decision; the answer is recorded as a decision."""
+    orch, key = served
+    person = Person()
+    async with connect(orch, transport, key, elicitation_callback=person.answer) as c:
+        wid = structured(await c.call_tool("start_workflow", _START))["workflow_id"]
+        with anyio.fail_after(60):
+            st: dict[str, Any] = {}
+            while not person.asked:
+                st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5,
+                                                                 "until": ["completed"]}))  # fmt: skip
+        assert st["status"] in {"queued", "running", "waiting_decision"}
+        decisions = await c.read_resource(f"workflow://{wid}/decisions")
+    assert "asks:" in person.asked[0]
+    text = decisions.contents[0].text  # type: ignore[union-attr]
+    assert '"comment": "asked inline"' in text
+    expected_who = "local" if transport.startswith("memory") else "director"
+    assert f'"by": "{expected_who}"' in text
+    events = await orch.store.events(wid)
+    submitted = [e for e in events if e["what"] == "decision.submitted"]
+    assert submitted
+    assert submitted[0]["who"] == expected_who
+
+
+async def test_without_elicitation_pending_decisions_stay(served: tuple[Orchestrator, str]) -> None:
+    """A client without elicitation (or stateless HTTP in the handshake era) sees pending_decisions."""
+    orch, key = served
+    person = Person()
+    async with connect(orch, "http-legacy", key, elicitation_callback=person.answer) as c:
+        wid = structured(await c.call_tool("start_workflow", _START))["workflow_id"]
+        st = await _until_decision(c, wid)
+    assert st["pending_decisions"]
+    assert person.asked == []
+    async with connect(orch, "http", key) as c:
+        st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
+    assert st["pending_decisions"]
+
+
+async def test_request_state_answered_on_another_instance(
+    served: tuple[Orchestrator, str], settings: Settings
+) -> None:
+    """The input-required state minted by one instance is accepted by another (keys shared); a forged or
+    replayed-by-another-key state is refused."""
+    a, key = served
+    assert a.keys is not None
+    other, _ = await a.keys.create("someone-else", ["*"], "decide")
+    settings_b = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
+    async with (
+        Orchestrator.open(settings_b, with_engine=False, http=("127.0.0.1", 0)) as b,
+        connect(a, "http", key) as plain,
+        connect(a, "http", key, elicitation_callback=Person().answer) as ca,
+        connect(b, "http", key, elicitation_callback=Person().answer) as cb,
+        connect(b, "http", other, elicitation_callback=Person().answer) as intruder,
+    ):
+        wid = structured(await plain.call_tool("start_workflow", _START))["workflow_id"]
+        await _until_decision(plain, wid)
+        args = {"workflow_id": wid, "wait_seconds": 5}
+        first = await ca.session.call_tool("get_status", args, allow_input_required=True)
+        assert isinstance(first, types.InputRequiredResult)
+        assert first.input_requests is not None
+        assert first.request_state is not None
+        ((decision_id, request),) = first.input_requests.items()
+        assert isinstance(request, types.ElicitRequest)
+        options = request.params.requested_schema["properties"]["choice"]["enum"]  # type: ignore[union-attr]
+        answer = {decision_id: types.ElicitResult(action="accept", content={"choice": options[0]})}
+        with pytest.raises(Exception, match="requestState"):
+            await cb.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]
+                                       request_state=first.request_state + "x", allow_input_required=True)  # fmt: skip
+        with pytest.raises(Exception, match="requestState"):
+            await intruder.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]
+                                             request_state=first.request_state, allow_input_required=True)  # fmt: skip
+        done = await cb.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]
+                                          request_state=first.request_state, allow_input_required=True)  # fmt: skip
+        assert isinstance(done, types.CallToolResult)
+        assert done.structured_content is not None
+        assert done.structured_content["status"] in {"queued", "running", "waiting_decision"}
+    decided = await a.store.decisions(wid)
+    assert decided[decision_id]["choice"] == options[0]
+    assert decided[decision_id]["by"] == "director"
