@@ -115,8 +115,9 @@ async def test_sigterm_with_a_busy_event_loop_exits_within_the_grace_and_hands_t
     env = _hooked(tmp_path, services, redis_url, key_prefix, SHUTDOWN_GRACE_SECONDS=str(grace))
     async with server("alpha", env, tmp_path) as a:
         load = [
-            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}",
-                                                  "options": {"auto_approve": True}}))["workflow_id"]
+            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}"}))[
+                "workflow_id"
+            ]
             for i in range(10)
         ]  # fmt: skip
         with anyio.fail_after(60):
@@ -185,8 +186,9 @@ async def test_sigterm_under_load_hands_the_runs_back_gracefully(
     }
     async with server("alpha", env, tmp_path) as a, server("beta", env, tmp_path) as b:
         load = [
-            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}",
-                                                  "options": {"auto_approve": True}}))["workflow_id"]
+            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}"}))[
+                "workflow_id"
+            ]
             for i in range(10)
         ]  # fmt: skip
         with anyio.fail_after(60):
