@@ -49,7 +49,7 @@ def main() -> int:  # noqa: PLR0915 - one linear list of benchmarks reads better
         with server:
             if "frontdoor" in only:
                 started = time.monotonic()
-                runs = 150 if quick else 300
+                runs = 100 if quick else 300
                 ours = [asyncio.run(frontdoor.run(server.url, tmp / f"fd{n}", engine_processes=n, runs=runs))
                         for n in (0, 1)]  # fmt: skip
                 if not args.no_peer:
@@ -60,14 +60,14 @@ def main() -> int:  # noqa: PLR0915 - one linear list of benchmarks reads better
                 timed("benchmarks 1-3 (front door, both sides)", started)
             if "critical_path" in only:
                 started = time.monotonic()
-                latency, sizes = (0.5, (1, 20)) if quick else (2.0, (1, 100))
+                latency, sizes = (0.5, (1, 10)) if quick else (2.0, (1, 100))
                 cp = asyncio.run(critical_path.run(server.url, tmp / "cp", latency=latency, sizes=sizes))
                 headline.append(cp.headline())
                 parts.append(cp.table())
                 timed("benchmark 7 (critical path)", started)
             if "concurrency" in only:
                 started = time.monotonic()
-                workflows, window = (100, 45.0) if quick else (1000, 150.0)
+                workflows, window = (100, 40.0) if quick else (1000, 100.0)
                 conc = asyncio.run(concurrency.run(server.url, tmp / "conc", workflows=workflows, window=window,
                                                    redis_pids=[server.pid] if server.pid else None))  # fmt: skip
                 headline.append(conc.headline())
