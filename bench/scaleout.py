@@ -103,7 +103,36 @@ class ScaleoutResult:
                 )
                 if c.errors:
                     lines.append(f"| | first error: {c.errors[0][:200]} | | | | | | | | |")
+        lines += ["", self.paper()]
         return "\n".join(lines)
+
+    def paper(self, host_cores: int = 16) -> str:
+        """What more cores buy, worked out from this run's CPU per agent execution (benchmark 4)."""
+        single = next((c for label, c in self.b4 if "single" in label and c.agent_executions), None)
+        clustered = next((c for label, c in self.b4 if "cluster" in label and c.agent_executions), None)
+        if single is None or clustered is None:
+            return ""
+        srv = single.cpu_ms_per_execution()["server"]
+        red = single.cpu_ms_per_execution()["redis"]
+        red_c = clustered.cpu_ms_per_execution()["redis"]
+        per_core = 1000 / srv if srv else float("nan")
+        cap_single = 1000 / red if red else float("inf")
+        cap_cluster = 3000 / red_c if red_c else float("inf")  # each master carries a third
+        host_single = min((host_cores - 1) * per_core, cap_single)
+        host_cluster = min((host_cores - 3) * per_core, cap_cluster)
+        per_prod = single.agent_executions / max(1, single.completed + single.cut_off)
+        return (
+            f"On paper, for a {host_cores}-core host (from this run's figures; the stand-ins' CPU is the outside "
+            f"services', elsewhere in production): one server core runs {per_core:.0f} agent executions/s "
+            f"({srv:.1f} ms each), so **one more core per instance (one more engine process) buys ~{per_core:.0f} "
+            f"agent executions/s, ~{per_core / per_prod * 60:.0f} default-size productions per minute of agent "
+            f"work**, as long as Redis keeps up. Single Redis (one core, {red:.2f} ms per execution) saturates at "
+            f"~{cap_single:.0f}/s; the 3-master cluster ({red_c:.2f} ms per execution over its masters) at "
+            f"~{cap_cluster:.0f}/s. {host_cores} cores: single Redis + {host_cores - 1} server cores -> "
+            f"~{host_single:.0f}/s ({'Redis' if cap_single < (host_cores - 1) * per_core else 'server'}-bound); "
+            f"cluster on 3 cores + {host_cores - 3} server cores -> ~{host_cluster:.0f}/s "
+            f"({'Redis' if cap_cluster < (host_cores - 3) * per_core else 'server'}-bound)."
+        )
 
 
 class _Spread:
