@@ -28,16 +28,6 @@ __all__ = ["EngineProcesses", "child_env"]
 log = structlog.get_logger(__name__)
 
 READY = "engine-only instance running"
-# Engine children run at a lower scheduling priority: under load the front (status, starts) gets the
-# CPU first and graph steps take what is left (A/B in BENCHMARKS.md, issue 15; 0 turns it off).
-ENGINE_NICENESS = 5
-
-
-def _engine_child_setup() -> None:
-    # Between fork and exec: stop with the parent, and yield the CPU to the front door.
-    _die_with_parent()
-    with contextlib.suppress(OSError):
-        os.nice(ENGINE_NICENESS)
 
 
 def child_env(orch: Orchestrator) -> dict[str, str]:
@@ -99,7 +89,7 @@ class EngineProcesses:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server", "serve", "--engine-only", env=self._env | {"INSTANCE_ID": f"{self._name}-e{i}"},
             stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_engine_child_setup,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         assert proc.stderr is not None
         while True:  # its log goes to LOG_FILE or its stderr; wait for the line that says it runs
