@@ -161,7 +161,7 @@ class TaskServiceStandIn:
             "result": None,
         }
         self.tasks[task_id] = task
-        running = sum(1 for t in self.tasks.values() if t["status"] == "processing")
+        running = len(self._bg)  # jobs being worked on (was a scan of every task ever submitted, per submit)
         bg = asyncio.get_running_loop().create_task(self._work(task_id))
         self._bg.add(bg)
         bg.add_done_callback(self._bg.discard)
