@@ -3,6 +3,7 @@
 from adapters._auto_movie import PHASES, STATUSES, AutoMovieClient, normalise_genre
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
+from adapters._embedded_cluster import EmbeddedCluster
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
 from adapters._integrity import IntegrityError, SignedSerializer, Signer
 from adapters._llm import LLMWriter
@@ -38,6 +39,7 @@ __all__ = [
     "ChannelHub",
     "CircuitOpenError",
     "DataDirLockedError",
+    "EmbeddedCluster",
     "EmbeddedRedis",
     "EmbeddedRedisError",
     "IntegrityError",

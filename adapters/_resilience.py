@@ -141,10 +141,11 @@ class BreakerBoard:
     async def _publish(self, name: str, state: str) -> None:
         payload = json.dumps({"service": name, "state": state, "at": time.time(), "by": self.instance})
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(self.key(name), mapping={"state": state, "at": str(time.time()), "by": self.instance})
-            pipe.publish(self.channel, payload)
-            await pipe.execute()
+            # Write, then announce: PUBLISH names no key, so a cluster pipeline has no node to give it to.
+            await self.redis.hset(
+                self.key(name), mapping={"state": state, "at": str(time.time()), "by": self.instance}
+            )
+            await self.redis.publish(self.channel, payload)
         except Exception:
             log.exception("breaker.publish_failed", service=name)
 

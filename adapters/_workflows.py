@@ -245,10 +245,20 @@ class WorkflowStore:
         pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
         pipe.zadd(f"{self.prefix}:wfs", {wid: now})
         self._event(pipe, wid, "workflow.created", created_by, correlation_id, workflow=workflow)
-        if enqueue:
-            pipe.xadd(self.queue_key, {"wid": wid, "reason": "start", "cid": correlation_id})
-        pipe.publish(self.channel(wid), "created")
+        start = {"wid": wid, "reason": "start", "cid": correlation_id}
+        if self._transactional:  # MULTI/EXEC: an engine sees the start and the record together
+            if enqueue:
+                pipe.xadd(self.queue_key, start)
+            pipe.publish(self.channel(wid), "created")
+            await pipe.execute()
+            return rec, True
+        # A cluster pipeline sends each node its share concurrently: were the start in it, an engine could
+        # claim it before the record's node had written the record, and drop the run. PUBLISH names no key,
+        # so it has no node in a cluster pipeline either: both go after.
         await pipe.execute()
+        if enqueue:
+            await self.client.xadd(self.queue_key, start)
+        await self.client.publish(self.channel(wid), "created")
         return rec, True
 
     async def get(self, wid: str) -> WorkflowRecord | None:

@@ -1,10 +1,11 @@
-"""Benchmark 4: many `movie_production` workflows in flight on one instance, against the stand-ins.
+"""Benchmark 4: many default-size `movie_production` workflows in flight, against the stand-ins.
 
 The outside services are the sandbox stand-ins in their own process (`movie-orchestrator sandbox`) with
-2 s per Task Service job. The orchestrator is one `serve --http` process. The driver starts every
-workflow over Streamable HTTP, follows each with get_status(wait_seconds, until=...) and answers every
-decision with submit_decision (the recommended option). It samples the server's RSS and the engine's
-runs in flight (`/metrics`), and reads Redis memory before and after.
+2 s per Task Service job. The orchestrator is one `serve --http` process (or several on one Redis, for
+benchmark 8). The driver starts every workflow over Streamable HTTP, follows each with
+get_status(wait_seconds, until=...) and answers every decision with submit_decision (the recommended
+option). It samples the servers' RSS and the engines' runs in flight (`/metrics`), reads Redis memory
+(summed over a cluster's masters) before and after, and the CPU time of servers, stand-ins and Redis.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +30,8 @@ from bench.frontdoor import RawMcp
 __all__ = ["ConcurrencyResult", "run"]
 
 WAIT_FOR = ["waiting_decision", "completed", "failed", "cancelled"]
-# A small production (one scene, one character: about 40 agent executions) so that a thousand finish
-# within make bench's time budget on two cores; every phase, decision and outside service still runs.
-OPTIONS = {"scenes": 1, "characters": 1}
+# Default-size productions: no options (6 scenes, 3 characters, every phase, decision and service).
+OPTIONS: dict[str, int] = {}
 
 
 @dataclass
@@ -54,19 +54,47 @@ class ConcurrencyResult:
     peak_rss_mb: float = 0.0
     agent_executions: int = 0
     redis_bytes_per_workflow: float = 0.0
+    redis_label: str = "Redis"
+    instances: int = 1
+    cpu_server: float = 0.0
+    cpu_standins: float = 0.0
+    cpu_redis: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    window: float | None = None
+    open_runs: dict[str, RawMcp] = field(default_factory=dict)
+    cut_off: int = 0
+
+    def cpu_ms_per_execution(self) -> dict[str, float]:
+        """CPU milliseconds per agent execution: servers, stand-ins, Redis."""
+        n = self.agent_executions or 1
+        return {"server": self.cpu_server * 1000 / n, "stand-ins": self.cpu_standins * 1000 / n,
+                "redis": self.cpu_redis * 1000 / n}  # fmt: skip
+
+    def ok(self) -> bool:
+        """All in flight at once, within 500 MB RSS per instance, no errors."""
+        return (self.peak_in_flight >= self.workflows and self.peak_rss_mb <= 500 * self.instances
+                and not self.failed and not self.errors)  # fmt: skip
+
+    def headline(self) -> str:
+        """The target line for the report's head."""
+        return (f"- Concurrency: {self.peak_in_flight} of {self.workflows} default-size productions in flight at "
+                f"once, peak RSS {self.peak_rss_mb:.0f} MB, {self.completed} completed"
+                + (f" and {self.cut_off} cancelled at the {self.window:g} s time box" if self.cut_off else "")
+                + f", {self.failed} failed "
+                f"(target all in flight, <= 500 MB, no errors: {'met' if self.ok() else 'NOT met'}).")  # fmt: skip
 
     def table(self) -> str:
         """Markdown for BENCHMARKS.md."""
         minutes = self.seconds / 60 if self.seconds else float("nan")
-        all_in_flight = self.peak_in_flight >= self.workflows
-        ok = all_in_flight and self.peak_rss_mb <= 500 and not self.failed and not self.errors
+        ok = self.ok()
         lines = [
             "### 4. Concurrency\n",
-            f"{self.workflows} `movie_production` workflows (options {OPTIONS}) on one `serve --http` process, "
+            f"{self.workflows} default-size `movie_production` workflows (6 scenes, 3 characters) on one "
+            "`serve --http` process, "
             f"the stand-ins in their own process with {self.job_latency:g} s per Task Service job; every decision "
             "answered with submit_decision over Streamable HTTP; Redis durability.\n",
             "| workflows | peak in flight | peak runs executing | completed | failed | decisions answered "
-            "| completions/min | agent executions/min | wall time | peak RSS | Redis memory per workflow |",
+            f"| completions/min | agent executions/min | wall time | peak RSS | {self.redis_label} memory per workflow |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {self.workflows} | {self.peak_in_flight} | {self.peak_running} | {self.completed} | {self.failed} | "
             f"{self.decisions} | "
@@ -74,10 +102,17 @@ class ConcurrencyResult:
             f"{self.peak_rss_mb:.0f} MB | {self.redis_bytes_per_workflow / 1024:.0f} KiB |",
             "\nIn flight: started and not yet ended (a workflow waiting for its decision included); runs "
             "executing: the engine's `mo_runs_active`, sampled twice a second. Each workflow is its own project, "
-            "created in Auto-Movie beforehand.",
+            "created in Auto-Movie beforehand. CPU per agent execution: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in self.cpu_ms_per_execution().items())
+            + ".",
             f"All started within {self.start_seconds:.1f} s. Target: all {self.workflows} in flight at once, "
             f"<= 500 MB RSS, no errors: {'met' if ok else 'NOT met'}.",
         ]
+        if self.cut_off:
+            lines.append(
+                f"Time box: after {self.window:g} s the {self.cut_off} productions still running were cancelled "
+                f"(completions/min and agent executions/min are over the time box; the wall time is the box)."
+            )
         if self.errors:
             lines.append(f"Errors ({len(self.errors)}), first: {self.errors[0][:300]}")
         if self.sample_errors:
@@ -157,6 +192,7 @@ async def _projects(env: dict[str, str], n: int) -> list[str]:
 
 async def _follow(c: RawMcp, project_id: str, out: ConcurrencyResult, t0: float) -> None:
     """Start one production and see it through, answering its decisions."""
+    t_own = time.perf_counter()
     try:
         started = await c.call_tool(
             "start_workflow",
@@ -168,6 +204,7 @@ async def _follow(c: RawMcp, project_id: str, out: ConcurrencyResult, t0: float)
             },
         )
         wid = started["workflow_id"]
+        out.open_runs[wid] = c
         out.start_seconds = max(out.start_seconds, time.perf_counter() - t0)
         out.in_flight += 1
         out.peak_in_flight = max(out.peak_in_flight, out.in_flight)
@@ -175,8 +212,10 @@ async def _follow(c: RawMcp, project_id: str, out: ConcurrencyResult, t0: float)
             st = await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 60, "until": WAIT_FOR})
             if st["status"] in {"completed", "failed", "cancelled"}:
                 out.in_flight -= 1
+                out.open_runs.pop(wid, None)
             if st["status"] == "completed":
                 out.completed += 1
+                out.latencies.append(time.perf_counter() - t_own)
                 return
             if st["status"] in {"failed", "cancelled"}:
                 out.failed += 1
@@ -192,16 +231,31 @@ async def _follow(c: RawMcp, project_id: str, out: ConcurrencyResult, t0: float)
         out.errors.append(f"{type(exc).__name__}: {exc}")
 
 
+def _cpu(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of processes and their children (those still alive)."""
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            for q in [p, *p.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = q.cpu_times()
+                    total += t.user + t.system
+    return total
+
+
 async def _sample(
-    server: psutil.Process, metrics_url: str, out: ConcurrencyResult, stop: asyncio.Event
+    servers: list[psutil.Process], metrics_urls: list[str], out: ConcurrencyResult, stop: asyncio.Event
 ) -> None:
-    """Peak RSS of the server (and any children) and peak runs executing in its engine, twice a second."""
+    """Peak RSS of the servers (and children) and peak runs executing in their engines, twice a second."""
     async with httpx2.AsyncClient(timeout=30) as http:
         while not stop.is_set():
-            rss = sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])
+            rss = 0
+            for server in servers:
+                with contextlib.suppress(psutil.Error):
+                    rss += sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])
             out.peak_rss_mb = max(out.peak_rss_mb, rss / 2**20)
             try:
-                running = int(await _metric(http, metrics_url, "mo_runs_active"))
+                running = sum([int(await _metric(http, u, "mo_runs_active")) for u in metrics_urls])
             except httpx2.HTTPError as exc:
                 out.sample_errors += 1
                 out.last_sample_error = f"{type(exc).__name__}: {exc}"
@@ -211,36 +265,101 @@ async def _sample(
                 await asyncio.wait_for(stop.wait(), 0.5)
 
 
+async def _redis_memory(redis_url: str) -> int:
+    redis = Redis.from_url(redis_url)
+    try:
+        return int((await redis.info("memory"))["used_memory"])
+    finally:
+        await redis.aclose()
+
+
+class _RoundRobin:
+    """Spread tool calls of one workflow over instances: each workflow sticks to one front door."""
+
+    def __init__(self, clients: list[RawMcp]) -> None:
+        self.clients = clients
+        self.i = 0
+
+    def next(self) -> RawMcp:
+        self.i += 1
+        return self.clients[self.i % len(self.clients)]
+
+
 async def run(
-    redis_url: str, tmp: Path, *, workflows: int = 1000, job_latency: float = 2.0
+    redis_url: str,
+    tmp: Path,
+    *,
+    workflows: int = 1000,
+    job_latency: float = 2.0,
+    instances: int = 1,
+    memory: Callable[[], Awaitable[int]] | None = None,
+    redis_pids: list[int] | None = None,
+    redis_label: str = "Redis",
+    window: float | None = None,
 ) -> ConcurrencyResult:
-    """Run benchmark 4 on `redis_url`."""
-    out = ConcurrencyResult(workflows=workflows, job_latency=job_latency)
+    """Run benchmark 4 on `redis_url` with `instances` server processes sharing it.
+
+    With `window`, the productions still running after that many seconds are cancelled (a thousand
+    default-size productions need more CPU than make bench's budget on a small machine).
+    """
+    out = ConcurrencyResult(workflows=workflows, job_latency=job_latency, instances=instances,
+                            redis_label=redis_label, window=window)  # fmt: skip
+    read_memory = memory or (lambda: _redis_memory(redis_url))
+    redis_procs = [psutil.Process(p) for p in redis_pids or []]
     base_env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
     sandbox_args = ["sandbox", "--latency", str(job_latency), "--data-dir", str(tmp / "sandbox" / "d")]
-    async with _process(sandbox_args, base_env, "AUTO_MOVIE_URL=") as (_, sandbox_lines):
+    async with _process(sandbox_args, base_env, "AUTO_MOVIE_URL=") as (sandbox_pid, sandbox_lines):
         services = _sandbox_env(sandbox_lines)
         projects = await _projects(services, workflows)
-        env = {**base_env, **services, "REDIS_URL": redis_url,
-               "KEY_PREFIX": f"c{uuid.uuid4().hex[:6]}", "LOG_FILE": str(tmp / "concurrency-server.log")}  # fmt: skip
-        serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / "c")]
-        redis = Redis.from_url(redis_url)
-        memory_before = int((await redis.info("memory"))["used_memory"])
-        async with _process(serve_args, env, "listening on") as (pid, lines):
-            url = next(line for line in lines if "listening on" in line).split("listening on ")[1].split()[0]
-            metrics_url = url.removesuffix("/mcp") + "/metrics"
-            c = RawMcp(url, max_connections=workflows + 50)
+        prefix = f"c{uuid.uuid4().hex[:6]}"
+        memory_before = await read_memory()
+        async with contextlib.AsyncExitStack() as stack:
+            pids, urls = [], []
+            for i in range(instances):
+                env = {**base_env, **services, "REDIS_URL": redis_url, "KEY_PREFIX": prefix,
+                       "INSTANCE_ID": f"bench-{i}", "INTEGRITY_KEYS": f"bench-{prefix}-key",
+                       "LOG_FILE": str(tmp / f"concurrency-server-{i}.log")}  # fmt: skip
+                serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / f"c{i}")]
+                pid, lines = await stack.enter_async_context(_process(serve_args, env, "listening on"))
+                pids.append(pid)
+                urls.append(
+                    next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0]
+                )
+            metrics_urls = [u.removesuffix("/mcp") + "/metrics" for u in urls]
+            clients = [RawMcp(u, max_connections=workflows // instances + 50) for u in urls]
+            for c in clients:
+                await stack.enter_async_context(c.http)
+            servers = [psutil.Process(p) for p in pids]
+            standins = [psutil.Process(sandbox_pid)]
+            cpu0 = (_cpu(servers), _cpu(standins), _cpu(redis_procs))
             stop = asyncio.Event()
-            async with c.http:
-                sampler = asyncio.create_task(_sample(psutil.Process(pid), metrics_url, out, stop))
-                t0 = time.perf_counter()
-                await asyncio.gather(*(_follow(c, p, out, t0) for p in projects))
-                out.seconds = time.perf_counter() - t0
-                async with httpx2.AsyncClient(timeout=30) as http:
-                    out.agent_executions = int(await _metric(http, metrics_url, "mo_agent_executions_total"))
-                stop.set()
-                await sampler
-        memory_after = int((await redis.info("memory"))["used_memory"])
+            sampler = asyncio.create_task(_sample(servers, metrics_urls, out, stop))
+            rr = _RoundRobin(clients)
+            t0 = time.perf_counter()
+            follows = [asyncio.create_task(_follow(rr.next(), p, out, t0)) for p in projects]
+            _, unfinished = await asyncio.wait(follows, timeout=window)
+            out.seconds = time.perf_counter() - t0
+            if unfinished:  # the time box ended: stop following, cancel what still runs
+                for task in unfinished:
+                    task.cancel()
+                await asyncio.gather(*unfinished, return_exceptions=True)
+                out.cut_off = len(out.open_runs)
+                sem = asyncio.Semaphore(50)
+
+                async def cancel(wid: str, c: RawMcp) -> None:
+                    async with sem:
+                        with contextlib.suppress(Exception):
+                            await c.call_tool("cancel_workflow", {"workflow_id": wid})
+
+                await asyncio.gather(*(cancel(w, c) for w, c in list(out.open_runs.items())))
+            cpu1 = (_cpu(servers), _cpu(standins), _cpu(redis_procs))
+            out.cpu_server, out.cpu_standins, out.cpu_redis = (b - a for a, b in zip(cpu0, cpu1, strict=True))
+            async with httpx2.AsyncClient(timeout=30) as http:
+                out.agent_executions = sum(
+                    [int(await _metric(http, u, "mo_agent_executions_total")) for u in metrics_urls]
+                )
+            stop.set()
+            await sampler
+        memory_after = await read_memory()
         out.redis_bytes_per_workflow = (memory_after - memory_before) / workflows
-        await redis.aclose()
     return out

@@ -15,15 +15,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from bench.frontdoor import FrontDoorResult
+from bench.frontdoor import FrontDoorResult, measure
 
-__all__ = ["run"]
+__all__ = ["PeerSide", "run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".venv-peer"
@@ -96,37 +96,34 @@ async def peer_server(tmp: Path, port: int) -> AsyncIterator[str]:
         log.close()
 
 
+class PeerSide:
+    """The peer as benchmarks 1-3 drive it: `runs.wait` on a new thread per run; status is
+    `threads.get_state` of one finished thread (what a caller polls)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.probe_thread = ""
+
+    async def one(self) -> bool:
+        thread = await self.client.threads.create()
+        result = await self.client.runs.wait(thread["thread_id"], "linear", input={"n": 0})
+        return bool(result == {"n": 10})
+
+    async def status(self) -> None:
+        if not self.probe_thread:
+            thread = await self.client.threads.create()
+            await self.client.runs.wait(thread["thread_id"], "linear", input={"n": 0})
+            self.probe_thread = thread["thread_id"]
+        await self.client.threads.get_state(self.probe_thread)
+
+
 async def run(tmp: Path, port: int, *, runs: int = 300, concurrency: int = 50) -> FrontDoorResult:
-    """Benchmarks 1 and 2 against the peer: runs.wait on a new thread per run."""
+    """Benchmarks 1-3 against the peer, through the same `measure()` as ours."""
     from langgraph_sdk import get_client
 
-    out = FrontDoorResult()
+    out = FrontDoorResult(label="LangGraph Agent Server")
     async with peer_server(tmp, port) as url:
-        client = get_client(url=url)
-        for _ in range(25):
-            t0 = time.perf_counter()
-            thread = await client.threads.create()
-            result = await client.runs.wait(thread["thread_id"], "linear", input={"n": 0})
-            assert result == {"n": 10}, result
-            out.idle.append(time.perf_counter() - t0)
-        out.idle = out.idle[5:]
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one() -> None:
-            async with sem:
-                t0 = time.perf_counter()
-                try:
-                    thread = await client.threads.create()
-                    result = await client.runs.wait(thread["thread_id"], "linear", input={"n": 0})
-                    if result != {"n": 10}:
-                        out.errors += 1
-                        return
-                    out.latencies.append(time.perf_counter() - t0)
-                except Exception:
-                    out.errors += 1
-
-        t_start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(runs)))
-        out.seconds = time.perf_counter() - t_start
-        out.runs = len(out.latencies)
+        side = PeerSide(get_client(url=url))
+        await side.status()
+        await measure(side, out, runs=runs, concurrency=concurrency)
     return out

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import structlog
+from langgraph.config import get_config
 
 from adapters import (
     AutoMovieClient,
@@ -36,6 +37,15 @@ OnWait = Callable[[str], Awaitable[None]]
 def webhook_token(secret: bytes, workflow_id: str, step_key: str) -> str:
     """The per-job token a webhook must carry (HMAC of workflow and step)."""
     return hmac.new(secret, f"{workflow_id}\x00{step_key}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _graph_position() -> dict[str, Any]:
+    """The superstep and the task of the graph submitting a job (for benchmark 7's critical path)."""
+    try:
+        meta = get_config().get("metadata", {})
+    except RuntimeError:  # not inside a graph run
+        return {}
+    return {"graph_step": meta.get("langgraph_step"), "graph_task": meta.get("langgraph_checkpoint_ns", "")}
 
 
 class WorkflowTasks:
@@ -98,7 +108,8 @@ class WorkflowTasks:
             answer = await self._guard.call(
                 lambda: self._client.submit(
                     self._pid, task_type, task_data, idempotency_key=key, callback_url=self._callback(step_key),
-                    metadata={"workflow_id": self._wid, "step": step_key}, correlation_id=self._cid,
+                    metadata={"workflow_id": self._wid, "step": step_key, **_graph_position()},
+                    correlation_id=self._cid,
                 ),
                 on_wait=self._on_wait,
             )  # fmt: skip

@@ -258,16 +258,11 @@ class OrchestratorService:
         statuses = {"queued", "running", "waiting_decision", "paused", *TERMINAL}
         if until is not None and not set(until) <= statuses:
             raise InvalidArgumentError("until", f"use statuses among {sorted(statuses)}")
-        first = await self._visible(caller, workflow_id)
         stop_at = {*TERMINAL, *(until or [])}
-        if wait_seconds == 0 or (first.status in stop_at and (until or first.status in TERMINAL)):
-            return _status(first, self._health())
+        # Listen first, then read the record once: a change after this read is a notice in the queue.
         with self._watch(workflow_id) as notices:
-            current = await self.store.get(workflow_id) or first
-            if current.updated_at != first.updated_at and (not until or current.status in stop_at):
-                # It changed before we listened: still tell a progress listener where it stands.
-                if on_change is not None:
-                    await on_change(current.percent, current.message)
+            current = await self._visible(caller, workflow_id)
+            if wait_seconds == 0 or (current.status in stop_at and (until or current.status in TERMINAL)):
                 return _status(current, self._health())
             percent = current.percent
             deadline = time.monotonic() + wait_seconds

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import AnyRedis, EmbeddedRedis, connect_redis
+from adapters import AnyRedis, EmbeddedCluster, EmbeddedRedis, connect_redis
 
 CONFORMANCE_LINES = pytest.StashKey[list[str]]()
 
@@ -31,6 +31,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """A 3-master Redis Cluster for the session (started only by the tests that ask for it)."""
+    with EmbeddedCluster(data_dir=Path(tmp_path_factory.mktemp("cluster"))) as c:
+        yield c
 
 
 @pytest.fixture

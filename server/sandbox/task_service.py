@@ -103,6 +103,7 @@ class TaskServiceStandIn:
                 Route("/api/v1/tasks/{task_id}", self._cancel, methods=["DELETE"]),
                 Route("/api/v1/projects/{project_id}/tasks", self._project_tasks),
                 Route("/sandbox/stats", self._stats),
+                Route("/sandbox/jobs", self._jobs),
                 Route("/sandbox/chaos", self._chaos, methods=["POST"]),
                 Mount("/media", app=StaticFiles(directory=str(self.media_dir)), name="media"),
             ]
@@ -160,7 +161,7 @@ class TaskServiceStandIn:
             "result": None,
         }
         self.tasks[task_id] = task
-        running = sum(1 for t in self.tasks.values() if t["status"] == "processing")
+        running = len(self._bg)  # jobs being worked on (was a scan of every task ever submitted, per submit)
         bg = asyncio.get_running_loop().create_task(self._work(task_id))
         self._bg.add(bg)
         bg.add_done_callback(self._bg.discard)
@@ -363,6 +364,15 @@ class TaskServiceStandIn:
                 "webhooks_sent": self.webhooks_sent,
             }
         )
+
+    async def _jobs(self, request: Request) -> Response:
+        """The jobs one workflow submitted (``?workflow_id=``), with their metadata and times."""
+        wid = request.query_params.get("workflow_id", "")
+        keys = ("task_id", "task_type", "status", "created_at", "completed_at", "metadata")
+        rows = [
+            {k: t[k] for k in keys} for t in self.tasks.values() if t["metadata"].get("workflow_id") == wid
+        ]
+        return JSONResponse({"workflow_id": wid, "jobs": rows})
 
     async def _chaos(self, request: Request) -> Response:
         body = await request.json()

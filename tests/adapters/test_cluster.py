@@ -3,55 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-import redis
 from langgraph.graph import END, START, StateGraph
 
-from adapters import EmbeddedRedis, RedisCheckpointSaver, find_redis_server, open_redis
+from adapters import EmbeddedCluster, RedisCheckpointSaver, open_redis
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Three cluster-enabled redis-servers joined into one cluster; yields a cluster URL."""
-    base = tmp_path_factory.mktemp("cluster")
-    nodes = [
-        EmbeddedRedis(
-            data_dir=base / f"n{i}",
-            transport="tcp",
-            extra_args=[
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000",
-            ],
-        ).start()
-        for i in range(3)
-    ]  # fmt: skip
-    try:
-        cli = str(Path(find_redis_server()).with_name("redis-cli"))
-        addrs = [f"127.0.0.1:{n.port}" for n in nodes]
-        subprocess.run(
-            [cli, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        deadline = time.monotonic() + 30
-        for n in nodes:
-            client = redis.Redis(port=n.port)
-            while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":  # type: ignore[no-untyped-call]
-                assert time.monotonic() < deadline, "cluster did not become ok"
-                time.sleep(0.1)
-            client.close()
-        yield f"redis+cluster://127.0.0.1:{nodes[0].port}"
-    finally:
-        for n in nodes:
-            n.stop()
+@pytest.fixture
+def cluster_url(cluster: EmbeddedCluster) -> str:
+    """The session cluster's URL."""
+    return cluster.url
 
 
 class _S(TypedDict):
@@ -70,9 +33,9 @@ def _graph(saver: RedisCheckpointSaver) -> Any:
 
 
 @pytest.mark.slow
-async def test_hundred_concurrent_threads_checkpoint_through_a_cluster(cluster: str) -> None:
+async def test_hundred_concurrent_threads_checkpoint_through_a_cluster(cluster_url: str) -> None:
     """100 graphs run concurrently on a 3-master cluster; every thread's checkpoints read back whole."""
-    client = await open_redis(cluster)
+    client = await open_redis(cluster_url)
     try:
         saver = RedisCheckpointSaver(client, prefix="clu")
         graph = _graph(saver)
