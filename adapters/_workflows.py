@@ -440,6 +440,40 @@ class WorkflowStore:
         raw = await self.client.hgetall(self.key(wid, "decisions"))
         return {_s(k): json.loads(self._open(v, "decision", wid, _s(k))) for k, v in raw.items()}
 
+    async def verify_workflow(self, wid: str) -> dict[str, int]:
+        """Check every signed value a run of the workflow may read: decisions, jobs, job results, memo.
+
+        A run calls this before it acts, so a value planted or changed anywhere in the workflow stops
+        it at once, not when (or if) a later step happens to read it.
+
+        Returns:
+            How many decisions, jobs, job results and memo entries there are (to notice removals).
+
+        Raises:
+            IntegrityError: a value was written, changed or moved outside the orchestrator.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for suffix in ("decisions", "jobs", "memo"):
+            pipe.hgetall(self.key(wid, suffix))
+        decisions, jobs, memo = await pipe.execute()
+        counts = {"decisions": len(decisions), "jobs": len(jobs), "memo": len(memo), "results": 0}
+        for k, v in decisions.items():
+            self._open(v, "decision", wid, _s(k))
+        for k, v in memo.items():
+            self._open(v, "memo", wid, _s(k))
+        waited = []
+        for k, v in jobs.items():
+            job_id = self._open(v, "job", wid, _s(k)).partition(":")[2]
+            if job_id:
+                waited.append((_s(k), job_id))
+        if waited:
+            results = await self.client.mget([self._job_key(wid, job_id) for _, job_id in waited])
+            for (k, job_id), raw in zip(waited, results, strict=True):
+                if raw is not None:
+                    counts["results"] += 1
+                    self._open(raw, "job-result", wid, k, job_id)
+        return counts
+
     # -- memo ---------------------------------------------------------------------------------
 
     async def memo_get(self, wid: str, key: str) -> Any | None:

@@ -342,7 +342,7 @@ class Engine:
         config: Any = {"configurable": {"thread_id": wid}, "recursion_limit": 1000}
         ports = self.make_ports(rec)
         spec = WORKFLOWS[rec.workflow]
-        await check_mark(self.saver, rec)
+        await check_mark(self.saver, self.store, rec)
         while True:
             state = await graph.aget_state(config)
             graph_input: Any
@@ -360,7 +360,7 @@ class Engine:
                             "pending": pending,
                             "agents_running": [],
                             "message": pending[0]["question"] if pending else "waiting for a decision",
-                            "mark": await mark_of(self.saver, wid),
+                            "mark": await mark_of(self.saver, self.store, wid),
                         },
                         event="decision.requested",
                         event_data={"decisions": [p["id"] for p in pending]},
@@ -384,7 +384,7 @@ class Engine:
                         "agents_running": [],
                         "message": "completed",
                         "result": _jsonable(state.values.get("summary", {})),
-                        "mark": await mark_of(self.saver, wid),
+                        "mark": await mark_of(self.saver, self.store, wid),
                     },
                     event="workflow.completed",
                 )
@@ -407,7 +407,7 @@ class Engine:
                     await self._set(
                         wid,
                         {"status": "paused", "agents_running": [], "message": "paused",
-                         "mark": await mark_of(self.saver, wid)},
+                         "mark": await mark_of(self.saver, self.store, wid)},
                         event="workflow.paused",
                     )  # fmt: skip
                     return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from adapters import IntegrityError
 from server._auth import ApiKeyMiddleware, KeyStore
@@ -161,6 +162,11 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
             WebSocketRoute("/ws", ws),
         ]
     )
-    if keys is None:
-        return app
-    return ApiKeyMiddleware(app, keys)
+    served: ASGIApp = app if keys is None else ApiKeyMiddleware(app, keys)
+    # A caller's address (throttle, audit, logs) is its socket's peer, unless that peer is a configured
+    # proxy: only then is X-Forwarded-For read (its rightmost untrusted entry).
+    proxies = orch.settings.trusted_proxy_list
+    if not proxies:
+        return served
+    trusted: Any = ProxyHeadersMiddleware(cast("Any", served), trusted_hosts=proxies)  # uvicorn's ASGI types
+    return cast("ASGIApp", trusted)
