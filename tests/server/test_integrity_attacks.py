@@ -16,10 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from mcp import Client
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
+from server._ports_impl import webhook_token
 from server._runtime import Orchestrator
 from server.settings import Settings
 from tests.server.conftest import structured
@@ -345,3 +348,84 @@ async def _queue_entry_alone(lab: Lab) -> None:
     rec = await store.get(lab.y)
     assert rec is not None
     assert rec.status == "waiting_decision"
+
+
+async def _webhook(orch: Orchestrator, wid: str, step: str, nonce: str, task_id: str) -> httpx.Response:
+    params = {
+        "wid": wid,
+        "step": step,
+        "n": nonce,
+        "token": webhook_token(orch.webhook_secret, wid, step, nonce),
+    }
+    body = {"task_id": task_id, "status": "completed", "result": {"media_url": "http://attacker.invalid/evil",
+                                                                    "score": 99}}  # fmt: skip
+    async with httpx.AsyncClient(base_url=orch.http_url) as http:
+        return await http.post("/webhooks/tasks", params=params, json=body)
+
+
+async def test_a_webhook_is_bound_to_its_own_job(orch: Orchestrator) -> None:
+    """A valid token for the attacker's own step cannot deliver another job's result; a step that submitted
+    nothing, or a token of an earlier submission, is refused; refusals are counted and audited."""
+    store = orch.store
+    await store.remember_job("wf-attacker", "wf-attacker:s", "t-attacker", "na")
+    await store.remember_job("wf-victim", "wf-victim:s", "t-victim", "nv")
+    cross = await _webhook(orch, "wf-attacker", "s", "na", "t-victim")
+    assert cross.status_code == 409
+    assert "t-victim" in cross.json()["error"]
+    assert await store.job_result("wf-victim", "wf-victim:s", "t-victim") is None
+    assert await store.job_result("wf-attacker", "wf-attacker:s", "t-victim") is None
+    never = await _webhook(orch, "wf-attacker", "never-submitted", "na", "t-attacker")
+    assert never.status_code == 404
+    stale = await _webhook(orch, "wf-attacker", "s", "an-earlier-nonce", "t-attacker")
+    assert stale.status_code == 404
+    # the job's own webhook is accepted once, then idempotent
+    own = [await _webhook(orch, "wf-victim", "s", "nv", "t-victim") for _ in range(2)]
+    assert [r.json() for r in own] == [{"ok": True, "duplicate": False}, {"ok": True, "duplicate": True}]
+    # before the submission answered, the step's webhook is expected (no id yet) and lands in its own workflow only
+    await store.remember_job("wf-attacker", "wf-attacker:early", "", "ne")
+    early = await _webhook(orch, "wf-attacker", "early", "ne", "t-victim-2")
+    assert early.status_code == 200
+    assert await store.job_result("wf-attacker", "wf-attacker:early", "t-victim-2") is not None
+    assert not await orch.redis.exists(f"{orch.settings.key_prefix}:job:{{wf-victim}}:t-victim-2")
+    metrics = generate_latest(orch.metrics.registry).decode()
+    assert 'mo_webhooks_total{outcome="refused_other_job"} 1.0' in metrics
+    assert 'mo_webhooks_total{outcome="refused_unknown_job"} 2.0' in metrics
+    assert orch.keys is not None
+    refusals = [e["data"] for e in await orch.keys.read_audit() if e["what"] == "webhook.refused"]
+    assert [(d["workflow_id"], d["outcome"]) for d in refusals] == [
+        ("wf-attacker", "refused_other_job"), ("wf-attacker", "refused_unknown_job"),
+        ("wf-attacker", "refused_unknown_job")]  # fmt: skip
+
+
+async def _wrong_keys(orch: Orchestrator, n: int) -> list[int]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    hdr = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+    async with httpx.AsyncClient(base_url=orch.http_url) as http:
+        return [(await http.post("/mcp", json=body, headers=hdr | {"Authorization": f"Bearer wrong{i}",
+                                                                   "X-Forwarded-For": f"203.0.113.{i}"})).status_code
+                for i in range(n)]  # fmt: skip
+
+
+async def _sources(orch: Orchestrator) -> set[str]:
+    assert orch.keys is not None
+    return {e["data"]["source"] for e in await orch.keys.read_audit() if e["what"].startswith("auth.")}
+
+
+async def test_forged_forwarded_headers_change_nothing(settings: Settings) -> None:
+    """50 wrong keys, each with another X-Forwarded-For, are throttled as one address and audited as the peer."""
+    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as orch:
+        codes = await _wrong_keys(orch, 50)
+        limit = settings.auth_failures_per_minute
+        assert codes == [401] * limit + [429] * (50 - limit)
+        assert await _sources(orch) == {"127.0.0.1"}
+
+
+async def test_a_trusted_proxy_names_the_caller(settings: Settings) -> None:
+    """Behind a configured proxy, its X-Forwarded-For is the caller's address (throttle and audit)."""
+    trusted = settings.model_copy(update={"trusted_proxies": "127.0.0.1"})
+    async with Orchestrator.open(trusted, with_engine=False, http=("127.0.0.1", 0)) as orch:
+        codes = await _wrong_keys(orch, 12)
+        assert codes == [401] * 12  # twelve addresses, one failure each
+        assert await _sources(orch) == {f"203.0.113.{i}" for i in range(12)}
+    with pytest.raises(ValueError, match="not an IP address or network"):
+        Settings(trusted_proxies="10.0.0.0/8,proxy.example")
