@@ -5,15 +5,16 @@ Keys (``P`` is the configured prefix; ``{wid}`` is the hash tag that keeps one w
     P:wf:{wid}              HASH    the workflow record (status, progress, pending decisions, ...)
     P:wf:{wid}:events       STREAM  the audit log: who, what, when, correlation id
     P:wf:{wid}:decisions    HASH    decision id -> recorded answer (first answer wins)
-    P:wf:{wid}:jobs         HASH    idempotency key -> "<nonce>:<outside job id>" (side effects at most once)
+    P:wf:{wid}:jobs         HASH    idempotency key -> "<nonce>:<outside job id>[:forgotten]" (side effects
+                                    at most once), and "result\0<key>\0<task id>" -> the job's result
     P:wf:{wid}:memo         HASH    agent results by step and agent (a cache of the run's own work)
-    P:job:{wid}:<task id>   STRING  an outside job's result, from its webhook (and its pub/sub channel)
     P:idem:<project>:<key>  STRING  start_workflow idempotency key -> workflow id
     P:project:<pid>:wfs     ZSET    the project's workflows by creation time
     P:wfs                   ZSET    every workflow by creation time
     P:runs                  STREAM  the run queue, consumer group "workers"
     P:lease:{wid}           STRING  the instance running the workflow (expires unless renewed)
     channel P:changed:<wid>          a message per change, for notifications across instances
+    channel P:job:{wid}:<task id>    a job's result arrived (wakes its waiter on any instance)
 
 With a signer, every value a run reads is signed with its place (deployment, workflow id, what it is,
 and its field, decision, step or job), so a value moved from another workflow or field fails: record
@@ -45,6 +46,7 @@ __all__ = ["TERMINAL", "RunTicket", "WorkflowRecord", "WorkflowStore"]
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 _JSON_FIELDS = ("options", "pending", "agents_running", "result", "services", "decided")
 _GROUP = "workers"
+_RESULT = "result\x00"  # jobs-hash fields holding a job's result: result\0<step key>\0<task id>
 
 
 def _now() -> float:
@@ -447,7 +449,8 @@ class WorkflowStore:
         it at once, not when (or if) a later step happens to read it.
 
         Returns:
-            How many decisions, jobs, job results and memo entries there are (to notice removals).
+            How many decisions, jobs, job results and memo entries there are (none is ever removed
+            while the workflow lives, so fewer than before means some were deleted).
 
         Raises:
             IntegrityError: a value was written, changed or moved outside the orchestrator.
@@ -456,22 +459,22 @@ class WorkflowStore:
         for suffix in ("decisions", "jobs", "memo"):
             pipe.hgetall(self.key(wid, suffix))
         decisions, jobs, memo = await pipe.execute()
-        counts = {"decisions": len(decisions), "jobs": len(jobs), "memo": len(memo), "results": 0}
+        results = [_s(k) for k in jobs if _s(k).startswith(_RESULT)]
+        counts = {"decisions": len(decisions), "jobs": len(jobs) - len(results), "memo": len(memo),
+                  "results": len(results)}  # fmt: skip
+        if self.signer is None:
+            return counts
         for k, v in decisions.items():
             self._open(v, "decision", wid, _s(k))
         for k, v in memo.items():
             self._open(v, "memo", wid, _s(k))
-        waited = []
         for k, v in jobs.items():
-            job_id = self._open(v, "job", wid, _s(k)).partition(":")[2]
-            if job_id:
-                waited.append((_s(k), job_id))
-        if waited:
-            results = await self.client.mget([self._job_key(wid, job_id) for _, job_id in waited])
-            for (k, job_id), raw in zip(waited, results, strict=True):
-                if raw is not None:
-                    counts["results"] += 1
-                    self._open(raw, "job-result", wid, k, job_id)
+            name = _s(k)
+            if name.startswith(_RESULT):
+                step, _, task_id = name[len(_RESULT) :].partition("\x00")
+                self._open(v, "job-result", wid, step, task_id)
+            else:
+                self._job_value(wid, name, v)
         return counts
 
     # -- memo ---------------------------------------------------------------------------------
@@ -494,7 +497,9 @@ class WorkflowStore:
     # -- outside jobs -------------------------------------------------------------------------
 
     async def job_entry(self, wid: str, idempotency_key: str) -> tuple[str, str] | None:
-        """The (nonce, job id) recorded for a step; the id is "" while the job is being submitted.
+        """The (nonce, job id) a step awaits; the id is "" while the job is being submitted.
+
+        None when the step has no job, or its job failed and was forgotten (a retry submits anew).
 
         Raises:
             IntegrityError: the entry was written or changed outside the orchestrator.
@@ -502,8 +507,13 @@ class WorkflowStore:
         v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
         if v is None:
             return None
-        nonce, _, job_id = self._open(v, "job", wid, idempotency_key).partition(":")
-        return nonce, job_id
+        nonce, job_id, forgotten = self._job_value(wid, idempotency_key, v)
+        return None if forgotten else (nonce, job_id)
+
+    def _job_value(self, wid: str, idempotency_key: str, raw: Any) -> tuple[str, str, bool]:
+        nonce, _, rest = self._open(raw, "job", wid, idempotency_key).partition(":")
+        job_id, _, state = rest.partition(":")
+        return nonce, job_id, state == "forgotten"
 
     async def job_for(self, wid: str, idempotency_key: str) -> str | None:
         """The outside job already submitted for this step, if its id is known."""
@@ -516,25 +526,34 @@ class WorkflowStore:
         await self.client.hset(self.key(wid, "jobs"), idempotency_key, value)
 
     async def forget_job(self, wid: str, idempotency_key: str) -> None:
-        """Drop a step's job record (after the job failed, so a retry submits anew)."""
-        await self.client.hdel(self.key(wid, "jobs"), idempotency_key)
+        """Mark a step's job as failed (a retry submits anew); the entry stays, so entries never go missing."""
+        v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        if v is None:
+            return
+        nonce, job_id, _ = self._job_value(wid, idempotency_key, v)
+        value = self._seal(f"{nonce}:{job_id}:forgotten", "job", wid, idempotency_key)
+        await self.client.hset(self.key(wid, "jobs"), idempotency_key, value)
 
-    def _job_key(self, wid: str, task_id: str) -> str:
+    def _job_channel(self, wid: str, task_id: str) -> str:
         return f"{self.prefix}:job:{{{wid}}}:{task_id}"
 
+    @staticmethod
+    def _result_field(idempotency_key: str, task_id: str) -> str:
+        return f"{_RESULT}{idempotency_key}\x00{task_id}"
+
     async def put_job_result(
-        self, wid: str, idempotency_key: str, task_id: str, result: dict[str, Any], ttl: int = 86400
+        self, wid: str, idempotency_key: str, task_id: str, result: dict[str, Any]
     ) -> bool:
         """Store a job's result (from the webhook) and wake its waiter; False if already stored.
 
-        The result is kept under the workflow it was delivered for and signed with its step and job,
-        so a webhook can only ever feed the workflow and step its token names.
+        The result is kept in the workflow's jobs hash (it lives and expires with the workflow), signed
+        with its step and job, so a webhook can only ever feed the workflow and step its token names.
         """
-        key = self._job_key(wid, task_id)
+        field = self._result_field(idempotency_key, task_id)
         value = self._seal(json.dumps(result), "job-result", wid, idempotency_key, task_id)
-        stored = await self.client.set(key, value, nx=True, ex=ttl)
+        stored = await self.client.hsetnx(self.key(wid, "jobs"), field, value)
         if stored:
-            await self.client.publish(key, "done")
+            await self.client.publish(self._job_channel(wid, task_id), "done")
         return bool(stored)
 
     async def job_result(self, wid: str, idempotency_key: str, task_id: str) -> dict[str, Any] | None:
@@ -543,20 +562,21 @@ class WorkflowStore:
         Raises:
             IntegrityError: the result was written or changed outside the orchestrator.
         """
-        raw = await self.client.get(self._job_key(wid, task_id))
+        raw = await self.client.hget(self.key(wid, "jobs"), self._result_field(idempotency_key, task_id))
         return json.loads(self._open(raw, "job-result", wid, idempotency_key, task_id)) if raw else None
 
-    async def wait_job_result(self, wid: str, task_id: str, wait_seconds: float) -> None:
+    async def wait_job_result(
+        self, wid: str, idempotency_key: str, task_id: str, wait_seconds: float
+    ) -> None:
         """Sleep until the job's webhook arrives or `wait_seconds` pass (needs `job_notices` started)."""
-        key = self._job_key(wid, task_id)
-        with self.job_notices.watch(key) as notices:
-            if await self.client.exists(key):
+        with self.job_notices.watch(self._job_channel(wid, task_id)) as notices:
+            if await self.client.hexists(self.key(wid, "jobs"), self._result_field(idempotency_key, task_id)):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(notices.get(), wait_seconds)
 
     async def jobs(self, wid: str) -> dict[str, str]:
-        """Every outside job of the workflow with a known id, by idempotency key.
+        """Every outside job of the workflow that a step awaits, by idempotency key.
 
         Raises:
             IntegrityError: an entry was written or changed outside the orchestrator.
@@ -564,9 +584,12 @@ class WorkflowStore:
         raw = await self.client.hgetall(self.key(wid, "jobs"))
         out = {}
         for k, v in raw.items():
-            job_id = self._open(v, "job", wid, _s(k)).partition(":")[2]
-            if job_id:
-                out[_s(k)] = job_id
+            name = _s(k)
+            if name.startswith(_RESULT):
+                continue
+            _, job_id, forgotten = self._job_value(wid, name, v)
+            if job_id and not forgotten:
+                out[name] = job_id
         return out
 
     # -- run queue ----------------------------------------------------------------------------

@@ -161,7 +161,7 @@ class WorkflowTasks:
                 next_poll = loop.time() + delay
                 delay = min(delay * 2, self._poll_max)
             await self._store.wait_job_result(
-                self._wid, task_id, wait_seconds=max(0.0, next_poll - loop.time())
+                self._wid, key, task_id, wait_seconds=max(0.0, next_poll - loop.time())
             )
 
 

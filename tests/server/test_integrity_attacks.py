@@ -11,7 +11,6 @@ The issue's table of attacks is reproduced row by row, then the webhook and forw
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,9 +33,8 @@ KEYS = "k" * 32 + ",old-key-still-verifies"
 STEERING = {
     "wf:{WID}": "record",
     "wf:{WID}:decisions": "decisions",
-    "wf:{WID}:jobs": "jobs",
+    "wf:{WID}:jobs": "jobs and their results",
     "wf:{WID}:memo": "memo",
-    "job:{WID}:*": "job result",
     "cp:{WID}:ns": "checkpoint namespaces",
     "cp:{WID}:ids:": "checkpoint ids",
     "cp:{WID}:cp:": "checkpoint records",
@@ -51,8 +49,7 @@ NOT_STEERING = {
 
 
 def _kind(key: str, wid: str) -> str:
-    k = key.replace("{" + wid + "}", "{WID}")
-    return re.sub(r"(:job:\{WID\}:).*$", r"\1*", k)
+    return key.replace("{" + wid + "}", "{WID}")
 
 
 def _flip(value: bytes) -> bytes:
@@ -196,12 +193,6 @@ async def _change_a_byte(lab: Lab, key: str) -> None:
 
 async def _swap_from_y(lab: Lab, key: str) -> None:
     r = lab.r
-    if _kind(key, lab.x).endswith(":job:{WID}:*"):
-        theirs = sorted(k for k in await lab.keys_of(lab.y) if ":job:" in k)
-        value = await r.get(theirs[0])
-        assert value is not None, theirs
-        await r.set(key, value)
-        return
     source = key.replace("{" + lab.x + "}", "{" + lab.y + "}")
     if await r.type(key) == b"hash" and await r.type(source) == b"hash":
         # field by field, so the swapped values sit under the names this workflow's run reads
@@ -306,6 +297,12 @@ async def _memo_injection(lab: Lab) -> None:
                      json.dumps({"logline": "the attacker's theme"}))  # fmt: skip
 
 
+async def _job_id_byte(lab: Lab) -> None:
+    key = lab.orch.store.key(lab.x, "jobs")
+    step = max(await lab.r.hkeys(key))  # a step's entry (results sort before steps)
+    await lab.r.hset(key, step, _flip(await lab.r.hget(key, step)))
+
+
 async def _options_byte(lab: Lab) -> None:
     key = lab.orch.store.key(lab.x)
     await lab.r.hset(key, "options", _flip(await lab.r.hget(key, "options")))
@@ -320,6 +317,7 @@ ROWS: dict[str, Callable[[Lab], Awaitable[None]]] = {
     "X's concept blob replaced by Y's (validly signed)": _concept_from_y,
     "a forged decision (HSET reject by 'producer') plus a queue entry": _forged_decision,
     "an entry injected into the agents' memo": _memo_injection,
+    "a byte of a step's recorded job id": _job_id_byte,
 }
 
 
@@ -386,7 +384,7 @@ async def test_a_webhook_is_bound_to_its_own_job(orch: Orchestrator) -> None:
     early = await _webhook(orch, "wf-attacker", "early", "ne", "t-victim-2")
     assert early.status_code == 200
     assert await store.job_result("wf-attacker", "wf-attacker:early", "t-victim-2") is not None
-    assert not await orch.redis.exists(f"{orch.settings.key_prefix}:job:{{wf-victim}}:t-victim-2")
+    assert await store.job_result("wf-victim", "wf-victim:s", "t-victim-2") is None
     metrics = generate_latest(orch.metrics.registry).decode()
     assert 'mo_webhooks_total{outcome="refused_other_job"} 1.0' in metrics
     assert 'mo_webhooks_total{outcome="refused_unknown_job"} 2.0' in metrics
