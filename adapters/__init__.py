@@ -5,7 +5,7 @@ from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._embedded_cluster import EmbeddedCluster
 from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
-from adapters._integrity import IntegrityError, SignedSerializer, Signer
+from adapters._integrity import IntegrityError, SignedSerializer, Signer, place
 from adapters._llm import LLMWriter
 from adapters._pipeliner import ScriptPipeliner
 from adapters._redis import AnyRedis, ChannelHub, Watchers, connect_redis, follow, is_cluster_url, open_redis
@@ -68,6 +68,7 @@ __all__ = [
     "is_cluster_url",
     "normalise_genre",
     "open_redis",
+    "place",
     "set_testing",
     "translate_http_error",
 ]

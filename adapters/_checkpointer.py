@@ -12,6 +12,11 @@ cluster slot, and there is no global key at all:
 
 Each put and each put_writes is one Lua script call: one round trip, atomic under concurrent
 writers, with the optional TTL refreshed on every key of the thread inside the same script.
+
+With a `Signer`, every stored value is signed with its place: a record with its thread, namespace,
+checkpoint id and blob references (its parent id is in the signed body); a blob with its thread,
+namespace, channel and version; a write with its thread, namespace, checkpoint, task and index. A
+referenced blob or an indexed write that is missing fails like a changed one.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.commands.core import AsyncScript
 
+from adapters._integrity import IntegrityError, Signer, place
 from adapters._pipeliner import ScriptPipeliner
 from adapters._redis import AnyRedis
 
@@ -66,7 +72,8 @@ def _refs_prefix(fields: list[bytes]) -> bytes:
     return str(len(body)).encode() + b":" + body
 
 
-def _split_record(rec: bytes) -> tuple[list[bytes], bytes]:
+def _split_record(rec: bytes) -> tuple[list[bytes], bytes, bytes]:
+    """The references, the raw prefix holding them, and the rest of a record."""
     colon = rec.index(b":")
     n = int(rec[:colon])
     body, rest = rec[colon + 1 : colon + 1 + n], rec[colon + 1 + n :]
@@ -77,7 +84,7 @@ def _split_record(rec: bytes) -> tuple[list[bytes], bytes]:
         ln = int(body[pos:c])
         refs.append(body[c + 1 : c + 1 + ln])
         pos = c + 1 + ln
-    return refs, rest
+    return refs, rec[: colon + 1 + n], rest
 
 
 def _blob_field(channel: str, version: Any) -> bytes:
@@ -93,6 +100,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         ttl_seconds: if set, every key of a thread expires this long after the thread's last write.
         serde: LangGraph serializer (e.g. an ``EncryptedSerializer``); defaults to JsonPlus.
         pipeliner: shares round trips with other script calls on the same client (default: its own).
+        signer: signs every record, blob and write with its place, and verifies them on read.
     """
 
     def __init__(
@@ -103,8 +111,10 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         ttl_seconds: int | None = None,
         serde: SerializerProtocol | None = None,
         pipeliner: ScriptPipeliner | None = None,
+        signer: Signer | None = None,
     ) -> None:
         super().__init__(serde=serde)
+        self.signer = signer
         if "{" in prefix or "}" in prefix:
             msg = f"checkpoint key prefix {prefix!r} must not contain '{{' or '}}' (used as hash tags)"
             raise ValueError(msg)
@@ -129,6 +139,24 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     async def _call(self, script: AsyncScript, thread_id: str, args: list[Any]) -> Any:
         return await self._pipeliner.call(script, [self._ns_key(thread_id)], [self._base(thread_id), *args])
+
+    # -- signatures ---------------------------------------------------------------------------
+
+    def _seal(self, data: bytes, *where: str | bytes) -> bytes:
+        return data if self.signer is None else self.signer.sign(data, place(*where))
+
+    def _open(self, blob: bytes, *where: str | bytes) -> bytes:
+        if self.signer is None:
+            return blob
+        try:
+            return self.signer.verify(blob, place(*where))
+        except IntegrityError as exc:
+            msg = f"checkpoint {where[0]!r} of thread {where[1]!r} (namespace {where[2]!r}, {where[3]!r}): {exc}"
+            raise IntegrityError(msg) from exc
+
+    @staticmethod
+    def _write_place(thread_id: str, ns: str, member: bytes) -> tuple[str, str, str, bytes]:
+        return "write", thread_id, ns, member
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -161,15 +189,17 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         blob_args: list[bytes] = []
         for channel, version in new_versions.items():
             if channel in values:
-                blob_args += [
-                    _blob_field(channel, version),
-                    _typed(self.serde.dumps_typed(values[channel])),
-                ]
-        refs = [_blob_field(ch, ver) for ch, ver in checkpoint["channel_versions"].items()]
+                field = _blob_field(channel, version)
+                typed = _typed(self.serde.dumps_typed(values[channel]))
+                blob_args += [field, self._seal(typed, "blob", thread_id, checkpoint_ns, field)]
+        # Only channels holding a value are referenced, so a referenced blob that is missing was removed.
+        versions = checkpoint["channel_versions"]
+        refs = [_blob_field(ch, ver) for ch, ver in versions.items() if ch in values or self.signer is None]
         cp_t, cp_b = self.serde.dumps_typed(cp)
         md_t, md_b = self.serde.dumps_typed(get_checkpoint_metadata(config, metadata))
         body = ormsgpack.packb([cp_t, cp_b, md_t, md_b, parent_id])
-        record = _refs_prefix(refs) + body
+        prefix = _refs_prefix(refs)
+        record = prefix + self._seal(body, "record", thread_id, checkpoint_ns, checkpoint["id"], prefix)
         await self._call(
             self._put,
             thread_id,
@@ -201,28 +231,43 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             member = f"{checkpoint_id}\x00{task_id}\x00{widx}".encode()
             v_t, v_b = self.serde.dumps_typed(value)
             packed = ormsgpack.packb([task_id, channel, v_t, v_b, task_path, widx])
-            args += [member, packed, "1" if widx < 0 else "0"]
+            args += [member, self._seal(packed, *self._write_place(thread_id, checkpoint_ns, member)),
+                     "1" if widx < 0 else "0"]  # fmt: skip
         await self._call(self._put_writes, thread_id, args)
 
     # -- read ---------------------------------------------------------------------------------
 
     def _tuple(self, thread_id: str, checkpoint_ns: str, loaded: list[Any]) -> CheckpointTuple:
-        raw_id, rec, blob_values, write_values = loaded
+        raw_id, rec, blob_values, write_values, *rest = loaded
+        members: list[bytes] = rest[0] if rest else []
         checkpoint_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        refs, body = _split_record(rec)
+        refs, prefix, sealed = _split_record(rec)
+        body = self._open(sealed, "record", thread_id, checkpoint_ns, checkpoint_id, prefix)
         cp_t, cp_b, md_t, md_b, parent_id = ormsgpack.unpackb(body)
         checkpoint: Checkpoint = self.serde.loads_typed((cp_t, cp_b))
         channel_values: dict[str, Any] = {}
         for ref, raw in zip(refs, blob_values, strict=True):
             if raw is None:
+                if self.signer is not None:
+                    msg = f"checkpoint {checkpoint_id} of thread {thread_id!r} references {ref!r}, which is missing"
+                    raise IntegrityError(msg)
                 continue
             channel = ref.partition(_SEP)[0].decode()
-            channel_values[channel] = self.serde.loads_typed(_untyped(raw))
+            typed = self._open(raw, "blob", thread_id, checkpoint_ns, ref)
+            channel_values[channel] = self.serde.loads_typed(_untyped(typed))
         pending: list[tuple[str, str, str, Any, int]] = []
-        for raw in write_values:
+        for i, raw in enumerate(write_values):
             if raw is None:
+                if self.signer is not None:
+                    msg = f"a pending write of checkpoint {checkpoint_id} of thread {thread_id!r} is missing"
+                    raise IntegrityError(msg)
                 continue
-            w_task, w_channel, w_t, w_b, w_path, w_idx = ormsgpack.unpackb(raw)
+            packed = (
+                raw
+                if self.signer is None
+                else self._open(raw, *self._write_place(thread_id, checkpoint_ns, members[i]))
+            )
+            w_task, w_channel, w_t, w_b, w_path, w_idx = ormsgpack.unpackb(packed)
             pending.append((w_path, w_task, w_channel, (w_t, w_b), w_idx))
         pending.sort(key=lambda w: writes_sort_key(w[0], w[1], w[4]))
         return CheckpointTuple(
@@ -365,6 +410,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         write = self.client.pipeline(transaction=True)
         for i, ns in enumerate(namespaces):
             ids, cps, blobs, wis, wvs = data[i * 5 : i * 5 + 5]
+            if self.signer is not None:
+                cps, blobs, wvs = self._resign(source_thread_id, target_thread_id, ns, cps, blobs, wvs)
             write.sadd(dst + "ns", ns)
             if ids:
                 write.zadd(dst + suffixes[0] + ns, dict.fromkeys(ids, 0))
@@ -382,6 +429,31 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                     write.expire(dst + s + ns, self.ttl_seconds)
             write.expire(dst + "ns", self.ttl_seconds)
         await write.execute()
+
+    def _resign(
+        self,
+        src: str,
+        dst: str,
+        ns: str,
+        cps: dict[bytes, bytes],
+        blobs: dict[bytes, bytes],
+        wvs: dict[bytes, bytes],
+    ) -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes]]:
+        """The values of one namespace checked against their source place and signed for the target's."""
+        out_cps = {}
+        for raw_id, rec in cps.items():
+            cid = raw_id.decode()
+            _, prefix, sealed = _split_record(rec)
+            body = self._open(sealed, "record", src, ns, cid, prefix)
+            out_cps[raw_id] = prefix + self._seal(body, "record", dst, ns, cid, prefix)
+        out_blobs = {
+            f: self._seal(self._open(v, "blob", src, ns, f), "blob", dst, ns, f) for f, v in blobs.items()
+        }
+        out_wvs = {
+            m: self._seal(self._open(v, *self._write_place(src, ns, m)), *self._write_place(dst, ns, m))
+            for m, v in wvs.items()
+        }
+        return out_cps, out_blobs, out_wvs
 
     # -- sync API: this saver is async only ----------------------------------------------------
 

@@ -5,13 +5,21 @@ Keys (``P`` is the configured prefix; ``{wid}`` is the hash tag that keeps one w
     P:wf:{wid}              HASH    the workflow record (status, progress, pending decisions, ...)
     P:wf:{wid}:events       STREAM  the audit log: who, what, when, correlation id
     P:wf:{wid}:decisions    HASH    decision id -> recorded answer (first answer wins)
-    P:wf:{wid}:jobs         HASH    idempotency key -> outside job id (side effects at most once)
+    P:wf:{wid}:jobs         HASH    idempotency key -> "<nonce>:<outside job id>[:forgotten]" (side effects
+                                    at most once), and "result\0<key>\0<task id>" -> the job's result
+    P:wf:{wid}:memo         HASH    agent results by step and agent (a cache of the run's own work)
     P:idem:<project>:<key>  STRING  start_workflow idempotency key -> workflow id
     P:project:<pid>:wfs     ZSET    the project's workflows by creation time
     P:wfs                   ZSET    every workflow by creation time
     P:runs                  STREAM  the run queue, consumer group "workers"
     P:lease:{wid}           STRING  the instance running the workflow (expires unless renewed)
     channel P:changed:<wid>          a message per change, for notifications across instances
+    channel P:job:{wid}:<task id>    a job's result arrived (wakes its waiter on any instance)
+
+With a signer, every value a run reads is signed with its place (deployment, workflow id, what it is,
+and its field, decision, step or job), so a value moved from another workflow or field fails: record
+fields, decisions, job ids, job results and memo entries. A record missing a field fails too. The event
+stream, the indexes, the queue and the lease are not signed: they steer no run (see the README).
 """
 
 from __future__ import annotations
@@ -29,15 +37,16 @@ from typing import Any, NamedTuple
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from adapters._integrity import Signer
+from adapters._integrity import IntegrityError, Signer, place
 from adapters._pipeliner import ScriptPipeliner
 from adapters._redis import AnyRedis, ChannelHub
 
 __all__ = ["TERMINAL", "RunTicket", "WorkflowRecord", "WorkflowStore"]
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-_JSON_FIELDS = ("options", "pending", "agents_running", "result", "services")
+_JSON_FIELDS = ("options", "pending", "agents_running", "result", "services", "decided")
 _GROUP = "workers"
+_RESULT = "result\x00"  # jobs-hash fields holding a job's result: result\0<step key>\0<task id>
 
 
 def _now() -> float:
@@ -74,6 +83,10 @@ class WorkflowRecord:
     forked_from: str = ""
     control: str = ""
     correlation_id: str = ""
+    # Where the run last stopped ("<checkpoint id>:<pending writes>") and the decisions taken since: a
+    # run refuses checkpoints or answers that went missing behind these (see server/_anchor.py).
+    mark: str = ""
+    decided: list[str] = field(default_factory=list)
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> WorkflowRecord:
@@ -157,21 +170,43 @@ class WorkflowStore:
     def _enc(self, wid: str, fields: Mapping[str, str]) -> dict[str, str | bytes]:
         if self.signer is None:
             return dict(fields)
-        return {k: self.signer.sign(v.encode(), f"{wid}\x00{k}".encode()) for k, v in fields.items()}
+        return {k: self.signer.sign(v.encode(), place("record", wid, k)) for k, v in fields.items()}
+
+    def _seal(self, value: str, *where: str) -> str | bytes:
+        return value if self.signer is None else self.signer.sign(value.encode(), place(*where))
+
+    def _open(self, raw: Any, *where: str) -> str:
+        """A stored value checked against its place (with a signer).
+
+        Raises:
+            IntegrityError: changed, moved from another place, or unsigned.
+        """
+        blob = raw if isinstance(raw, bytes) else str(raw).encode()
+        if self.signer is None:
+            return blob.decode()
+        try:
+            return self.signer.verify(blob, place(*where)).decode()
+        except IntegrityError as exc:
+            msg = f"{where[0]} {where[2:]!r} of workflow {where[1]!r}: {exc}"
+            raise IntegrityError(msg) from exc
 
     def _record(self, wid: str, raw: Mapping[Any, Any]) -> WorkflowRecord:
         """Decode (and, with a signer, verify) a record hash.
 
         Raises:
-            IntegrityError: a field was changed in Redis behind the orchestrator's back.
+            IntegrityError: a field was changed, moved from another record, or removed behind the
+                orchestrator's back.
         """
         if self.signer is None:
             return WorkflowRecord.from_hash(raw)
         fields = {}
         for k, v in raw.items():
             name = _s(k)
-            blob = v if isinstance(v, bytes) else str(v).encode()
-            fields[name] = self.signer.verify(blob, f"{wid}\x00{name}".encode()).decode()
+            fields[name] = self._open(v, "record", wid, name)
+        missing = sorted(set(WorkflowRecord.__dataclass_fields__) - set(fields))
+        if missing:
+            msg = f"record of workflow {wid!r} lacks the fields {missing}: they were removed outside the orchestrator"
+            raise IntegrityError(msg)
         return WorkflowRecord.from_hash(fields)
 
     # -- keys ---------------------------------------------------------------------------------
@@ -392,60 +427,180 @@ class WorkflowStore:
     async def record_decision(
         self, wid: str, decision_id: str, answer: dict[str, Any]
     ) -> tuple[bool, dict[str, Any]]:
-        """Record the first answer to a decision; returns (recorded now, the answer that stands)."""
+        """Record the first answer to a decision (signed with its workflow and decision id).
+
+        Returns:
+            Whether it was recorded now, and the answer that stands.
+
+        Raises:
+            IntegrityError: the answer standing in Redis fails its signature.
+        """
         key = self.key(wid, "decisions")
-        if await self.client.hsetnx(key, decision_id, json.dumps(answer)):
+        if await self.client.hsetnx(
+            key, decision_id, self._seal(json.dumps(answer), "decision", wid, decision_id)
+        ):
             return True, answer
         stored = await self.client.hget(key, decision_id)
-        return False, json.loads(stored) if stored else answer
+        return False, json.loads(self._open(stored, "decision", wid, decision_id)) if stored else answer
 
     async def decisions(self, wid: str) -> dict[str, dict[str, Any]]:
-        """Every recorded answer by decision id."""
+        """Every recorded answer by decision id.
+
+        Raises:
+            IntegrityError: an answer was written or changed outside the orchestrator.
+        """
         raw = await self.client.hgetall(self.key(wid, "decisions"))
-        return {_s(k): json.loads(v) for k, v in raw.items()}
+        return {_s(k): json.loads(self._open(v, "decision", wid, _s(k))) for k, v in raw.items()}
+
+    async def verify_workflow(self, wid: str) -> dict[str, int]:
+        """Check every signed value a run of the workflow may read: decisions, jobs, job results, memo.
+
+        A run calls this before it acts, so a value planted or changed anywhere in the workflow stops
+        it at once, not when (or if) a later step happens to read it.
+
+        Returns:
+            How many decisions, jobs, job results and memo entries there are (none is ever removed
+            while the workflow lives, so fewer than before means some were deleted).
+
+        Raises:
+            IntegrityError: a value was written, changed or moved outside the orchestrator.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for suffix in ("decisions", "jobs", "memo"):
+            pipe.hgetall(self.key(wid, suffix))
+        decisions, jobs, memo = await pipe.execute()
+        results = [_s(k) for k in jobs if _s(k).startswith(_RESULT)]
+        counts = {"decisions": len(decisions), "jobs": len(jobs) - len(results), "memo": len(memo),
+                  "results": len(results)}  # fmt: skip
+        if self.signer is None:
+            return counts
+        for k, v in decisions.items():
+            self._open(v, "decision", wid, _s(k))
+        for k, v in memo.items():
+            self._open(v, "memo", wid, _s(k))
+        for k, v in jobs.items():
+            name = _s(k)
+            if name.startswith(_RESULT):
+                step, _, task_id = name[len(_RESULT) :].partition("\x00")
+                self._open(v, "job-result", wid, step, task_id)
+            else:
+                self._job_value(wid, name, v)
+        return counts
+
+    # -- memo ---------------------------------------------------------------------------------
+
+    async def memo_get(self, wid: str, key: str) -> Any | None:
+        """A memoised agent result of the workflow, or None.
+
+        Raises:
+            IntegrityError: the entry was written or changed outside the orchestrator.
+        """
+        raw = await self.client.hget(self.key(wid, "memo"), key)
+        return json.loads(self._open(raw, "memo", wid, key)) if raw else None
+
+    async def memo_put(self, wid: str, key: str, value: Any) -> None:
+        """Memoise an agent result (signed with its workflow and key; it expires with the workflow)."""
+        await self.client.hset(
+            self.key(wid, "memo"), key, self._seal(json.dumps(value, default=str), "memo", wid, key)
+        )
 
     # -- outside jobs -------------------------------------------------------------------------
 
-    async def job_for(self, wid: str, idempotency_key: str) -> str | None:
-        """The outside job already submitted for this step, if any."""
-        v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
-        return _s(v) if v is not None else None
+    async def job_entry(self, wid: str, idempotency_key: str) -> tuple[str, str] | None:
+        """The (nonce, job id) a step awaits; the id is "" while the job is being submitted.
 
-    async def remember_job(self, wid: str, idempotency_key: str, job_id: str) -> None:
-        """Record the outside job of a step before waiting for it."""
-        await self.client.hset(self.key(wid, "jobs"), idempotency_key, job_id)
+        None when the step has no job, or its job failed and was forgotten (a retry submits anew).
+
+        Raises:
+            IntegrityError: the entry was written or changed outside the orchestrator.
+        """
+        v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        if v is None:
+            return None
+        nonce, job_id, forgotten = self._job_value(wid, idempotency_key, v)
+        return None if forgotten else (nonce, job_id)
+
+    def _job_value(self, wid: str, idempotency_key: str, raw: Any) -> tuple[str, str, bool]:
+        nonce, _, rest = self._open(raw, "job", wid, idempotency_key).partition(":")
+        job_id, _, state = rest.partition(":")
+        return nonce, job_id, state == "forgotten"
+
+    async def job_for(self, wid: str, idempotency_key: str) -> str | None:
+        """The outside job already submitted for this step, if its id is known."""
+        entry = await self.job_entry(wid, idempotency_key)
+        return entry[1] if entry is not None and entry[1] else None
+
+    async def remember_job(self, wid: str, idempotency_key: str, job_id: str, nonce: str = "") -> None:
+        """Record the outside job of a step (``job_id`` "" before submitting, so its webhook is expected)."""
+        value = self._seal(f"{nonce}:{job_id}", "job", wid, idempotency_key)
+        await self.client.hset(self.key(wid, "jobs"), idempotency_key, value)
 
     async def forget_job(self, wid: str, idempotency_key: str) -> None:
-        """Drop a step's job record (after the job failed, so a retry submits anew)."""
-        await self.client.hdel(self.key(wid, "jobs"), idempotency_key)
+        """Mark a step's job as failed (a retry submits anew); the entry stays, so entries never go missing."""
+        v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        if v is None:
+            return
+        nonce, job_id, _ = self._job_value(wid, idempotency_key, v)
+        value = self._seal(f"{nonce}:{job_id}:forgotten", "job", wid, idempotency_key)
+        await self.client.hset(self.key(wid, "jobs"), idempotency_key, value)
 
-    def _job_key(self, task_id: str) -> str:
-        return f"{self.prefix}:job:{task_id}"
+    def _job_channel(self, wid: str, task_id: str) -> str:
+        return f"{self.prefix}:job:{{{wid}}}:{task_id}"
 
-    async def put_job_result(self, task_id: str, result: dict[str, Any], ttl: int = 86400) -> bool:
-        """Store a job's result (from the webhook) and wake its waiter; False if already stored."""
-        stored = await self.client.set(self._job_key(task_id), json.dumps(result), nx=True, ex=ttl)
+    @staticmethod
+    def _result_field(idempotency_key: str, task_id: str) -> str:
+        return f"{_RESULT}{idempotency_key}\x00{task_id}"
+
+    async def put_job_result(
+        self, wid: str, idempotency_key: str, task_id: str, result: dict[str, Any]
+    ) -> bool:
+        """Store a job's result (from the webhook) and wake its waiter; False if already stored.
+
+        The result is kept in the workflow's jobs hash (it lives and expires with the workflow), signed
+        with its step and job, so a webhook can only ever feed the workflow and step its token names.
+        """
+        field = self._result_field(idempotency_key, task_id)
+        value = self._seal(json.dumps(result), "job-result", wid, idempotency_key, task_id)
+        stored = await self.client.hsetnx(self.key(wid, "jobs"), field, value)
         if stored:
-            await self.client.publish(self._job_key(task_id), "done")
+            await self.client.publish(self._job_channel(wid, task_id), "done")
         return bool(stored)
 
-    async def job_result(self, task_id: str) -> dict[str, Any] | None:
-        """A job's result if its webhook has arrived."""
-        raw = await self.client.get(self._job_key(task_id))
-        return json.loads(raw) if raw else None
+    async def job_result(self, wid: str, idempotency_key: str, task_id: str) -> dict[str, Any] | None:
+        """A job's result if its webhook has arrived.
 
-    async def wait_job_result(self, task_id: str, wait_seconds: float) -> None:
+        Raises:
+            IntegrityError: the result was written or changed outside the orchestrator.
+        """
+        raw = await self.client.hget(self.key(wid, "jobs"), self._result_field(idempotency_key, task_id))
+        return json.loads(self._open(raw, "job-result", wid, idempotency_key, task_id)) if raw else None
+
+    async def wait_job_result(
+        self, wid: str, idempotency_key: str, task_id: str, wait_seconds: float
+    ) -> None:
         """Sleep until the job's webhook arrives or `wait_seconds` pass (needs `job_notices` started)."""
-        with self.job_notices.watch(self._job_key(task_id)) as notices:
-            if await self.client.exists(self._job_key(task_id)):
+        with self.job_notices.watch(self._job_channel(wid, task_id)) as notices:
+            if await self.client.hexists(self.key(wid, "jobs"), self._result_field(idempotency_key, task_id)):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(notices.get(), wait_seconds)
 
     async def jobs(self, wid: str) -> dict[str, str]:
-        """Every outside job of the workflow by idempotency key."""
+        """Every outside job of the workflow that a step awaits, by idempotency key.
+
+        Raises:
+            IntegrityError: an entry was written or changed outside the orchestrator.
+        """
         raw = await self.client.hgetall(self.key(wid, "jobs"))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        out = {}
+        for k, v in raw.items():
+            name = _s(k)
+            if name.startswith(_RESULT):
+                continue
+            _, job_id, forgotten = self._job_value(wid, name, v)
+            if job_id and not forgotten:
+                out[name] = job_id
+        return out
 
     # -- run queue ----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Checkpointer throughput: a 10-node graph, 300 runs, 50 concurrent, durability="sync".
 
 Compares InMemorySaver, RedisCheckpointSaver (ours) and langgraph-checkpoint-plainredis against
-the same redis-server in one run. Each saver runs `rounds` times, interleaved, and the median
+the same redis-server in one run; ours also signed as before (a serializer signing each value with
+its type only) and as now (every record, blob and write signed with its place), to price the binding. Each saver runs `rounds` times, interleaved, and the median
 counts, so a noisy neighbour hurts all three alike.
 """
 
@@ -17,13 +18,18 @@ from typing import Any, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 
-from adapters import RedisCheckpointSaver, open_redis
+from adapters import RedisCheckpointSaver, SignedSerializer, Signer, open_redis
 
 __all__ = ["CheckpointerResult", "run"]
 
 NODES = 10
+_BENCH_KEY = b"bench-integrity-key-0123456789ab"
+UNSIGNED = "RedisCheckpointSaver (ours)"
+SIGNED_BEFORE = "ours, signed by type only (before)"
+SIGNED_AFTER = "ours, signed and bound to place (after)"
 
 
 class _State(TypedDict):
@@ -84,7 +90,11 @@ class CheckpointerResult:
             lines.append(f"| {name} | {value:.0f} | {value * NODES:.0f} | {vs_mem} | {vs_plain} | {rounds} |")
         for name, err in self.errors.items():
             lines.append(f"| {name} | failed: {err} | | | | |")
-        ours = self.median.get("RedisCheckpointSaver (ours)")
+        ours = self.median.get(UNSIGNED)
+        before, after = self.median.get(SIGNED_BEFORE), self.median.get(SIGNED_AFTER)
+        if ours and before and after:
+            lines.append(f"\nSigning cost: before {before / ours:.2f}x of unsigned, after {after / ours:.2f}x "
+                         f"(after / before {after / before:.2f}x).")  # fmt: skip
         if ours and mem:
             verdict = "met" if ours >= 0.6 * mem else "NOT met"
             lines.append(f"\nTarget ours ≥ 60% of InMemorySaver: {verdict} ({ours / mem:.0%}).")
@@ -108,8 +118,19 @@ async def run(
     async def ours() -> BaseCheckpointSaver[Any]:
         return RedisCheckpointSaver(client, prefix=prefix)
 
+    async def signed_before() -> BaseCheckpointSaver[Any]:
+        serde = SignedSerializer(JsonPlusSerializer(), Signer([_BENCH_KEY]))
+        return RedisCheckpointSaver(client, prefix=prefix + "s1", serde=serde)
+
+    async def signed_after() -> BaseCheckpointSaver[Any]:
+        return RedisCheckpointSaver(
+            client, prefix=prefix + "s2", signer=Signer([_BENCH_KEY], deployment=prefix)
+        )
+
     factories["InMemorySaver"] = memory
-    factories["RedisCheckpointSaver (ours)"] = ours
+    factories[UNSIGNED] = ours
+    factories[SIGNED_BEFORE] = signed_before
+    factories[SIGNED_AFTER] = signed_after
     try:
         from langgraph_checkpoint_plainredis import AsyncRedisSaver
 

@@ -31,6 +31,7 @@ from adapters import (
     WorkflowStore,
 )
 from graphs import WORKFLOWS, BudgetExceededError, Ports
+from server._anchor import check_answers, check_mark, has_checkpoints, mark_of
 from server._guard import MemoryMark, RunAttempts, quarantine_reason
 from server._metrics import Metrics
 
@@ -281,7 +282,7 @@ class Engine:
         leave_pending = False  # True: leave the queue entry unacknowledged for a later reclaim
         attempting = False  # True once this run is counted in the workflow's attempts
         try:
-            rec = await self.store.get(wid)
+            rec = await self._record(wid)
             if rec is None or rec.status in TERMINAL:
                 return
             if not await self.store.take_lease(wid, self.consumer, self.lease_ms):
@@ -362,6 +363,18 @@ class Engine:
                         event_data={"reason": reason, "attempts": len(earlier), "instances": instances,
                                     "step": rec.step})  # fmt: skip
 
+    async def _record(self, wid: str) -> WorkflowRecord | None:
+        """The record of a queued workflow; a missing one is tampering when the workflow has checkpoints.
+
+        Raises:
+            IntegrityError: the record fails its signature, or was removed while its checkpoints remain.
+        """
+        rec = await self.store.get(wid)
+        if rec is None and await has_checkpoints(self.saver, wid):
+            msg = f"workflow {wid!r} has checkpoints but no record: the record was removed"
+            raise IntegrityError(msg)
+        return rec
+
     async def _integrity_failed(self, wid: str, ticket: RunTicket, exc: IntegrityError) -> None:
         """Tampered data is never used: the run stops, says why, and the security audit records it."""
         log.error("engine.integrity_failure", exc_info=exc)
@@ -414,6 +427,7 @@ class Engine:
         config: Any = {"configurable": {"thread_id": wid}, "recursion_limit": 1000}
         ports = self.make_ports(rec)
         spec = WORKFLOWS[rec.workflow]
+        await check_mark(self.saver, self.store, rec)
         while True:
             state = await graph.aget_state(config)
             graph_input: Any
@@ -421,7 +435,7 @@ class Engine:
                 graph_input = spec.initial_input(rec.project_id, rec.brief, rec.options)
             elif state.interrupts:
                 answers = await self.store.decisions(wid)
-                resume = {i.id: answers[i.id]["choice"] for i in state.interrupts if i.id in answers}
+                resume = check_answers(rec, state.interrupts, answers)
                 if not resume:
                     pending = pending_decisions(state)
                     await self._set(
@@ -431,6 +445,7 @@ class Engine:
                             "pending": pending,
                             "agents_running": [],
                             "message": pending[0]["question"] if pending else "waiting for a decision",
+                            "mark": await mark_of(self.saver, self.store, wid),
                         },
                         event="decision.requested",
                         event_data={"decisions": [p["id"] for p in pending]},
@@ -454,6 +469,7 @@ class Engine:
                         "agents_running": [],
                         "message": "completed",
                         "result": _jsonable(state.values.get("summary", {})),
+                        "mark": await mark_of(self.saver, self.store, wid),
                     },
                     event="workflow.completed",
                 )
@@ -475,9 +491,10 @@ class Engine:
                 if drained.reason == "pause":
                     await self._set(
                         wid,
-                        {"status": "paused", "agents_running": [], "message": "paused"},
+                        {"status": "paused", "agents_running": [], "message": "paused",
+                         "mark": await mark_of(self.saver, self.store, wid)},
                         event="workflow.paused",
-                    )
+                    )  # fmt: skip
                     return False
                 log.info("engine.run_drained", reason=drained.reason)
                 return True

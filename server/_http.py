@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,7 +14,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from adapters import IntegrityError
 from server._auth import ApiKeyMiddleware, KeyStore
 from server._board import BOARD_API, board_routes
 from server._caller import current_caller
@@ -76,13 +78,21 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
 
     async def webhook(request: Request) -> Response:
         q = request.query_params
-        wid, step, token = q.get("wid", ""), q.get("step", ""), q.get("token", "")
-        expected = webhook_token(orch.webhook_secret, wid, step)
+        wid, step, nonce, token = q.get("wid", ""), q.get("step", ""), q.get("n", ""), q.get("token", "")
+        source = request.client.host if request.client else "?"
+
+        async def refuse(outcome: str, status: int, message: str, **data: Any) -> Response:
+            orch.metrics.webhooks.labels(outcome).inc()
+            log.warning("webhook.refused", source=source, workflow_id=wid, step=step, outcome=outcome, **data)
+            if orch.keys is not None:
+                await orch.keys.audit("webhook.refused", source=source, workflow_id=wid, step=step,
+                                      outcome=outcome, **data)  # fmt: skip
+            return JSONResponse({"error": message}, status_code=status)
+
+        expected = webhook_token(orch.webhook_secret, wid, step, nonce)
         if not wid or not hmac.compare_digest(token.encode(), expected.encode()):
             orch.metrics.webhooks.labels("refused").inc()
-            log.warning(
-                "webhook.refused", source=request.client.host if request.client else "?", workflow_id=wid
-            )
+            log.warning("webhook.refused", source=source, workflow_id=wid)
             return JSONResponse({"error": "invalid webhook token"}, status_code=401)
         try:
             payload = await request.json()
@@ -93,7 +103,19 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
             orch.metrics.webhooks.labels("malformed").inc()
             return JSONResponse({"error": problem}, status_code=400)
         task_id = str(payload["task_id"])
-        stored = await orch.store.put_job_result(task_id, webhook_result(payload))
+        key = f"{wid}:{step}"
+        try:
+            entry = await orch.store.job_entry(wid, key)
+        except IntegrityError as exc:
+            return await refuse("refused_integrity", 409, f"integrity_error: {exc}")
+        if entry is None or entry[0] != nonce:
+            # A token of a submission that is no longer (or never was) this step's job.
+            return await refuse("refused_unknown_job", 404, f"workflow {wid!r} has no job awaiting a webhook "
+                                "for this step and token", task_id=task_id)  # fmt: skip
+        if entry[1] and entry[1] != task_id:
+            return await refuse("refused_other_job", 409, f"this token is for step {step!r} of workflow {wid!r}, "
+                                f"whose job is not {task_id!r}", task_id=task_id)  # fmt: skip
+        stored = await orch.store.put_job_result(wid, key, task_id, webhook_result(payload))
         lag = _lag(payload)
         if lag is not None:
             orch.metrics.webhook_lag.observe(lag)
@@ -174,6 +196,11 @@ def build_http_app(orch: Orchestrator, *, keys: KeyStore | None) -> ASGIApp:  # 
             *board_routes(orch),
         ]
     )
-    if keys is None:
-        return app
-    return ApiKeyMiddleware(app, keys, protected=("/mcp", BOARD_API))
+    served: ASGIApp = app if keys is None else ApiKeyMiddleware(app, keys, protected=("/mcp", BOARD_API))
+    # A caller's address (throttle, audit, logs) is its socket's peer, unless that peer is a configured
+    # proxy: only then is X-Forwarded-For read (its rightmost untrusted entry).
+    proxies = orch.settings.trusted_proxy_list
+    if not proxies:
+        return served
+    trusted: Any = ProxyHeadersMiddleware(cast("Any", served), trusted_hosts=proxies)  # uvicorn's ASGI types
+    return cast("ASGIApp", trusted)

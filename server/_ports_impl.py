@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ log = structlog.get_logger(__name__)
 OnWait = Callable[[str], Awaitable[None]]
 
 
-def webhook_token(secret: bytes, workflow_id: str, step_key: str) -> str:
-    """The per-job token a webhook must carry (HMAC of workflow and step)."""
-    return hmac.new(secret, f"{workflow_id}\x00{step_key}".encode(), hashlib.sha256).hexdigest()[:32]
+def webhook_token(secret: bytes, workflow_id: str, step_key: str, nonce: str) -> str:
+    """The per-job token a webhook must carry: HMAC of workflow, step and the submission's own nonce."""
+    msg = f"{len(workflow_id)}:{workflow_id}{len(step_key)}:{step_key}{len(nonce)}:{nonce}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
 
 
 def _graph_position() -> dict[str, Any]:
@@ -86,16 +87,18 @@ class WorkflowTasks:
         self._unknown_grace = unknown_grace
         self._budget = budget
 
-    def _callback(self, step_key: str) -> str | None:
+    def _callback(self, step_key: str, nonce: str) -> str | None:
         if not self._webhook_base:
             return None
-        query = urlencode(
-            {"wid": self._wid, "step": step_key, "token": webhook_token(self._secret, self._wid, step_key)}
-        )
+        token = webhook_token(self._secret, self._wid, step_key, nonce)
+        query = urlencode({"wid": self._wid, "step": step_key, "n": nonce, "token": token})
         return f"{self._webhook_base}/webhooks/tasks?{query}"
 
     async def run_task(self, step_key: str, task_type: str, task_data: dict[str, Any]) -> dict[str, Any]:
         """Submit once per step key, then wait for the job to finish.
+
+        The step is recorded (with a fresh nonce, and no job id yet) before submitting, so the job's
+        webhook is expected even if it comes before the submission returns; its token covers the nonce.
 
         Raises:
             BudgetExceededError: a new job would go over the workflow's outside-jobs budget.
@@ -105,16 +108,18 @@ class WorkflowTasks:
         if task_id is None:
             if self._budget is not None:  # only new submissions count: a resumed step waits for its job
                 await self._budget.charge("outside_jobs", where=step_key)
+            nonce = secrets.token_hex(8)
+            await self._store.remember_job(self._wid, key, "", nonce)
             answer = await self._guard.call(
                 lambda: self._client.submit(
-                    self._pid, task_type, task_data, idempotency_key=key, callback_url=self._callback(step_key),
+                    self._pid, task_type, task_data, idempotency_key=key, callback_url=self._callback(step_key, nonce),
                     metadata={"workflow_id": self._wid, "step": step_key, **_graph_position()},
                     correlation_id=self._cid,
                 ),
                 on_wait=self._on_wait,
             )  # fmt: skip
             task_id = str(answer["task_id"])
-            await self._store.remember_job(self._wid, key, task_id)
+            await self._store.remember_job(self._wid, key, task_id, nonce)
             log.info("jobs.submitted", step=step_key, task_id=task_id, task_type=task_type)
             fresh = True
         else:
@@ -148,7 +153,7 @@ class WorkflowTasks:
         next_poll = loop.time() + (delay if fresh else 0.0)
         unknown_since: float | None = None
         while True:
-            pushed = await self._store.job_result(task_id)
+            pushed = await self._store.job_result(self._wid, key, task_id)
             if pushed is not None:
                 return pushed
             if loop.time() >= next_poll:
@@ -174,7 +179,9 @@ class WorkflowTasks:
                     unknown_since = None
                 next_poll = loop.time() + delay
                 delay = min(delay * 2, self._poll_max)
-            await self._store.wait_job_result(task_id, wait_seconds=max(0.0, next_poll - loop.time()))
+            await self._store.wait_job_result(
+                self._wid, key, task_id, wait_seconds=max(0.0, next_poll - loop.time())
+            )
 
 
 class GuardedBrain:
@@ -225,19 +232,22 @@ class GuardedAutoMovie:
 
 
 class RedisMemo:
-    """MemoPort: finished agent results in ``P:wf:{wid}:memo``."""
+    """MemoPort: finished agent results in ``P:wf:{wid}:memo``, signed with their workflow and key."""
 
     def __init__(self, store: WorkflowStore, workflow_id: str) -> None:
-        self._store, self._key = store, store.key(workflow_id, "memo")
+        self._store, self._wid = store, workflow_id
 
     async def get(self, key: str) -> Any | None:
-        """A stored result or None."""
-        raw = await self._store.client.hget(self._key, key)
-        return json.loads(raw) if raw else None
+        """A stored result or None.
+
+        Raises:
+            IntegrityError: the entry was written or changed outside the orchestrator.
+        """
+        return await self._store.memo_get(self._wid, key)
 
     async def put(self, key: str, value: Any) -> None:
         """Store a result (it expires with the workflow)."""
-        await self._store.client.hset(self._key, key, json.dumps(value, default=str))
+        await self._store.memo_put(self._wid, key, value)
 
 
 class MediaFiles:

@@ -29,7 +29,6 @@ from adapters import (
     RetryPolicy,
     ScriptPipeliner,
     ServiceGuard,
-    SignedSerializer,
     Signer,
     TaskServiceClient,
     WorkflowRecord,
@@ -244,13 +243,11 @@ class Orchestrator:
 
             ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
             integrity_keys = await _integrity_keys(settings, redis, embedded=embedded is not None)
-            signer = Signer(integrity_keys)
+            signer = Signer(integrity_keys, deployment=prefix)
             # One pipeliner: a step's checkpoint and its status update share round trips.
             pipeliner = ScriptPipeliner(redis)
             saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl, pipeliner=pipeliner,
-                                         serde=SignedSerializer(SizeCappedSerializer(JsonPlusSerializer(),
-                                                                                     settings.state_max_bytes),
-                                                                signer))  # fmt: skip
+                                         serde=SizeCappedSerializer(JsonPlusSerializer(), settings.state_max_bytes), signer=signer)  # fmt: skip
             store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
                                   signer=signer, pipeliner=pipeliner)  # fmt: skip
             webhook_base = {"url": settings.webhook_base_url}

@@ -339,9 +339,11 @@ class OrchestratorService:
         if not recorded and standing.get("choice") != choice:
             msg = f"decision {decision_id!r} was taken concurrently: {standing.get('choice')!r}"
             raise ConflictError(msg, earlier_choice=standing.get("choice"))
+        # The signed record lists the decisions taken, so a run notices an answer removed from the ledger.
+        taken = sorted({*rec.decided, *(await self.store.decisions(workflow_id))})
         await self.store.update(
             workflow_id,
-            {"status": "queued", "message": "decision received, resuming"},
+            {"status": "queued", "message": "decision received, resuming", "decided": taken},
             event="decision.submitted",
             who=caller.name,
             correlation_id=caller.correlation_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +97,26 @@ class Settings(BaseSettings):
     api_key_max_age_days: float = Field(default=90.0, gt=0)
     api_key_warn_days: float = Field(default=7.0, ge=0)
     auth_failures_per_minute: int = Field(default=10, ge=1, description="per source address, then refused")
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+        "names the caller; unset: none, a caller is always its socket's peer",
+    )
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """`trusted_proxies` as a list, each entry checked to be an address or a network."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+    @model_validator(mode="after")
+    def _proxies_are_addresses(self) -> Settings:
+        for entry in self.trusted_proxy_list:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                msg = f"trusted_proxies: {entry!r} is not an IP address or network (CIDR); use e.g. 10.0.0.5 or 10.0.0.0/24"
+                raise ValueError(msg) from exc
+        return self
 
     # -- work that cannot run away (see the README's "Limits") ----------------------------------------
     run_max_attempts: int = Field(

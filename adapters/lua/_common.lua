@@ -32,7 +32,7 @@ local function load_one(idsk, cpk, blk, wik, wvk, id)
   local members = redis.call('ZRANGEBYLEX', wik, '[' .. id .. '\0', '(' .. id .. '\1')
   local writes = {}
   if #members > 0 then writes = redis.call('HMGET', wvk, unpack(members)) end
-  return {id, rec, blobs, writes}
+  return {id, rec, blobs, writes, members}
 end
 
 local function refresh_ttl(base, ttl)

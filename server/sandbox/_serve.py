@@ -29,9 +29,12 @@ async def serve_app(
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
+    # proxy_headers off: uvicorn otherwise believes X-Forwarded-For from any loopback peer; the app
+    # decides which proxies to trust (server/_http.py, TRUSTED_PROXIES).
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan=lifespan, ws="websockets-sansio", **ssl
-    )
+        app, log_level="warning", access_log=False, lifespan=lifespan, ws="websockets-sansio",
+        proxy_headers=False, **ssl,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

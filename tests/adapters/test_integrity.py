@@ -9,7 +9,15 @@ import pytest
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from adapters import AnyRedis, IntegrityError, RedisCheckpointSaver, SignedSerializer, Signer, WorkflowStore
+from adapters import (
+    AnyRedis,
+    IntegrityError,
+    RedisCheckpointSaver,
+    SignedSerializer,
+    Signer,
+    WorkflowStore,
+    place,
+)
 from tests.adapters.test_checkpointer import aes_serde
 
 KEY_A = b"a" * 32
@@ -78,3 +86,88 @@ async def test_tampered_record_field_is_detected(redis_client: AnyRedis, key_pre
     await r.hset(store.key(rec.id), "project_id", "p2")
     with pytest.raises(IntegrityError):
         await store.get(rec.id)
+
+
+def test_a_signature_is_bound_to_its_place_and_deployment() -> None:
+    """The same bytes signed for one place, or one deployment, fail in another; old MOS1 blobs are refused."""
+    signer = Signer([KEY_A], deployment="prod")
+    blob = signer.sign(b"value", place("record", "wf-x", "options"))
+    assert signer.verify(blob, place("record", "wf-x", "options")) == b"value"
+    for elsewhere in (place("record", "wf-y", "options"), place("record", "wf-x", "status"),
+                      place("record", "wf-xo", "ptions")):  # fmt: skip
+        with pytest.raises(IntegrityError, match="moved from another place"):
+            signer.verify(blob, elsewhere)
+    with pytest.raises(IntegrityError):
+        Signer([KEY_A], deployment="staging").verify(blob, place("record", "wf-x", "options"))
+    with pytest.raises(IntegrityError, match="old-format signature"):
+        signer.verify(b"MOS1" + blob[4:], place("record", "wf-x", "options"))
+
+
+async def test_bound_checkpoints_refuse_moved_or_missing_parts(
+    redis_client: AnyRedis, key_prefix: str
+) -> None:
+    """With a signer, a blob moved from another thread, an edited parent id, or a removed blob fails; keys rotate."""
+    saver = RedisCheckpointSaver(redis_client, prefix=key_prefix, signer=Signer([KEY_A]))
+    r: Any = redis_client
+    stored = {}
+    for tid in ("t-x", "t-y"):
+        cp = generate_checkpoint(channel_values={"plot": f"plot of {tid}"}, channel_versions={"plot": 1})
+        stored[tid] = await saver.aput(generate_config(tid), cp, {"source": "input", "step": -1}, {"plot": 1})
+    bl_x, bl_y = f"{key_prefix}:{{t-x}}:bl:", f"{key_prefix}:{{t-y}}:bl:"
+    field = next(iter(await r.hkeys(bl_x)))
+    original = await r.hget(bl_x, field)
+    await r.hset(bl_x, field, await r.hget(bl_y, field))  # a validly signed value of another thread
+    with pytest.raises(IntegrityError, match="moved from another place"):
+        await saver.aget_tuple(stored["t-x"])
+    await r.hdel(bl_x, field)
+    with pytest.raises(IntegrityError, match="missing"):
+        await saver.aget_tuple(stored["t-x"])
+    await r.hset(bl_x, field, original)
+    rotated = RedisCheckpointSaver(redis_client, prefix=key_prefix, signer=Signer([KEY_B, KEY_A]))
+    tup = await rotated.aget_tuple(stored["t-x"])
+    assert tup is not None
+    assert tup.checkpoint["channel_values"] == {"plot": "plot of t-x"}
+    cp_x = f"{key_prefix}:{{t-x}}:cp:"
+    cid = stored["t-x"]["configurable"]["checkpoint_id"]
+    rec = await r.hget(cp_x, cid)
+    await r.hset(cp_x, cid, rec[:-1] + bytes([rec[-1] ^ 1]))  # the parent id is the record's last field
+    with pytest.raises(IntegrityError):
+        await saver.aget_tuple(stored["t-x"])
+
+
+async def test_copy_thread_re_signs_for_the_target(redis_client: AnyRedis, key_prefix: str) -> None:
+    """copy_thread checks the source's signatures and signs the copy for its own thread."""
+    saver = RedisCheckpointSaver(redis_client, prefix=key_prefix, signer=Signer([KEY_A]))
+    cp = generate_checkpoint(channel_values={"plot": "p"}, channel_versions={"plot": 1})
+    stored = await saver.aput(generate_config("src"), cp, {"source": "input", "step": -1}, {"plot": 1})
+    await saver.aput_writes(stored, [("plot", "next")], "task-1")
+    await saver.acopy_thread("src", "dst")
+    tup = await saver.aget_tuple({"configurable": {"thread_id": "dst", "checkpoint_ns": ""}})
+    assert tup is not None
+    assert tup.checkpoint["channel_values"] == {"plot": "p"}
+    assert tup.pending_writes == [("task-1", "plot", "next")]
+
+
+async def test_store_values_are_bound_to_workflow_and_field(redis_client: AnyRedis, key_prefix: str) -> None:
+    """A record field from another workflow, a removed field, a forged answer or memo entry all fail."""
+    store = WorkflowStore(redis_client, prefix=key_prefix, signer=Signer([KEY_A], deployment=key_prefix))
+    made = [await store.create(project_id=p, workflow="preview", brief="", options={}, created_by="t",
+                               correlation_id="c") for p in ("p1", "p2")]  # fmt: skip
+    x, y = made[0][0].id, made[1][0].id
+    r: Any = redis_client
+    await r.hset(store.key(x), "project_id", await r.hget(store.key(y), "project_id"))
+    with pytest.raises(IntegrityError, match="moved from another place"):
+        await store.get(x)
+    await r.hdel(store.key(x), "project_id")
+    with pytest.raises(IntegrityError, match="lacks the fields \\['project_id'\\]"):
+        await store.get(x)
+    await store.record_decision(y, "d1", {"choice": "approve"})
+    assert (await store.decisions(y))["d1"]["choice"] == "approve"
+    await r.hset(store.key(y, "decisions"), "d1", '{"choice": "reject"}')
+    with pytest.raises(IntegrityError):
+        await store.decisions(y)
+    await store.memo_put(y, "story:writer", {"logline": "ours"})
+    assert await store.memo_get(y, "story:writer") == {"logline": "ours"}
+    await r.hset(store.key(y, "memo"), "story:writer", '{"logline": "injected"}')
+    with pytest.raises(IntegrityError):
+        await store.memo_get(y, "story:writer")

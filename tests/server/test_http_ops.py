@@ -57,29 +57,21 @@ async def test_webhooks_need_their_job_token_and_duplicates_are_ignored(orch: Or
     """A webhook without the per-job token is refused; a repeated one is accepted once."""
     body = {"task_id": "t-1", "project_id": "p", "status": "completed", "result": {"media_url": "http://m/x.png"},
             "completed_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
-    token = webhook_token(orch.webhook_secret, "wf-1", "step")
+    await orch.store.remember_job("wf-1", "wf-1:step", "t-1", "n1")
+    token = webhook_token(orch.webhook_secret, "wf-1", "step", "n1")
+    ok = {"wid": "wf-1", "step": "step", "n": "n1", "token": token}
     async with httpx.AsyncClient(base_url=orch.http_url) as http:
-        refused = await http.post(
-            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": "x"}, json=body
-        )
+        refused = await http.post("/webhooks/tasks", params={**ok, "token": "x"}, json=body)
         assert refused.status_code == 401
-        other = await http.post(
-            "/webhooks/tasks", params={"wid": "wf-2", "step": "step", "token": token}, json=body
-        )
+        other = await http.post("/webhooks/tasks", params={**ok, "wid": "wf-2"}, json=body)
         assert other.status_code == 401
-        first = await http.post(
-            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": token}, json=body
-        )
-        again = await http.post(
-            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": token}, json=body
-        )
-        bad = await http.post(
-            "/webhooks/tasks", params={"wid": "wf-1", "step": "step", "token": token}, content=b"{"
-        )
+        first = await http.post("/webhooks/tasks", params=ok, json=body)
+        again = await http.post("/webhooks/tasks", params=ok, json=body)
+        bad = await http.post("/webhooks/tasks", params=ok, content=b"{")
     assert first.json() == {"ok": True, "duplicate": False}
     assert again.json() == {"ok": True, "duplicate": True}
     assert bad.status_code == 400
-    assert await orch.store.job_result("t-1") == {
+    assert await orch.store.job_result("wf-1", "wf-1:step", "t-1") == {
         "status": "completed",
         "result_url": "http://m/x.png",
         "error": "",

@@ -339,8 +339,8 @@ async def test_any_webhook(world: World, data: st.DataObject) -> None:
         {}, optional={"wid": st.sampled_from(world.wids) | st.text(max_size=20), "step": st.text(max_size=20),
                       "token": st.text(max_size=70)},
     )  # fmt: skip
-    signed = st.tuples(st.sampled_from(world.wids), st.text(max_size=20)).map(
-        lambda ws: {"wid": ws[0], "step": ws[1], "token": webhook_token(secret, ws[0], ws[1])}
+    signed = st.tuples(st.sampled_from(world.wids), st.text(max_size=20), st.text(max_size=16)).map(
+        lambda wsn: {"wid": wsn[0], "step": wsn[1], "n": wsn[2], "token": webhook_token(secret, *wsn)}
     )
     payload = st.fixed_dictionaries(
         {}, optional={"task_id": json_value, "status": json_value, "result": json_value, "error": json_value,
