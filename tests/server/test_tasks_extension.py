@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import anyio
@@ -20,6 +21,8 @@ from server._models import WorkflowStatus
 from server._runtime import Orchestrator
 from server._service import Caller
 from server._tasks_ext import TASKS_EXTENSION, WorkflowTasks
+from server.settings import Settings
+from tests.server.clients import connect, stdio_client
 from tests.server.conftest import structured
 
 
@@ -187,6 +190,42 @@ async def test_a_production_runs_to_completed_through_tasks_get_and_update(orch:
     assert sc["agent_executions"]["total"] > 10
     assert sum(sc["agent_executions"]["by_agent"].values()) == sc["agent_executions"]["total"]
     assert isinstance(task["ttlMs"], int)
+
+
+async def _drive_preview_to_completed(client: Client) -> dict[str, Any]:
+    """A preview started as a task and polled through tasks/get alone until it is completed."""
+    assert (client.server_capabilities.extensions or {}).get(TASKS_EXTENSION) == {}
+    handle = await start(client, project_id="p1", workflow="preview", brief="a lighthouse at dusk")
+    assert handle.status == "working"
+    task = await poll(client, handle.task_id, lambda t: t["status"] not in {"working", "input_required"})
+    assert task["status"] == "completed", task
+    assert task["result"]["structuredContent"]["workflow_id"] == handle.task_id
+    return task
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
+    """An orchestrator with its HTTP port (Streamable HTTP and /ws) on loopback and an admin key."""
+    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
+        assert o.keys is not None
+        key, _ = await o.keys.create("tasks", ["*"], "admin")
+        yield o, key
+
+
+@pytest.mark.parametrize("transport", ["http", "ws-auto"])
+async def test_tasks_work_over_http_and_websocket(served: tuple[Orchestrator, str], transport: str) -> None:
+    """The same task flow over the network transports of 2026-07-28 (the extension is of that generation)."""
+    o, key = served
+    async with connect(o, transport, key, extensions=[TasksClient()]) as client:
+        await _drive_preview_to_completed(client)
+
+
+async def test_tasks_work_over_stdio(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    """And over stdio (a subprocess server), where desktop clients run it."""
+    async with stdio_client(
+        redis_url, key_prefix, tmp_path, mode="auto", extensions=[TasksClient()]
+    ) as client:
+        await _drive_preview_to_completed(client)
 
 
 async def test_working_status_message_says_where_the_production_is(orch: Orchestrator) -> None:
