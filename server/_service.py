@@ -480,7 +480,9 @@ class OrchestratorService:
                 who=caller.name,
                 correlation_id=caller.correlation_id,
             )
-        elif self._publish_control is not None:
+        if self._publish_control is not None:
+            # Also when the record said queued: a run may have been claimed already and would otherwise
+            # write its next status over "cancelled".
             await self._publish_control(workflow_id, "cancel")
         if self._cancel_jobs is not None:
             await self._cancel_jobs(workflow_id)

@@ -45,6 +45,9 @@ STEERING = {
 NOT_STEERING = {
     "wf:{WID}:events": "the event stream is a record for people; no run reads it",
     "lease:{WID}": "the lease says which instance runs it; availability only",
+    "wf:{WID}:budget": "budget counters can only stop a run (budget_exceeded) or let it use more of its "
+    "budget; availability, not what the run does",
+    "wf:{WID}:attempts": "crash counts can only quarantine a run; availability, not what the run does",
 }
 
 
