@@ -28,6 +28,7 @@ from mcp.server.mcpserver import Context
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from adapters import WorkflowRecord, WorkflowStore
+from server._streaming import PLAIN_REPLY
 
 __all__ = ["DEFAULT_LEVEL", "WaitFeed", "describe", "event_log", "set_level_handler"]
 
@@ -164,8 +165,10 @@ class WaitFeed:
         self._store = store
         self._wid = workflow_id
         self._heartbeat = heartbeat
-        self._progress = wants_progress(ctx)
-        self._levels = allowed_levels(ctx)
+        # Answered as one JSON body (stateless HTTP without a token or level): nothing sent would arrive.
+        plain = PLAIN_REPLY.get()
+        self._progress = not plain and wants_progress(ctx)
+        self._levels = frozenset() if plain else allowed_levels(ctx)
         self._last_event = "0"
         self._percent = 0.0
         self._last_line = ""

@@ -12,6 +12,7 @@ answers JSON when the handler emits nothing, so choosing it is never wrong, only
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +26,11 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-__all__ = ["streamable_http_app", "wants_stream"]
+__all__ = ["PLAIN_REPLY", "streamable_http_app", "wants_stream"]
+
+# True while a request is answered by the JSON manager: one body, so its notifications would be dropped
+# and a waiting call need not prepare any.
+PLAIN_REPLY: contextvars.ContextVar[bool] = contextvars.ContextVar("mo_plain_reply", default=False)
 
 
 def wants_stream(body: bytes, accept: str) -> bool:
@@ -74,8 +79,14 @@ class _Chooser:
             return await receive()
 
         accept = Headers(scope=scope).get("accept", "")
-        manager = self.streaming if wants_stream(body, accept) else self.plain
-        await manager.asgi_app(scope, replay, send)
+        if wants_stream(body, accept):
+            await self.streaming.asgi_app(scope, replay, send)
+            return
+        token = PLAIN_REPLY.set(True)
+        try:
+            await self.plain.asgi_app(scope, replay, send)
+        finally:
+            PLAIN_REPLY.reset(token)
 
 
 def streamable_http_app(mcp: MCPServer, *, host: str) -> Starlette:
