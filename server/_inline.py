@@ -30,6 +30,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from server._models import Decision, WorkflowStatus
 from server._service import Caller, OrchestratorService
+from server._tasks_view import decision_form
 from server.errors import ConflictError, NotFoundError
 
 __all__ = ["InlineDecisions", "request_state_security"]
@@ -54,21 +55,8 @@ def request_state_security(
 
 
 def _form(status: WorkflowStatus, d: Decision) -> types.ElicitRequestFormParams:
-    choice: dict[str, Any] = {"type": "string", "title": "Your choice"}
-    if d.options:
-        choice["enum"] = list(d.options)
-    schema = {
-        "type": "object",
-        "properties": {
-            "choice": choice,
-            "comment": {
-                "type": "string",
-                "title": "Comment",
-                "description": "optional; kept in the audit log",
-            },
-        },
-        "required": ["choice"],
-    }
+    # The same form a Tasks client gets for this decision, with a message naming the production.
+    schema = decision_form(d)["params"]["requestedSchema"]
     message = f"{status.workflow.replace('_', ' ')} of {status.project_id} ({status.workflow_id}) asks: {d.question}"
     return types.ElicitRequestFormParams(message=message, requested_schema=schema)
 

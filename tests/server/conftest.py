@@ -44,3 +44,12 @@ async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
     """A whole orchestrator with the sandbox stand-ins."""
     async with Orchestrator.open(settings, with_sandbox=True) as o:
         yield o
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
+    """An orchestrator with its HTTP port (Streamable HTTP and /ws) on loopback and an admin key "tester"."""
+    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
+        assert o.keys is not None
+        key, _ = await o.keys.create("tester", ["*"], "admin")
+        yield o, key

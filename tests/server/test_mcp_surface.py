@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -11,18 +10,8 @@ import pytest
 from mcp import Client
 
 from server._runtime import Orchestrator
-from server.settings import Settings
 from tests.server.clients import TRANSPORTS, connect
 from tests.server.conftest import error_text, structured
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
-    """An orchestrator with its HTTP port on loopback and an admin key."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as orch:
-        assert orch.keys is not None
-        key, _ = await orch.keys.create("tester", ["*"], "admin")
-        yield orch, key
 
 
 async def _wait_status(client: Client, wid: str, wanted: set[str]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ events as log messages, on every transport and in both protocol generations."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from server._runtime import Orchestrator
 from server.settings import Settings
 from tests.server.clients import BOTH_ERAS, connect, stdio_client
 from tests.server.conftest import structured
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
-    """An orchestrator with its HTTP port on loopback and an admin key."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as orch:
-        assert orch.keys is not None
-        key, _ = await orch.keys.create("watcher", ["*"], "admin")
-        yield orch, key
 
 
 class Heard:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,7 +21,6 @@ from server._models import WorkflowStatus
 from server._runtime import Orchestrator
 from server._service import Caller
 from server._tasks_ext import TASKS_EXTENSION, WorkflowTasks
-from server.settings import Settings
 from tests.server.clients import connect, stdio_client
 from tests.server.conftest import structured
 
@@ -201,15 +200,6 @@ async def _drive_preview_to_completed(client: Client) -> dict[str, Any]:
     assert task["status"] == "completed", task
     assert task["result"]["structuredContent"]["workflow_id"] == handle.task_id
     return task
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
-    """An orchestrator with its HTTP port (Streamable HTTP and /ws) on loopback and an admin key."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
-        assert o.keys is not None
-        key, _ = await o.keys.create("tasks", ["*"], "admin")
-        yield o, key
 
 
 @pytest.mark.parametrize("transport", ["http", "ws-auto"])
