@@ -455,6 +455,12 @@ class Engine:
                     answers = await self.store.decisions(wid)
                     if any(i.id in answers for i in state.interrupts):
                         continue
+                    # A pause or cancel that landed while we wrote may have had its status overwritten by
+                    # ours (it writes control first, then status): read once more and let it win.
+                    now = await self.store.get(wid)
+                    settled = {"pause": "paused", "cancel": "cancelled"}
+                    if now is not None and now.control in settled and now.status != settled[now.control]:
+                        await self._apply_control(now)
                     return False
                 graph_input = Command(resume=resume)
             elif state.next:
