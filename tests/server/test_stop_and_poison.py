@@ -63,6 +63,20 @@ def _hooked(tmp: Path, services: Services, redis_url: str, key_prefix: str, **ex
     }
 
 
+async def _previews_in_flight(url: str, services: Services) -> list[str]:
+    """Ten previews started through `url`, returned once five of their outside jobs are being worked on."""
+    load = [
+        (await call(url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}"}))[
+            "workflow_id"
+        ]
+        for i in range(10)
+    ]
+    with anyio.fail_after(60):
+        while sum(t["status"] == "processing" for t in services.tasks.tasks.values()) < 5:
+            await anyio.sleep(0.05)
+    return load
+
+
 async def test_a_run_that_kills_its_engine_process_every_time_is_quarantined(
     services: Services, redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Any
 ) -> None:
@@ -114,15 +128,7 @@ async def test_sigterm_with_a_busy_event_loop_exits_within_the_grace_and_hands_t
     grace = 4.0
     env = _hooked(tmp_path, services, redis_url, key_prefix, SHUTDOWN_GRACE_SECONDS=str(grace))
     async with server("alpha", env, tmp_path) as a:
-        load = [
-            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}"}))[
-                "workflow_id"
-            ]
-            for i in range(10)
-        ]  # fmt: skip
-        with anyio.fail_after(60):
-            while sum(t["status"] == "processing" for t in services.tasks.tasks.values()) < 5:
-                await anyio.sleep(0.05)
+        load = await _previews_in_flight(a.url, services)
         hog = (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "diagnostic_linear",
                                                      "brief": "hog"}))["workflow_id"]  # fmt: skip
         with anyio.fail_after(30):
@@ -185,15 +191,7 @@ async def test_sigterm_under_load_hands_the_runs_back_gracefully(
         "SHUTDOWN_GRACE_SECONDS": str(grace),
     }
     async with server("alpha", env, tmp_path) as a, server("beta", env, tmp_path) as b:
-        load = [
-            (await call(a.url, "start_workflow", {"project_id": "p", "workflow": "preview", "brief": f"film {i}"}))[
-                "workflow_id"
-            ]
-            for i in range(10)
-        ]  # fmt: skip
-        with anyio.fail_after(60):
-            while sum(t["status"] == "processing" for t in services.tasks.tasks.values()) < 5:
-                await anyio.sleep(0.05)
+        load = await _previews_in_flight(a.url, services)
         holders = [await _leased_by(redis_client, key_prefix, w) for w in load]
         victim, survivor = (a, b) if holders.count("alpha") >= holders.count("beta") else (b, a)
         assert victim.name in holders  # it holds runs in flight when it is asked to stop
