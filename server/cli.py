@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,20 @@ def _settings(args: argparse.Namespace) -> Any:
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = Path(args.data_dir)
     return Settings(**overrides)
+
+
+def _run_loop(coro: Coroutine[Any, Any, int], event_loop: str) -> int:
+    """Run the command on uvloop (libuv: about a fifth less loop overhead per request and step, measured in
+    BENCHMARKS.md) when installed and not turned off with EVENT_LOOP=asyncio."""
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 def _is_loopback(host: str) -> bool:
@@ -337,6 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from server._demo import run_demo
 
-            return asyncio.run(run_demo(args))
-        return asyncio.run(runners[args.command](args))
+            return _run_loop(run_demo(args), base.event_loop)
+        return _run_loop(runners[args.command](args), base.event_loop)
     return 130

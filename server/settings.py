@@ -37,8 +37,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_file: str = Field(default="", description="write logs to this file instead of stderr")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto", description="auto: uvloop when installed, else asyncio's own loop"
+    )
 
     worker_concurrency: int = Field(default=1000, ge=1, le=100_000)
+    worker_cpu_turns: int = Field(
+        default=16, ge=1, le=100_000,
+        description="runs of this process that compute at once; runs waiting on outside services take no turn",
+    )  # fmt: skip
     lease_seconds: float = Field(default=30.0, gt=0.5)
     retention_days: float = Field(default=30.0, gt=0)
     checkpoint_ttl_days: float | None = Field(default=None, gt=0)
