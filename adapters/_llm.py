@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from adapters._cpu_gate import outside
 from adapters._tasks import translate_http_error
 from adapters.errors import RecoverableError
 
@@ -60,8 +61,9 @@ class LLMWriter:
             ],
         }  # fmt: skip
         try:
-            resp = await self._http.post(f"{self.base_url}/chat/completions", json=body,
-                                         headers={"Authorization": f"Bearer {self._key}"})  # fmt: skip
+            async with outside():  # the run's CPU turn goes to another run while the model writes
+                resp = await self._http.post(f"{self.base_url}/chat/completions", json=body,
+                                             headers={"Authorization": f"Bearer {self._key}"})  # fmt: skip
             resp.raise_for_status()
         except httpx.HTTPError as exc:
             raise translate_http_error(self.service, exc) from exc

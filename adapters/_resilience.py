@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pybreaker
 import structlog
 
+from adapters._cpu_gate import outside
 from adapters._redis import AnyRedis, follow
 from adapters.errors import TransientError
 
@@ -261,10 +262,18 @@ class ServiceGuard:
     ) -> T:
         """Run `fn` with retries; while the breaker is open, wait (announcing it) instead of failing.
 
+        The run's CPU turn goes to another run while this waits on the service (`outside()`).
+
         Raises:
             TransientError: still failing after every retry, or the breaker stayed open too long.
             PermanentError, RecoverableError: from `fn`, never retried.
         """
+        async with outside():
+            return await self._call(fn, on_wait)
+
+    async def _call(
+        self, fn: Callable[[], Awaitable[T]], on_wait: Callable[[str], Awaitable[None]] | None
+    ) -> T:
         attempt = 0
         waited = 0.0
         while True:

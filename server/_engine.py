@@ -30,6 +30,7 @@ from adapters import (
     WorkflowRecord,
     WorkflowStore,
 )
+from adapters._cpu_gate import CpuGate, RunTurn
 from graphs import WORKFLOWS, BudgetExceededError, Ports
 from server._anchor import check_answers, check_mark, has_checkpoints, mark_of
 from server._guard import MemoryMark, RunAttempts, quarantine_reason
@@ -91,8 +92,10 @@ class Engine:
         audit: Callable[..., Awaitable[None]] | None = None,
         max_attempts: int = 3,
         memory: MemoryMark | None = None,
+        cpu_turns: int = 1000,
     ) -> None:
         self.store = store
+        self.gate = CpuGate(cpu_turns)
         self.saver = saver
         self.make_ports = make_ports
         self.consumer = consumer
@@ -302,7 +305,9 @@ class Engine:
                 await self._quarantine(rec, ticket, attempts[:-1])
                 return
             log.info("engine.run_claimed", reason=ticket.reason, attempt=len(attempts))
-            handed_back = await self._drive(rec, control)
+            # A turn of the CPU gate while it computes, oldest workflow first (given back while it waits outside).
+            async with RunTurn(self.gate, rec.created_at).running():
+                handed_back = await self._drive(rec, control)
         except asyncio.CancelledError:
             rec = await self.store.get(wid)
             if rec is not None and rec.control == "cancel":

@@ -25,6 +25,7 @@ from adapters import (
     TransientError,
     WorkflowStore,
 )
+from adapters._cpu_gate import outside
 from graphs import BudgetPort
 
 __all__ = ["GuardedAutoMovie", "GuardedBrain", "MediaFiles", "RedisMemo", "WorkflowTasks", "webhook_token"]
@@ -125,7 +126,8 @@ class WorkflowTasks:
         else:
             log.info("jobs.resumed_wait", step=step_key, task_id=task_id)
             fresh = False
-        result = await self._wait(task_id, key, fresh=fresh)
+        async with outside():  # the run's CPU turn goes to another run while the job runs
+            result = await self._wait(task_id, key, fresh=fresh)
         if result.get("status") != "completed":
             await self._store.forget_job(self._wid, key)  # a retry of this step submits a new job
             msg = f"{task_type} job {task_id} for step {step_key!r} {result.get('status')}: {result.get('error', '')}"

@@ -350,7 +350,7 @@ class Orchestrator:
                 stack.push_async_callback(store.job_notices.stop)
                 engine = Engine(store, saver, make_ports, consumer=consumer, concurrency=settings.worker_concurrency,
                                 lease_seconds=settings.lease_seconds, metrics=metrics, audit=keys.audit,
-                                max_attempts=settings.run_max_attempts,
+                                max_attempts=settings.run_max_attempts, cpu_turns=settings.worker_cpu_turns,
                                 memory=MemoryMark(settings.memory_high_water_bytes))  # fmt: skip
                 await engine.start()
                 # Half the shutdown grace drains the runs; what has not reached a step boundary by then is

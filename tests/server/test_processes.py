@@ -34,9 +34,10 @@ class Services:
 
 
 @pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    """Task Service (slow jobs), Brain and Auto-Movie stand-ins on loopback."""
-    ts = TaskServiceStandIn(media_dir=tmp_path / "media", latency=1.0)
+async def services(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Services]:
+    """Task Service (slow jobs: 1 s, or the seconds given by indirect parametrization), Brain and
+    Auto-Movie stand-ins on loopback."""
+    ts = TaskServiceStandIn(media_dir=tmp_path / "media", latency=getattr(request, "param", 1.0))
     brain = BrainStandIn()
     am = AutoMovieStandIn(store_file=tmp_path / "am.json")
     async with (

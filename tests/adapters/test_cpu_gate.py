@@ -1,0 +1,135 @@
+"""The CPU gate: a fixed number of computing runs, oldest first, none held by a run that waits outside."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from adapters._cpu_gate import CpuGate, RunTurn, outside
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_no_more_runs_compute_than_there_are_turns() -> None:
+    gate = CpuGate(2)
+    await gate.acquire(1.0)
+    await gate.acquire(2.0)
+    third = asyncio.create_task(gate.acquire(3.0))
+    await _settle()
+    assert not third.done()
+    assert gate.waiting == 1
+    gate.release()
+    await asyncio.wait_for(third, 1)
+    assert gate.free == 0
+
+
+async def test_turns_go_to_the_oldest_workflow_first() -> None:
+    gate = CpuGate(1)
+    await gate.acquire(0.0)
+    order: list[float] = []
+
+    async def wants(priority: float) -> None:
+        await gate.acquire(priority)
+        order.append(priority)
+        gate.release()
+
+    waiters = [asyncio.create_task(wants(p)) for p in (30.0, 10.0, 20.0)]
+    await _settle()
+    gate.release()
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert order == [10.0, 20.0, 30.0]
+    assert gate.free == 1
+
+
+async def test_a_cancelled_waiter_does_not_lose_a_turn() -> None:
+    gate = CpuGate(1)
+    await gate.acquire(0.0)
+    waiter = asyncio.create_task(gate.acquire(1.0))
+    await _settle()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    gate.release()
+    assert gate.free == 1
+    assert gate.waiting == 0
+
+
+async def test_a_run_waiting_outside_gives_its_turn_to_another_and_takes_it_back() -> None:
+    gate = CpuGate(1)
+    job = asyncio.Event()
+    back = asyncio.Event()
+
+    async def waits_on_a_job() -> None:
+        async with RunTurn(gate, 1.0).running():
+            async with outside():
+                await job.wait()
+            back.set()  # computing again: it holds the turn
+            await asyncio.sleep(0.05)
+
+    first = asyncio.create_task(waits_on_a_job())
+    await _settle()
+    # the first run waits outside: a second one computes meanwhile
+    async with RunTurn(gate, 2.0).running():
+        assert gate.free == 0
+        job.set()
+        await _settle()
+        assert not back.is_set()  # the job is done, but the turn is taken: it waits for it
+    await asyncio.wait_for(back.wait(), 1)
+    await asyncio.wait_for(first, 1)
+    assert gate.free == 1
+
+
+async def test_parallel_branches_share_their_runs_turn() -> None:
+    gate = CpuGate(1)
+    jobs = [asyncio.Event(), asyncio.Event()]
+
+    async def branch(i: int) -> None:
+        async with outside():
+            await jobs[i].wait()
+
+    async def run() -> None:
+        async with RunTurn(gate, 1.0).running():
+            await asyncio.gather(branch(0), branch(1))
+            assert gate.free == 0
+
+    task = asyncio.create_task(run())
+    await _settle()
+    assert gate.free == 1  # both branches wait outside: the turn is free
+    jobs[0].set()
+    await _settle()
+    assert gate.free == 1  # one branch still waits outside
+    jobs[1].set()
+    await asyncio.wait_for(task, 1)
+    assert gate.free == 1
+
+
+async def test_a_run_ending_while_a_branch_waits_for_its_turn_back_keeps_no_turn() -> None:
+    gate = CpuGate(1)
+    job = asyncio.Event()
+
+    async def run() -> None:
+        async with RunTurn(gate, 1.0).running(), outside():
+            await job.wait()
+
+    task = asyncio.create_task(run())
+    await _settle()
+    await gate.acquire(0.0)  # another run takes the turn
+    job.set()
+    await _settle()
+    task.cancel()  # the first run is cancelled while it waits for the turn back
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.release()
+    assert gate.free == 1
+    assert gate.waiting == 0
+
+
+async def test_outside_a_run_the_gate_is_not_involved() -> None:
+    async with outside():
+        pass
+    with pytest.raises(ValueError, match="at least one turn"):
+        CpuGate(0)
