@@ -23,7 +23,7 @@ BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "scaleout", "checkpoi
 def main() -> int:  # noqa: PLR0915 - one linear list of benchmarks reads better than fragments
     """Run the benchmarks and write the report."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the short set: smaller loads, L = 0.5 s")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--only", choices=BENCHMARKS, action="append", default=None, help="repeatable")
@@ -49,7 +49,7 @@ def main() -> int:  # noqa: PLR0915 - one linear list of benchmarks reads better
         with server:
             if "frontdoor" in only:
                 started = time.monotonic()
-                runs = 100 if quick else 300
+                runs = 100 if quick else 200
                 ours = [asyncio.run(frontdoor.run(server.url, tmp / f"fd{n}", engine_processes=n, runs=runs))
                         for n in (0, 1)]  # fmt: skip
                 if not args.no_peer:
@@ -67,7 +67,7 @@ def main() -> int:  # noqa: PLR0915 - one linear list of benchmarks reads better
                 timed("benchmark 7 (critical path)", started)
             if "concurrency" in only:
                 started = time.monotonic()
-                workflows, window = (100, 40.0) if quick else (1000, 100.0)
+                workflows, window = (100, 40.0) if quick else (1000, 60.0)
                 conc = asyncio.run(concurrency.run(server.url, tmp / "conc", workflows=workflows, window=window,
                                                    redis_pids=[server.pid] if server.pid else None))  # fmt: skip
                 headline.append(conc.headline())

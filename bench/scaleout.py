@@ -192,8 +192,8 @@ async def run(
 ) -> ScaleoutResult:
     """Benchmark 8: benchmark 1 on four topologies, benchmark 4 on three."""
     out = ScaleoutResult()
-    runs = 100 if quick else 300
-    productions = 10 if quick else 40
+    runs = 100 if quick else 120
+    productions = 10 if quick else 20
     latency = 0.5 if quick else 2.0
     single_pids = [single.pid] if single.pid else []
     cluster_pids = [n.pid for n in cluster.nodes if n.pid]
