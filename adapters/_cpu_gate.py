@@ -76,6 +76,19 @@ class RunTurn:
         self.held = False
         self.outside = 0
         self.closed = False
+        self._taking = asyncio.Lock()  # one branch at a time takes the turn back: never two turns for a run
+
+    async def take_back(self) -> None:
+        """Take the turn again for a branch that stopped waiting outside (unless the run holds it, has
+        a branch outside again, or has ended)."""
+        async with self._taking:
+            if self.held or self.closed or self.outside:
+                return
+            await self.gate.acquire(self.priority)
+            if self.closed:  # the run ended while this branch waited for its turn back
+                self.gate.release()
+            else:
+                self.held = True
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -112,9 +125,5 @@ async def outside() -> AsyncIterator[None]:
         yield
     finally:
         turn.outside -= 1
-        if turn.outside == 0 and not turn.held and not turn.closed:
-            await turn.gate.acquire(turn.priority)
-            if turn.closed:  # the run ended while this branch waited for its turn back
-                turn.gate.release()
-            else:
-                turn.held = True
+        if turn.outside == 0:
+            await turn.take_back()

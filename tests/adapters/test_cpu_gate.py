@@ -133,3 +133,39 @@ async def test_outside_a_run_the_gate_is_not_involved() -> None:
         pass
     with pytest.raises(ValueError, match="at least one turn"):
         CpuGate(0)
+
+
+async def test_branches_coming_back_one_after_another_take_one_turn_between_them() -> None:
+    """Branch A comes back while the turn is taken and waits for it; meanwhile branch B goes outside
+    and comes back too. Both waiting for a turn must not give the run two turns (one would be lost
+    for good when the run ends, and the gate would run dry)."""
+    gate = CpuGate(1)
+    a_job, b_job = asyncio.Event(), asyncio.Event()
+    b_started = asyncio.Event()
+
+    async def branch_a() -> None:
+        async with outside():
+            await a_job.wait()
+
+    async def branch_b() -> None:
+        await b_started.wait()
+        async with outside():
+            await b_job.wait()
+
+    async def run() -> None:
+        async with RunTurn(gate, 1.0).running():
+            await asyncio.gather(branch_a(), branch_b())
+
+    task = asyncio.create_task(run())
+    await _settle()
+    await gate.acquire(0.0)  # another run computes
+    a_job.set()
+    await _settle()  # A waits for the turn back
+    b_started.set()
+    await _settle()
+    b_job.set()  # B went outside and comes back while A still waits
+    await _settle()
+    gate.release()
+    await asyncio.wait_for(task, 1)
+    assert gate.free == 1
+    assert gate.waiting == 0
