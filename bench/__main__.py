@@ -67,7 +67,7 @@ def main() -> int:  # noqa: PLR0915 - one linear list of benchmarks reads better
                 timed("benchmark 7 (critical path)", started)
             if "concurrency" in only:
                 started = time.monotonic()
-                workflows, window = (100, 40.0) if quick else (1000, 60.0)
+                workflows, window = (100, 40.0) if quick else (1000, 50.0)
                 conc = asyncio.run(concurrency.run(server.url, tmp / "conc", workflows=workflows, window=window,
                                                    redis_pids=[server.pid] if server.pid else None))  # fmt: skip
                 headline.append(conc.headline())

@@ -70,7 +70,7 @@ class ScaleoutResult:
         ms = 1000.0
         lines = [
             "### 8. Scale-out\n",
-            f"Benchmark 1 ({NODES}-node graph, 300 workflows, 50 concurrent; fewer with --quick) and benchmark 4 "
+            f"Benchmark 1 ({NODES}-node graph, 100 workflows, 50 concurrent) and benchmark 4 "
             "(default-size productions against the stand-ins) on single Redis and on a 3-master Redis Cluster "
             "(EmbeddedCluster, same binary, same machine), with one and two `serve --http` instances sharing the "
             "key prefix; workflows are spread over the instances' front doors.\n",
@@ -192,7 +192,7 @@ async def run(
 ) -> ScaleoutResult:
     """Benchmark 8: benchmark 1 on four topologies, benchmark 4 on three."""
     out = ScaleoutResult()
-    runs = 100 if quick else 120
+    runs = 100
     productions = 10 if quick else 20
     latency = 0.5 if quick else 2.0
     single_pids = [single.pid] if single.pid else []
