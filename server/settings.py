@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     task_service_url: str = ""
     task_service_api_key: SecretStr = SecretStr("")
     task_poll_seconds: float = Field(default=5.0, gt=0)
+    service_connections: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="HTTP connections per outside service (Task Service, Auto-Movie)",
+    )
     webhook_base_url: str = Field(default="", description="public base URL of this service's HTTP port")
     webhook_secret: SecretStr | None = Field(default=None, description="signs per-job webhook tokens")
 
