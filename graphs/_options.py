@@ -122,8 +122,8 @@ class CharacterDevelopmentOptions(WorkflowOptions):
     title: Title = "Episode"
 
 
-class EpisodeProductionOptions(WorkflowOptions):
-    """Options of ``episode_production``."""
+class _StoryOptions(WorkflowOptions):
+    """The options every production workflow takes, with their defaults (declared once)."""
 
     scenes: Scenes = 6
     characters: Characters = 3
@@ -131,34 +131,27 @@ class EpisodeProductionOptions(WorkflowOptions):
     story_threshold: StoryThreshold = 70.0
     auto_approve: AutoApprove = False
     genre: GenreOption = "drama"
+
+
+class EpisodeProductionOptions(_StoryOptions):
+    """Options of ``episode_production``."""
+
     title: Title = "Episode"
 
 
-class MovieProductionOptions(WorkflowOptions):
+class MovieProductionOptions(_StoryOptions):
     """Options of ``movie_production``."""
 
-    scenes: Scenes = 6
-    characters: Characters = 3
     concept_count: ConceptCount = 3
-    max_revisions: MaxRevisions = 2
-    story_threshold: StoryThreshold = 70.0
-    auto_approve: AutoApprove = False
-    genre: GenreOption = "drama"
 
 
-class ProductionOptions(WorkflowOptions):
+class ProductionOptions(_StoryOptions):
     """What the production graphs' shared nodes read: every production option, with its default.
 
     Callers never send this model; each workflow's own model (a subset) guards the door.
     """
 
-    scenes: Scenes = 6
-    characters: Characters = 3
     concept_count: ConceptCount = 3
-    max_revisions: MaxRevisions = 2
-    story_threshold: StoryThreshold = 70.0
-    auto_approve: AutoApprove = False
-    genre: GenreOption = "drama"
     title: Title = "Episode"
 
 
