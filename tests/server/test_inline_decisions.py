@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -17,12 +16,12 @@ from tests.server.conftest import structured
 
 
 @pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
-    """An orchestrator with its HTTP port on loopback and a key that may decide."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as orch:
-        assert orch.keys is not None
-        key, _ = await orch.keys.create("director", ["*"], "decide")
-        yield orch, key
+async def served(served: tuple[Orchestrator, str]) -> tuple[Orchestrator, str]:
+    """The conftest's served orchestrator, with a key that may decide (not an admin key)."""
+    orch, _ = served
+    assert orch.keys is not None
+    key, _ = await orch.keys.create("director", ["*"], "decide")
+    return orch, key
 
 
 class Person:
