@@ -45,7 +45,8 @@ class CpuGate:
 
     async def acquire(self, priority: float) -> None:
         """Wait for a turn."""
-        if self.free > 0 and not self.waiting:
+        # A free turn means nobody waits: release() hands a turn to a live waiter before freeing one.
+        if self.free > 0:
             self.free -= 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
