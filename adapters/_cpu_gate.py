@@ -33,7 +33,6 @@ class CpuGate:
         if turns < 1:
             msg = "a CPU gate needs at least one turn"
             raise ValueError(msg)
-        self.turns = turns
         self.free = turns
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
