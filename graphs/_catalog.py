@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from graphs._options import (
     EpisodeProductionOptions,
     MovieProductionOptions,
     PreviewOptions,
+    ProductionOptions,
     WorkflowOptions,
     read_options,
     repaired,
@@ -37,18 +38,20 @@ class WorkflowSpec:
     build: Callable[[], StateGraph[Any, Any, Any, Any]]
     options: type[WorkflowOptions]
 
-    def initial_input(self, project_id: str, brief: str, options: dict[str, Any]) -> dict[str, Any]:
-        """The graph's input for a new run (stored options are read leniently, see `read_options`)."""
-        typed = read_options(self.options, options)
-        changed = repaired(self.options, options)
+    def initial_input(self, project_id: str, brief: str) -> dict[str, Any]:
+        """The graph's input for a new run (the options travel in the run's context, `run_options`)."""
+        return {"project_id": project_id, "brief": brief}
+
+    def run_options(self, stored: Mapping[str, Any] | None) -> ProductionOptions:
+        """A workflow's stored options, parsed once for a run: read leniently (a record written before the
+        contract keeps running, and the repair is logged), with the defaults of the options it does not take.
+        """
+        typed = read_options(self.options, stored)
+        changed = repaired(self.options, stored)
         if changed:
             log.warning("options.repaired", workflow=self.name,
                         changes={k: [repr(old)[:60], repr(new)[:60]] for k, (old, new) in changed.items()})  # fmt: skip
-        return {
-            "project_id": project_id,
-            "brief": brief,
-            "options": typed.model_dump(mode="json", exclude_unset=True),
-        }
+        return ProductionOptions.model_validate(typed.model_dump(), strict=False)
 
 
 WORKFLOWS: dict[str, WorkflowSpec] = {

@@ -1,16 +1,25 @@
-"""An orchestrator process in-process (engine, sandbox stand-ins) on the session's redis-server."""
+"""Orchestrators under test, on the session's redis-server with the test's own key prefix.
+
+One factory opens them all (`open_orch`): the stand-ins when given, the HTTP port on loopback (API keys
+required), an engine unless asked not to, settings overridden by keyword. `orch`, `served` and
+`front_door` are its common shapes; a module that needs another builds it with `open_orch` under a name
+of its own (never another `orch`). `wait_status` is the one way a test waits for a workflow (get_status with wait_seconds and
+until, never a poll loop of its own).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
+from mcp import Client
 from pydantic import SecretStr
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Orchestrator, Sandbox, Settings
 
 
 def structured(result: Any) -> dict[str, Any]:
@@ -24,6 +33,29 @@ def error_text(result: Any) -> str:
     """The text of a tool error result."""
     assert result.is_error, result.structured_content
     return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+async def wait_status(
+    client: Client, wid: str, until: Iterable[str] = ("completed", "failed", "cancelled"), limit: float = 60.0
+) -> dict[str, Any]:
+    """The workflow's status once it reaches one of `until` (a finished workflow answers at once).
+
+    Built on ``get_status(wait_seconds, until)``: the server answers when the status is reached; the call is
+    repeated only when one wait of at most 30 s ends first.
+
+    Raises:
+        TimeoutError: not reached within `limit` seconds (the last status is in the message).
+    """
+    wanted = list(until)
+    deadline = time.monotonic() + limit
+    st: dict[str, Any] = {}
+    while (left := deadline - time.monotonic()) > 0:
+        args = {"workflow_id": wid, "wait_seconds": min(30.0, max(0.1, left)), "until": wanted}
+        st = structured(await client.call_tool("get_status", args))
+        if st["status"] in wanted:
+            return st
+    msg = f"workflow {wid} did not reach {wanted} within {limit:g} s; last status: {st}"
+    raise TimeoutError(msg)
 
 
 @pytest.fixture
@@ -40,16 +72,78 @@ def settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """A whole orchestrator with the sandbox stand-ins."""
-    async with Orchestrator.open(settings, with_sandbox=True) as o:
+async def standins(settings: Settings) -> AsyncIterator[Sandbox]:
+    """The stand-ins of the Task Service, the Brain and Auto-Movie, on loopback, for this test."""
+    async with Sandbox.running(settings.media_root) as sandbox:
+        yield sandbox
+
+
+class OpenOrchestrator(Protocol):
+    """The signature of `open_orch`."""
+
+    def __call__(
+        self,
+        *,
+        sandbox: Sandbox | None = None,
+        engine: bool = True,
+        http: bool = True,
+        auth: bool = True,
+        tls: dict[str, str] | None = None,
+        base: Settings | None = None,
+        **overrides: Any,
+    ) -> contextlib.AbstractAsyncContextManager[Orchestrator]: ...
+
+
+@pytest.fixture
+def open_orch(settings: Settings) -> OpenOrchestrator:
+    """The one way a test opens an orchestrator.
+
+    Args (of the factory):
+        sandbox: point the outside services at these stand-ins.
+        engine: run workflows in it (False: they stay where the test puts them).
+        http: serve its HTTP port on loopback; the stand-ins' webhooks need it.
+        auth: require API keys on it (False: loopback development).
+        tls: serve it over TLS (``ssl_certfile``, ``ssl_keyfile``).
+        base: the settings to start from (default: the test's).
+        overrides: settings to change, by name.
+    """
+
+    def opening(
+        *,
+        sandbox: Sandbox | None = None,
+        engine: bool = True,
+        http: bool = True,
+        auth: bool = True,
+        tls: dict[str, str] | None = None,
+        base: Settings | None = None,
+        **overrides: Any,
+    ) -> contextlib.AbstractAsyncContextManager[Orchestrator]:
+        chosen = (base or settings).model_copy(update=overrides)
+        if sandbox is not None:
+            chosen = sandbox.settings(chosen)
+        bind = ("127.0.0.1", 0) if http else None
+        return Orchestrator.open(chosen, with_engine=engine, http=bind, auth=auth, tls=tls)
+
+    return opening
+
+
+@pytest.fixture
+async def orch(open_orch: OpenOrchestrator, standins: Sandbox) -> AsyncIterator[Orchestrator]:
+    """A whole orchestrator (engine, HTTP port) pointed at the stand-ins."""
+    async with open_orch(sandbox=standins) as o:
         yield o
 
 
 @pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[tuple[Orchestrator, str]]:
-    """An orchestrator with its HTTP port (Streamable HTTP and /ws) on loopback and an admin key "tester"."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
-        assert o.keys is not None
-        key, _ = await o.keys.create("tester", ["*"], "admin")
-        yield o, key
+async def front_door(open_orch: OpenOrchestrator) -> AsyncIterator[Orchestrator]:
+    """An orchestrator serving MCP on its HTTP port (keys required) that runs no workflows: they stay where
+    the test puts them."""
+    async with open_orch(engine=False) as o:
+        yield o
+
+
+@pytest.fixture
+async def served(orch: Orchestrator) -> tuple[Orchestrator, str]:
+    """`orch` and an admin key named "tester" for its HTTP port and /ws."""
+    key, _ = await orch.keys.create("tester", ["*"], "admin")
+    return orch, key

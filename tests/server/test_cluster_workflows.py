@@ -15,9 +15,8 @@ from mcp import Client
 from pydantic import SecretStr
 
 from adapters import EmbeddedCluster, WorkflowStore, _workflows, open_redis
-from server._runtime import Orchestrator
-from server.settings import Settings
-from tests.server.conftest import structured
+from server import Sandbox, Settings
+from tests.server.conftest import OpenOrchestrator, structured
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +40,7 @@ async def _see_through(client: Client, wid: str) -> dict[str, Any]:
 
 
 async def test_productions_complete_on_a_cluster(
-    cluster: EmbeddedCluster, key_prefix: str, tmp_path: Path
+    open_orch: OpenOrchestrator, standins: Sandbox, cluster: EmbeddedCluster, key_prefix: str, tmp_path: Path
 ) -> None:
     """Previews and small productions started together on the cluster all complete, each job submitted once."""
     settings = Settings(
@@ -52,8 +51,8 @@ async def test_productions_complete_on_a_cluster(
         task_poll_seconds=0.2,
         instance_id=f"test-{key_prefix}",
     )
-    async with Orchestrator.open(settings, with_sandbox=True) as orch, Client(orch.mcp) as client:
-        orch.sandbox["task_service"].latency = 0.05
+    async with open_orch(sandbox=standins, base=settings) as orch, Client(orch.mcp) as client:
+        standins.task_service.latency = 0.05
         starts: list[dict[str, Any]] = [
             *({"project_id": f"p{i}", "workflow": "preview", "brief": f"brief {i}"} for i in range(6)),
             *({"project_id": f"m{i}", "workflow": "movie_production", "options": {"scenes": 1, "characters": 1}}
@@ -67,7 +66,7 @@ async def test_productions_complete_on_a_cluster(
             assert events[0] == "workflow.created"
             assert events[-1] == "workflow.completed", events
         # every outside job was submitted once, whichever master its workflow lives on
-        submits = orch.sandbox["task_service"].submits_by_key
+        submits = standins.task_service.submits_by_key
         assert submits
         assert set(submits.values()) == {1}, submits
         # the workflows' keys really are spread over the masters

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
-import pytest
 from mcp import Client
 
-from server._ports_impl import webhook_token
-from server._runtime import Orchestrator
-from server.settings import Settings
-from tests.server.conftest import structured
-
-
-@pytest.fixture
-async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator with the stand-ins and its HTTP port."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
-        yield o
+from server import JobRef, Orchestrator, Sandbox, Settings
+from tests.server.conftest import OpenOrchestrator, structured
 
 
 async def _finish(c: Client, wid: str) -> dict[str, Any]:
@@ -58,7 +47,7 @@ async def test_webhooks_need_their_job_token_and_duplicates_are_ignored(orch: Or
     body = {"task_id": "t-1", "project_id": "p", "status": "completed", "result": {"media_url": "http://m/x.png"},
             "completed_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
     await orch.store.remember_job("wf-1", "wf-1:step", "t-1", "n1")
-    token = webhook_token(orch.webhook_secret, "wf-1", "step", "n1")
+    token = JobRef("wf-1", "step").token(orch.webhook_secret, "n1")
     ok = {"wid": "wf-1", "step": "step", "n": "n1", "token": token}
     async with httpx.AsyncClient(base_url=orch.http_url) as http:
         refused = await http.post("/webhooks/tasks", params={**ok, "token": "x"}, json=body)
@@ -92,10 +81,12 @@ async def test_finished_workflows_expire_after_the_retention(orch: Orchestrator)
         assert 0 < ttl <= retention, (suffix, ttl)
 
 
-async def test_graceful_stop_hands_running_workflows_back(settings: Settings) -> None:
+async def test_graceful_stop_hands_running_workflows_back(
+    open_orch: OpenOrchestrator, standins: Sandbox, settings: Settings
+) -> None:
     """Stopping an instance mid-run drains at a step boundary and re-queues the run; another instance finishes it."""
-    async with Orchestrator.open(settings, with_sandbox=True) as first:
-        first.sandbox["task_service"].latency = 1.0
+    async with open_orch(sandbox=standins) as first:
+        standins.task_service.latency = 1.0
         async with Client(first.mcp) as c:
             wid = structured(await c.call_tool(
                 "start_workflow", {"project_id": "p", "options": {"scenes": 1, "characters": 1, "auto_approve": True}}
@@ -108,6 +99,6 @@ async def test_graceful_stop_hands_running_workflows_back(settings: Settings) ->
         events = [e["what"] for e in await first.store.events(wid)]
         assert "workflow.failed" not in events
     second_settings = settings.model_copy(update={"instance_id": settings.instance_id + "-2"})
-    async with Orchestrator.open(second_settings, with_sandbox=True) as second, Client(second.mcp) as c:
+    async with open_orch(sandbox=standins, base=second_settings) as second, Client(second.mcp) as c:
         st = await _finish(c, wid)
     assert st["status"] == "completed", st["last_error"]

@@ -9,17 +9,14 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Orchestrator, Settings
 from tests.server.clients import connect
-from tests.server.conftest import structured
+from tests.server.conftest import OpenOrchestrator, structured
 
 
 @pytest.fixture
-async def served(served: tuple[Orchestrator, str]) -> tuple[Orchestrator, str]:
-    """The conftest's served orchestrator, with a key that may decide (not an admin key)."""
-    orch, _ = served
-    assert orch.keys is not None
+async def decider(orch: Orchestrator) -> tuple[Orchestrator, str]:
+    """The conftest's orchestrator, with a key that may decide (not an admin key)."""
     key, _ = await orch.keys.create("director", ["*"], "decide")
     return orch, key
 
@@ -50,10 +47,10 @@ async def _until_decision(c: Client, wid: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("transport", ["memory-auto", "memory-legacy", "http", "ws", "ws-auto"])
 async def test_waiting_get_status_asks_and_the_ledger_records(
-    served: tuple[Orchestrator, str], transport: str
+    decider: tuple[Orchestrator, str], transport: str
 ) -> None:
     """A client with form elicitation is asked the pending decision; the answer is recorded as a decision."""
-    orch, key = served
+    orch, key = decider
     person = Person()
     async with connect(orch, transport, key, elicitation_callback=person.answer) as c:
         wid = structured(await c.call_tool("start_workflow", _START))["workflow_id"]
@@ -75,9 +72,9 @@ async def test_waiting_get_status_asks_and_the_ledger_records(
     assert submitted[0]["who"] == expected_who
 
 
-async def test_without_elicitation_pending_decisions_stay(served: tuple[Orchestrator, str]) -> None:
+async def test_without_elicitation_pending_decisions_stay(decider: tuple[Orchestrator, str]) -> None:
     """A client without elicitation (or stateless HTTP in the handshake era) sees pending_decisions."""
-    orch, key = served
+    orch, key = decider
     person = Person()
     async with connect(orch, "http-legacy", key, elicitation_callback=person.answer) as c:
         wid = structured(await c.call_tool("start_workflow", _START))["workflow_id"]
@@ -90,16 +87,16 @@ async def test_without_elicitation_pending_decisions_stay(served: tuple[Orchestr
 
 
 async def test_request_state_answered_on_another_instance(
-    served: tuple[Orchestrator, str], settings: Settings
+    open_orch: OpenOrchestrator, decider: tuple[Orchestrator, str], settings: Settings
 ) -> None:
     """The input-required state minted by one instance is accepted by another (keys shared); a forged or
     replayed-by-another-key state is refused."""
-    a, key = served
+    a, key = decider
     assert a.keys is not None
     other, _ = await a.keys.create("someone-else", ["*"], "decide")
     settings_b = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
     async with (
-        Orchestrator.open(settings_b, with_engine=False, http=("127.0.0.1", 0)) as b,
+        open_orch(engine=False, base=settings_b) as b,
         connect(a, "http", key) as plain,
         connect(a, "http", key, elicitation_callback=Person().answer) as ca,
         connect(b, "http", key, elicitation_callback=Person().answer) as cb,

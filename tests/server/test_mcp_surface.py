@@ -9,7 +9,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from server._runtime import Orchestrator
+from server import Orchestrator
 from tests.server.clients import TRANSPORTS, connect
 from tests.server.conftest import error_text, structured
 

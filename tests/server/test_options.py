@@ -10,7 +10,7 @@ from mcp import Client
 
 from adapters import AnyRedis
 from graphs import WORKFLOWS
-from server._runtime import Orchestrator
+from server import Orchestrator, Sandbox
 from tests.server.conftest import error_text, structured
 
 # The nine option sets of issue 13, each with the option its refusal must name.
@@ -72,7 +72,8 @@ async def test_the_nine_impossible_option_sets_are_refused_and_write_nothing(
 
 def test_refusal_messages_read_as_documented() -> None:
     """The exact words a client sees for three of the refusals (README's table quotes them)."""
-    from graphs import MovieProductionOptions, OptionError, validate_options
+    from adapters import OptionError
+    from graphs import MovieProductionOptions, validate_options
 
     seen = []
     for options in ({"scenes": 10**9}, {"auto_approve": "yes please"}, {"bogus": 1}):
@@ -108,9 +109,9 @@ async def test_tools_list_shows_each_workflows_options_with_ranges(orch: Orchest
     assert "1000 agent executions" in (tool.description or "")
 
 
-async def test_the_largest_allowed_production_completes(orch: Orchestrator) -> None:
+async def test_the_largest_allowed_production_completes(standins: Sandbox, orch: Orchestrator) -> None:
     """Every option at its maximum (24 scenes, 10 characters, 5 revisions forced by a threshold of 100)."""
-    orch.sandbox["task_service"].latency = 0.0
+    standins.task_service.latency = 0.0
     async with Client(orch.mcp) as c:
         started = structured(await c.call_tool("start_workflow", {"project_id": "big", "brief": "a long night",
                                                                   "options": LARGEST}))  # fmt: skip

@@ -12,12 +12,11 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from adapters import WorkflowRecord
-from server._progress import describe, event_log
-from server._runtime import Orchestrator
-from server.settings import Settings
+from adapters import Status, WorkflowRecord
+from server import Orchestrator, Settings
+from server.mcp import describe, event_log
 from tests.server.clients import BOTH_ERAS, connect, stdio_client
-from tests.server.conftest import structured
+from tests.server.conftest import OpenOrchestrator, structured
 
 
 class Heard:
@@ -170,13 +169,13 @@ async def test_per_request_log_level_of_2026(served: tuple[Orchestrator, str]) -
 
 def test_descriptions_read_like_sentences() -> None:
     """A record becomes one readable line; notable events get a level and words."""
-    rec = WorkflowRecord(id="wf-1", project_id="p", workflow="movie_production", status="running",
+    rec = WorkflowRecord(id="wf-1", project_id="p", workflow="movie_production", status=Status.RUNNING,
                          created_at=0, updated_at=0, phase="character_development", message="developing Ada",
                          agents_running=["character_creator", "voice_designer"])  # fmt: skip
     assert describe(rec) == (
         "character_development: developing Ada (2 agents at work: character creator, voice designer)"
     )
-    rec.status, rec.pending = "waiting_decision", [{"question": "Which concept?"}]
+    rec.status, rec.pending = Status.WAITING_DECISION, [{"question": "Which concept?"}]
     assert describe(rec) == "waiting for your decision: Which concept?"
     assert event_log("step.failed", {"step": "keyframe", "error": "boom"}) == (
         "error", "step keyframe failed: boom")  # fmt: skip
@@ -187,12 +186,12 @@ def test_descriptions_read_like_sentences() -> None:
 
 
 async def test_progress_on_an_instance_that_runs_nothing(
-    served: tuple[Orchestrator, str], settings: Settings
+    open_orch: OpenOrchestrator, served: tuple[Orchestrator, str], settings: Settings
 ) -> None:
     """Stateless and multi-instance: a wait on instance B (no engine) streams the progress of a run on A."""
     a, _ = served
     settings_b = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
-    async with Orchestrator.open(settings_b, with_engine=False, http=("127.0.0.1", 0)) as b:
+    async with open_orch(engine=False, base=settings_b) as b:
         assert b.keys is not None
         key_b, _ = await b.keys.create("watcher-b", ["*"], "read")
         async with Client(a.mcp) as ca:

@@ -34,9 +34,7 @@ from websockets.exceptions import ConnectionClosed
 
 from adapters import AnyRedis, EmbeddedRedis, connect_redis
 from graphs import WORKFLOWS
-from server._ports_impl import webhook_token
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import JobRef, Orchestrator, Settings
 
 TOOLS = {
     "start_workflow": ["project_id", "workflow", "brief", "options", "idempotency_key"],
@@ -140,10 +138,9 @@ def arguments(tool: str, wids: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-async def world(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[World]:
-    """One server (HTTP port with API keys, no engine) for the whole module."""
+async def world(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One server (HTTP port with API keys, no engine) for the whole module (so not `open_orch`, which is
+    per test)."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     cfg = Settings(redis_url=SecretStr(redis_server.url), key_prefix=prefix, instance_id=f"prop-{prefix}",
                    data_dir=Path(tmp_path_factory.mktemp("prop")) / "redis")  # fmt: skip
@@ -340,7 +337,12 @@ async def test_any_webhook(world: World, data: st.DataObject) -> None:
                       "token": st.text(max_size=70)},
     )  # fmt: skip
     signed = st.tuples(st.sampled_from(world.wids), st.text(max_size=20), st.text(max_size=16)).map(
-        lambda wsn: {"wid": wsn[0], "step": wsn[1], "n": wsn[2], "token": webhook_token(secret, *wsn)}
+        lambda wsn: {
+            "wid": wsn[0],
+            "step": wsn[1],
+            "n": wsn[2],
+            "token": JobRef(wsn[0], wsn[1]).token(secret, wsn[2]),
+        }
     )
     payload = st.fixed_dictionaries(
         {}, optional={"task_id": json_value, "status": json_value, "result": json_value, "error": json_value,

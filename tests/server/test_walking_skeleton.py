@@ -10,7 +10,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from adapters import AnyRedis
-from server._runtime import Orchestrator
+from server import Orchestrator, Sandbox
 from tests.server.conftest import error_text, structured
 
 
@@ -22,7 +22,7 @@ async def _until_done(client: Client, wid: str) -> dict[str, object]:
                 return status
 
 
-async def test_preview_runs_to_completion_in_process(orch: Orchestrator) -> None:
+async def test_preview_runs_to_completion_in_process(standins: Sandbox, orch: Orchestrator) -> None:
     """start_workflow returns at once; the engine runs the graph; get_status reports completion."""
     async with Client(orch.mcp) as client:
         start = structured(
@@ -39,7 +39,7 @@ async def test_preview_runs_to_completion_in_process(orch: Orchestrator) -> None
     assert isinstance(result, dict)
     assert "heist on the moon" in result["logline"]
     assert str(result["keyframe_url"]).endswith(".png")
-    ts = orch.sandbox["task_service"]
+    ts = standins.task_service
     assert ts.submits_by_key == {f"{start['workflow_id']}:keyframe": 1}
     events = [e["what"] for e in await orch.store.events(start["workflow_id"])]
     assert events[0] == "workflow.created"

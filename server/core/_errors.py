@@ -1,0 +1,72 @@
+"""How the error tree (`adapters.errors`) reads to a caller: one table for MCP tools, resources, JSON-RPC
+methods and HTTP routes.
+
+A refused request names what was wrong and what is allowed; Redis being away reads "unavailable" (try
+again); tampered state reads "integrity_error" and is never used. Anything not in the tree is a bug and
+is left to propagate (the SDK reports it as an internal error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters import (
+    ConflictError,
+    IntegrityError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestError,
+    StoreUnavailableError,
+)
+
+__all__ = ["UNAVAILABLE", "Refusal", "refusal"]
+
+UNAVAILABLE = "the workflow store (Redis) cannot be reached right now; try again shortly"
+
+_HTTP_STATUS: tuple[tuple[type[RequestError], int], ...] = (
+    (NotFoundError, 404),
+    (PermissionDeniedError, 403),
+    (InvalidArgumentError, 400),
+    (ConflictError, 409),
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What a caller is told.
+
+    Attributes:
+        code: ``invalid_argument | not_found | permission_denied | conflict | unavailable | integrity_error``.
+        message: what was wrong and what is allowed (or what to do).
+        http_status: the status of an HTTP answer.
+        not_found: the thing asked for does not exist (or is not the caller's to see).
+        field: the argument that was wrong (``workflow_id``, ``options.scenes``), when there is one.
+    """
+
+    code: str
+    message: str
+    http_status: int
+    not_found: bool = False
+    field: str = ""
+
+    @property
+    def text(self) -> str:
+        """The whole message a client reads: ``<code>: <message>``."""
+        return f"{self.code}: {self.message}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def refusal(exc: BaseException) -> Refusal | None:
+    """What a caller is told for `exc`; None when it is not one of the service's own errors (a bug)."""
+    if isinstance(exc, RequestError):
+        status = next((code for cls, code in _HTTP_STATUS if isinstance(exc, cls)), 400)
+        field = exc.field if isinstance(exc, InvalidArgumentError) else ""
+        return Refusal(exc.code, exc.message, status, isinstance(exc, NotFoundError), field)
+    if isinstance(exc, StoreUnavailableError):
+        return Refusal("unavailable", UNAVAILABLE, 503)
+    if isinstance(exc, IntegrityError):
+        return Refusal("integrity_error", f"{exc}; the record is kept for inspection and not used", 409)
+    return None
