@@ -14,7 +14,7 @@ from server.sandbox.auto_movie import AutoMovieStandIn
 from server.sandbox.brain import BrainStandIn
 from server.sandbox.task_service import TaskServiceStandIn
 from server.settings import Settings
-from server.web import serve_app
+from server.web import serve_apps
 
 __all__ = ["Sandbox"]
 
@@ -48,10 +48,9 @@ class Sandbox:
         am = AutoMovieStandIn(store_file=media_root / "_auto_movie" / "projects.json")
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(ts.aclose)
-            ts.public_url = await stack.enter_async_context(serve_app(ts.app(), port=task_port))
-            brain_http = await stack.enter_async_context(serve_app(brain.app()))
             stack.callback(am.flush)
-            am_url = await stack.enter_async_context(serve_app(am.app()))
+            apps = [(ts.app(), task_port), (brain.app(), 0), (am.app(), 0)]
+            ts.public_url, brain_http, am_url = await stack.enter_async_context(serve_apps(apps))
             urls = {"task_service": ts.public_url, "brain": brain_http.replace("http://", "ws://"),
                     "auto_movie": am_url}  # fmt: skip
             log.info("sandbox.started", **urls, media=str(media_root))

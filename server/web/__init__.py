@@ -11,7 +11,7 @@ May import: `server.mcp`, `server.engine` (a webhook's job identity), `server.co
 from server.web._app import build_http_app
 from server.web._auth import ApiKeyMiddleware, authenticate
 from server.web._health import Health
-from server.web._serve import serve_app
+from server.web._serve import serve_app, serve_apps
 from server.web._webhooks import WebhookReceiver
 from server.web._ws import serve_mcp_websocket
 from server.web.board import BOARD_API, Board
@@ -25,5 +25,6 @@ __all__ = [
     "authenticate",
     "build_http_app",
     "serve_app",
+    "serve_apps",
     "serve_mcp_websocket",
 ]
