@@ -183,8 +183,8 @@ async def test_resume_after_crash_between_steps_redoes_nothing(
     graph = build_movie_production().compile(
         checkpointer=RedisCheckpointSaver(redis_client, prefix=key_prefix)
     )
+    world.options = options
     with pytest.raises(Crash):
-        world.options = options
         await graph.ainvoke({"project_id": "p1", "brief": "b"}, config, context=world.ports(),
                             durability="sync")  # fmt: skip
     submitted_before = dict(world.tasks.submits)

@@ -116,16 +116,16 @@ async def test_the_graph_charges_every_agent_execution_and_checks_its_fan_out(tm
     world = World(tmp_path)
     graph = build_episode_production().compile(checkpointer=InMemorySaver())
     budget = _Budget(BudgetLimits(agent_executions=5))
+    world.options = {"scenes": 1}
     with pytest.raises(BudgetExceededError) as err:
-        world.options = {"scenes": 1}
         await graph.ainvoke({"project_id": "p1", "brief": "b"}, _config(),
                             context=dataclasses.replace(world.ports(), budget=budget))  # fmt: skip
     assert (err.value.budget, err.value.limit, err.value.reached) == ("agent_executions", 5, 6)
     assert len(budget.charged) == 5
 
     narrow = _Budget(BudgetLimits(fan_out=4))
+    world.options = {"scenes": 5}
     with pytest.raises(BudgetExceededError) as err:
-        world.options = {"scenes": 5}
         await graph.ainvoke({"project_id": "p1", "brief": "b"}, _config(),
                             context=dataclasses.replace(world.ports(), budget=narrow))  # fmt: skip
     assert (err.value.budget, err.value.reached, err.value.where) == ("fan_out", 5, "breakdown")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ import pytest
 from mcp import Client
 from pydantic import SecretStr
 
+from adapters import TERMINAL
 from server import Orchestrator, Sandbox, Settings
 
 
@@ -36,12 +37,20 @@ def error_text(result: Any) -> str:
 
 
 async def wait_status(
-    client: Client, wid: str, until: Iterable[str] = ("completed", "failed", "cancelled"), limit: float = 60.0
+    client: Client,
+    wid: str,
+    until: Iterable[str] = ("completed", "failed", "cancelled"),
+    *,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+    limit: float = 60.0,
+    **call: Any,
 ) -> dict[str, Any]:
-    """The workflow's status once it reaches one of `until` (a finished workflow answers at once).
+    """The workflow's status once it reaches one of `until` (a finished workflow answers at once), or, with
+    `where`, once `where(status)` holds.
 
-    Built on ``get_status(wait_seconds, until)``: the server answers when the status is reached; the call is
-    repeated only when one wait of at most 30 s ends first.
+    Built on ``get_status(wait_seconds, until)``: the server answers when the status is reached (with
+    `where`: at each change, and the condition is checked then); the call is repeated only when one wait
+    of at most 30 s ends first. `call` goes to ``call_tool`` (e.g. ``progress_callback``).
 
     Raises:
         TimeoutError: not reached within `limit` seconds (the last status is in the message).
@@ -49,12 +58,21 @@ async def wait_status(
     wanted = list(until)
     deadline = time.monotonic() + limit
     st: dict[str, Any] = {}
+    wait = 0.0 if where is not None else 30.0  # a condition is checked on the status as it is first
     while (left := deadline - time.monotonic()) > 0:
-        args = {"workflow_id": wid, "wait_seconds": min(30.0, max(0.1, left)), "until": wanted}
-        st = structured(await client.call_tool("get_status", args))
-        if st["status"] in wanted:
+        args: dict[str, Any] = {"workflow_id": wid, "wait_seconds": min(wait, max(0.1, left))}
+        if where is None:
+            args["until"] = wanted
+        st = structured(await client.call_tool("get_status", args, **call))
+        if where(st) if where is not None else st["status"] in wanted:
             return st
-    msg = f"workflow {wid} did not reach {wanted} within {limit:g} s; last status: {st}"
+        if where is None and st["status"] in TERMINAL:
+            msg = f"workflow {wid} ended {st['status']} instead of reaching {wanted}: {st.get('last_error')}"
+            raise AssertionError(msg)
+        wait = 30.0
+    msg = (
+        f"workflow {wid} did not reach {'the condition' if where else wanted} within {limit:g} s; last: {st}"
+    )
     raise TimeoutError(msg)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from mcp.shared.exceptions import MCPError
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
@@ -108,7 +109,7 @@ async def test_another_projects_workflow_is_not_found(front_door: Orchestrator, 
                                                                               "workflow": "preview"}))  # fmt: skip
         listed = structured(await c.call_tool("list_workflows", {}))
         assert b["workflow_id"] not in {w["workflow_id"] for w in listed["workflows"]}
-        with pytest.raises(Exception, match="unknown workflow"):
+        with pytest.raises(MCPError, match="unknown workflow"):
             await c.read_resource(f"workflow://{b['workflow_id']}/state")
         a = structured(await c.call_tool("start_workflow", {"project_id": "proj-a", "workflow": "preview"}))
         assert (

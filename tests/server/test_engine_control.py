@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 
 from server import Caller, Orchestrator, Sandbox
-from tests.server.conftest import OpenOrchestrator, error_text, structured
+from tests.server.conftest import OpenOrchestrator, error_text, structured, wait_status
 
 
 @pytest.fixture
@@ -23,14 +23,6 @@ async def tripping(open_orch: OpenOrchestrator, standins: Sandbox) -> AsyncItera
 
 async def _status(c: Client, wid: str) -> dict[str, Any]:
     return structured(await c.call_tool("get_status", {"workflow_id": wid}))
-
-
-async def _until(c: Client, wid: str, pred: Any, limit: float = 60) -> dict[str, Any]:
-    with anyio.fail_after(limit):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
-            if pred(st):
-                return st
 
 
 async def _start(c: Client, **args: Any) -> str:
@@ -52,16 +44,16 @@ async def test_pause_stops_at_a_step_boundary_and_resume_finishes(
     standins.task_service.latency = 0.3
     async with Client(tripping.mcp) as c:
         wid = await _start(c)
-        await _until(c, wid, lambda s: s["status"] == "running" and s["percent"] >= 20)
+        await wait_status(c, wid, where=lambda s: s["status"] == "running" and s["percent"] >= 20)
         await c.call_tool("pause_workflow", {"workflow_id": wid})
-        paused = await _until(c, wid, lambda s: s["status"] == "paused")
+        paused = await wait_status(c, wid, ["paused"])
         await anyio.sleep(1.0)
         still = await _status(c, wid)
         assert still["status"] == "paused"
         assert still["percent"] == paused["percent"]
         assert "conflict" in error_text(await c.call_tool("retry_step", {"workflow_id": wid}))
         await c.call_tool("resume_workflow", {"workflow_id": wid})
-        done = await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+        done = await wait_status(c, wid, {"completed", "failed"})
     assert done["status"] == "completed", done["last_error"]
     assert done["result"]["outcome"] == "distributed"
     events = [e["what"] for e in await tripping.store.events(wid)]
@@ -83,7 +75,7 @@ async def test_cancel_mid_run_cancels_outside_jobs(standins: Sandbox, tripping: 
                 await anyio.sleep(0.05)
         cancelled = structured(await c.call_tool("cancel_workflow", {"workflow_id": wid}))
         assert cancelled["status"] in {"cancelled", "running"}
-        final = await _until(c, wid, lambda s: s["status"] == "cancelled", limit=10)
+        final = await wait_status(c, wid, ["cancelled"], limit=10)
     assert final["status"] == "cancelled"
     assert any(t["status"] == "cancelled" for t in ts.tasks.values())
     assert not any(t["status"] == "processing" for t in ts.tasks.values())
@@ -100,13 +92,13 @@ async def test_retry_step_reruns_only_the_failed_step(standins: Sandbox, trippin
     ts.failure_rate = 1.0
     async with Client(tripping.mcp) as c:
         wid = await _start(c, workflow="preview")
-        failed = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+        failed = await wait_status(c, wid, {"failed", "completed"})
         assert failed["status"] == "failed"
         assert "keyframe" in failed["last_error"]
         ts.failure_rate = 0.0
         retried = structured(await c.call_tool("retry_step", {"workflow_id": wid}))
         assert retried["status"] == "queued"
-        done = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+        done = await wait_status(c, wid, {"failed", "completed"})
     assert done["status"] == "completed"
     started = [e["data"]["step"] for e in await tripping.store.events(wid) if e["what"] == "step.started"]
     assert started.count("concept") == 1
@@ -121,14 +113,14 @@ async def test_task_service_outage_waits_with_a_clear_status_then_completes(
     ts.outage = True
     async with Client(tripping.mcp) as c:
         wids = [await _start(c, workflow="preview", brief=f"b{i}") for i in range(3)]
-        waiting = await _until(c, wids[0], lambda s: "circuit open" in s["waiting_reason"])
+        waiting = await wait_status(c, wids[0], where=lambda s: "circuit open" in s["waiting_reason"])
         assert waiting["status"] == "running"
         assert waiting["services"]["task-service"] in {"open", "half-open"}
         await anyio.sleep(1.0)
         for w in wids:
             assert (await _status(c, w))["status"] != "failed"
         ts.outage = False
-        finals = [await _until(c, w, lambda s: s["status"] in {"completed", "failed"}) for w in wids]
+        finals = [await wait_status(c, w, {"completed", "failed"}) for w in wids]
     assert [f["status"] for f in finals] == ["completed"] * 3
     assert finals[0]["waiting_reason"] == ""
     assert any(e["what"] == "service.waiting" for e in await tripping.store.events(wids[0]))
@@ -166,7 +158,7 @@ async def test_log_lines_of_a_run_carry_workflow_run_node_and_correlation_ids(tr
     try:
         async with Client(tripping.mcp) as c:
             wid = await _start(c, workflow="preview")
-            await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+            await wait_status(c, wid, {"completed", "failed"})
     finally:
         structlog.reset_defaults()
     submitted = next(e for e in seen if e.get("event") == "jobs.submitted")
@@ -198,7 +190,7 @@ async def test_step_events_of_a_run_are_all_recorded_in_order(tripping: Orchestr
         wid = str(structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "diagnostic_linear"}))[
             "workflow_id"
         ])  # fmt: skip
-        await _until(c, wid, lambda s: s["status"] == "completed")
+        await wait_status(c, wid, ["completed"])
     events = await tripping.store.events(wid)
     steps = [(e["what"], e["data"]["step"]) for e in events if e["what"].startswith("step.")]
     expected = [(what, f"n{i}") for i in range(10) for what in ("step.started", "step.finished")]

@@ -9,15 +9,7 @@ import httpx
 from mcp import Client
 
 from server import JobRef, Orchestrator, Sandbox, Settings
-from tests.server.conftest import OpenOrchestrator, structured
-
-
-async def _finish(c: Client, wid: str) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
-            if st["status"] in {"completed", "failed"}:
-                return st
+from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 
 async def test_health_readiness_and_metrics(orch: Orchestrator) -> None:
@@ -26,7 +18,7 @@ async def test_health_readiness_and_metrics(orch: Orchestrator) -> None:
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
             "workflow_id"
         ]
-        assert (await _finish(c, wid))["status"] == "completed"
+        assert (await wait_status(c, wid, {"completed", "failed"}, limit=30))["status"] == "completed"
     async with httpx.AsyncClient(base_url=orch.http_url) as http:
         assert (await http.get("/healthz")).json() == {"status": "alive"}
         ready = (await http.get("/readyz")).json()
@@ -73,7 +65,7 @@ async def test_finished_workflows_expire_after_the_retention(orch: Orchestrator)
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
             "workflow_id"
         ]
-        await _finish(c, wid)
+        await wait_status(c, wid, {"completed", "failed"}, limit=30)
     retention = orch.settings.retention_days * 86400
     r: Any = orch.redis
     for suffix in ("", "events", "jobs"):
@@ -100,5 +92,5 @@ async def test_graceful_stop_hands_running_workflows_back(
         assert "workflow.failed" not in events
     second_settings = settings.model_copy(update={"instance_id": settings.instance_id + "-2"})
     async with open_orch(sandbox=standins, base=second_settings) as second, Client(second.mcp) as c:
-        st = await _finish(c, wid)
+        st = await wait_status(c, wid, {"completed", "failed"}, limit=30)
     assert st["status"] == "completed", st["last_error"]

@@ -7,11 +7,11 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from server import Orchestrator, Settings
 from tests.server.clients import connect
-from tests.server.conftest import OpenOrchestrator, structured
+from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 
 @pytest.fixture
@@ -35,14 +35,6 @@ class Person:
 
 
 _START = {"project_id": "p", "brief": "a fox", "options": {"scenes": 1, "characters": 1}}
-
-
-async def _until_decision(c: Client, wid: str) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5}))
-            if st["status"] == "waiting_decision":
-                return st
 
 
 @pytest.mark.parametrize("transport", ["memory-auto", "memory-legacy", "http", "ws", "ws-auto"])
@@ -78,7 +70,7 @@ async def test_without_elicitation_pending_decisions_stay(decider: tuple[Orchest
     person = Person()
     async with connect(orch, "http-legacy", key, elicitation_callback=person.answer) as c:
         wid = structured(await c.call_tool("start_workflow", _START))["workflow_id"]
-        st = await _until_decision(c, wid)
+        st = await wait_status(c, wid, ["waiting_decision"])
     assert st["pending_decisions"]
     assert person.asked == []
     async with connect(orch, "http", key) as c:
@@ -103,7 +95,7 @@ async def test_request_state_answered_on_another_instance(
         connect(b, "http", other, elicitation_callback=Person().answer) as intruder,
     ):
         wid = structured(await plain.call_tool("start_workflow", _START))["workflow_id"]
-        await _until_decision(plain, wid)
+        await wait_status(plain, wid, ["waiting_decision"])
         args = {"workflow_id": wid, "wait_seconds": 5}
         first = await ca.session.call_tool("get_status", args, allow_input_required=True)
         assert isinstance(first, types.InputRequiredResult)
@@ -113,10 +105,10 @@ async def test_request_state_answered_on_another_instance(
         assert isinstance(request, types.ElicitRequest)
         options = request.params.requested_schema["properties"]["choice"]["enum"]  # type: ignore[union-attr]
         answer = {decision_id: types.ElicitResult(action="accept", content={"choice": options[0]})}
-        with pytest.raises(Exception, match="requestState"):
+        with pytest.raises(MCPError, match="requestState"):
             await cb.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]
                                        request_state=first.request_state + "x", allow_input_required=True)  # fmt: skip
-        with pytest.raises(Exception, match="requestState"):
+        with pytest.raises(MCPError, match="requestState"):
             await intruder.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]
                                              request_state=first.request_state, allow_input_required=True)  # fmt: skip
         done = await cb.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from adapters import Status, WorkflowRecord
 from server import Orchestrator, Settings
 from server.mcp import describe, event_log
 from tests.server.clients import BOTH_ERAS, connect, stdio_client
-from tests.server.conftest import OpenOrchestrator, structured
+from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 
 class Heard:
@@ -31,16 +31,6 @@ class Heard:
 
     async def on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         self.logs.append((params.level, params.data))
-
-
-async def _wait_to_the_end(client: Client, wid: str, heard: Heard) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        while True:
-            st = structured(await client.call_tool(
-                "get_status", {"workflow_id": wid, "wait_seconds": 20, "until": ["completed", "failed"]},
-                progress_callback=heard.on_progress))  # fmt: skip
-            if st["status"] in {"completed", "failed"}:
-                return st
 
 
 def _readable(heard: Heard) -> None:
@@ -59,7 +49,7 @@ async def test_waiting_get_status_streams_progress(served: tuple[Orchestrator, s
     async with connect(orch, transport, key, logging_callback=heard.on_log, log_level="info") as c:
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview",
                                                               "brief": "a lighthouse"}))["workflow_id"]  # fmt: skip
-        st = await _wait_to_the_end(c, wid, heard)
+        st = await wait_status(c, wid, {"completed", "failed"}, progress_callback=heard.on_progress)
     assert st["status"] == "completed"
     _readable(heard)
     percents = [p for p, _ in heard.progress]
@@ -77,7 +67,7 @@ async def test_progress_and_logs_over_stdio(redis_url: str, key_prefix: str, tmp
                                 logging_callback=heard.on_log, log_level="info") as c:  # fmt: skip
             wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview",
                                                                   "brief": mode}))["workflow_id"]  # fmt: skip
-            st = await _wait_to_the_end(c, wid, heard)
+            st = await wait_status(c, wid, {"completed", "failed"}, progress_callback=heard.on_progress)
         assert st["status"] == "completed"
         _readable(heard)
         if not heard.progress[0][1].startswith("completed"):
@@ -123,7 +113,7 @@ async def test_log_level_filters_and_setlevel_answers_empty(served: tuple[Orches
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
             "workflow_id"
         ]
-        await _wait_to_the_end(c, wid, Heard())
+        await wait_status(c, wid, {"completed", "failed"}, progress_callback=Heard().on_progress)
     assert all(level in {"error", "critical", "alert", "emergency"} for level, _ in heard.logs)
 
 
@@ -199,6 +189,6 @@ async def test_progress_on_an_instance_that_runs_nothing(
                                                                    "brief": "two towers"}))["workflow_id"]  # fmt: skip
         heard = Heard()
         async with connect(b, "http", key_b, logging_callback=heard.on_log, log_level="info") as cb:
-            st = await _wait_to_the_end(cb, wid, heard)
+            st = await wait_status(cb, wid, {"completed", "failed"}, progress_callback=heard.on_progress)
     assert st["status"] == "completed"
     _readable(heard)

@@ -138,7 +138,9 @@ def arguments(tool: str, wids: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-async def world(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+async def world(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
     """One server (HTTP port with API keys, no engine) for the whole module (so not `open_orch`, which is
     per test)."""
     prefix = f"t{uuid.uuid4().hex[:12]}"

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import httpx2
 import pytest
@@ -19,23 +18,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters import websocket_client
 from server import Orchestrator, Sandbox, Settings, main
-from tests.server.conftest import OpenOrchestrator, error_text, structured
+from tests.server.conftest import OpenOrchestrator, error_text, structured, wait_status
 
 
 async def _read(c: Client, uri: str) -> Any:
     return json.loads(str(getattr((await c.read_resource(uri)).contents[0], "text", "")))
-
-
-async def _until(c: Client, wid: str, pred: Any) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
-            if pred(st):
-                return st
 
 
 async def test_a_tampered_checkpoint_stops_the_run(
@@ -46,19 +40,19 @@ async def test_a_tampered_checkpoint_stops_the_run(
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "options": {"scenes": 1}}))[
             "workflow_id"
         ]
-        st = await _until(c, wid, lambda s: s["status"] == "waiting_decision")
+        st = await wait_status(c, wid, ["waiting_decision"])
         checkpoints_before = len((await _read(c, f"workflow://{wid}/checkpoints"))["checkpoints"])
         r: Any = orch.redis
         blobs = f"{settings.key_prefix}:cp:{{{wid}}}:bl:"
         for field, value in (await r.hgetall(blobs)).items():
             await r.hset(blobs, field, value[:-1] + bytes([value[-1] ^ 1]))
-        with pytest.raises(Exception, match="integrity_error"):
+        with pytest.raises(MCPError, match="integrity_error"):
             await _read(c, f"workflow://{wid}/checkpoints")
         d = st["pending_decisions"][0]
         await c.call_tool(
             "submit_decision", {"workflow_id": wid, "decision_id": d["id"], "choice": d["options"][0]}
         )
-        failed = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+        failed = await wait_status(c, wid, {"failed", "completed"})
         assert failed["status"] == "failed"
         assert failed["last_error"].startswith("integrity_error:")
         cps = await r.zcard(f"{settings.key_prefix}:cp:{{{wid}}}:ids:")
@@ -172,7 +166,7 @@ async def test_known_secrets_reach_no_log_error_resource_checkpoint_or_audit(
             ):
                 wid = structured(await c.call_tool("start_workflow", {"project_id": "demo-project",
                                                                       "options": {"scenes": 1, "auto_approve": True}}))["workflow_id"]  # fmt: skip
-                await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+                await wait_status(c, wid, {"completed", "failed"})
                 texts = [error_text(await c.call_tool("get_status", {"workflow_id": "bad id"}))]
                 for uri in ("state", "events", "decisions", "checkpoints"):
                     texts.append(json.dumps(await _read(c, f"workflow://{wid}/{uri}")))
@@ -238,7 +232,7 @@ async def test_security_audit_is_for_admins_only(open_orch: OpenOrchestrator) ->
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {operator}"}) as http,
             Client(streamable_http_client(f"{orch.http_url}/mcp", http_client=http)) as c,
         ):
-            with pytest.raises(Exception, match="permission_denied"):
+            with pytest.raises(MCPError, match="permission_denied"):
                 await c.read_resource("security://audit")
 
 
@@ -308,18 +302,16 @@ async def test_redis_over_tls_with_a_custom_ca(
                 "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]  # fmt: skip
     with EmbeddedRedis(data_dir=tmp_path / "tls-redis", transport="tcp", binary=binary, extra_args=tls_args):
         url = f"rediss://127.0.0.1:{tls_port}/0"
-        with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             await open_redis(url)
         plain = aioredis.Redis.from_url(f"redis://127.0.0.1:{tls_port}/0", socket_timeout=2)
-        with pytest.raises(Exception):  # noqa: B017,PT011 - a TLS port answers no plain RESP
+        with pytest.raises((RedisConnectionError, RedisTimeoutError)):  # a TLS port answers no plain RESP
             await plain.ping()
         await plain.aclose()
         over_tls = settings.model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": str(cert)})
         async with open_orch(sandbox=standins, base=over_tls) as orch, Client(orch.mcp) as c:
             started = await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"})
-            done = await _until(
-                c, structured(started)["workflow_id"], lambda s: s["status"] in {"completed", "failed"}
-            )
+            done = await wait_status(c, structured(started)["workflow_id"], {"completed", "failed"})
             assert done["status"] == "completed", done
             conn = orch.redis.connection_pool.connection_kwargs  # type: ignore[union-attr]
             assert conn["ssl_ca_certs"] == str(cert)

@@ -10,6 +10,7 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from server import Orchestrator, Sandbox, Settings
 from tests.server.clients import connect
@@ -92,5 +93,5 @@ async def test_subscribing_to_a_hidden_workflow_is_refused(
     async with connect(b, "ws", other) as cb:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pytest.raises(Exception, match="unknown resource"):
+            with pytest.raises(MCPError, match="unknown resource"):
                 await cb.session.subscribe_resource(f"workflow://{wid}/state")
