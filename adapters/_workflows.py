@@ -178,6 +178,7 @@ class WorkflowStore:
         retention_seconds: how long a finished workflow's keys live.
         signer: signs every record field (and verifies it on read) when given.
         pipeliner: shares round trips of record updates with other script calls (the checkpointer's).
+        new_id: makes the id of a new workflow (default ``wf-`` and 16 random hex digits).
     """
 
     def __init__(
@@ -188,7 +189,9 @@ class WorkflowStore:
         retention_seconds: float = 30 * 86400,
         signer: Signer | None = None,
         pipeliner: ScriptPipeliner | None = None,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
+        self._new_id = new_id or (lambda: f"wf-{uuid.uuid4().hex[:16]}")
         # redis-py's stubs type replies as unions of bytes/str/None/Awaitable; replies are bytes here.
         self.client: Any = client
         self.prefix = prefix
@@ -289,33 +292,15 @@ class WorkflowStore:
         Returns:
             The record, and whether it was created by this call.
         """
-        wid = f"wf-{uuid.uuid4().hex[:16]}"
+        wid = self._new_id()
         if idempotency_key:
-            idem = f"{self.prefix}:idem:{project_id}:{idempotency_key}"
-            claimed = await self.client.set(idem, wid, nx=True, ex=self.retention_seconds)
-            if not claimed:
-                existing = await self.client.get(idem)
-                if existing is not None:
-                    rec = await self.get(_s(existing))
-                    if rec is not None:
-                        return rec, False
-                # The key outlived its workflow: take it over.
-                await self.client.set(idem, wid, ex=self.retention_seconds)
+            earlier = await self._claim_idempotency_key(project_id, idempotency_key, wid)
+            if earlier is not None:
+                return earlier, False
         now = _now()
-        rec = WorkflowRecord(
-            id=wid,
-            project_id=project_id,
-            workflow=workflow,
-            status=Status.QUEUED,
-            created_at=now,
-            updated_at=now,
-            created_by=created_by,
-            brief=brief,
-            options=options,
-            forked_from=forked_from,
-            correlation_id=correlation_id,
-            message="waiting for a worker",
-        )
+        rec = WorkflowRecord(id=wid, project_id=project_id, workflow=workflow, status=Status.QUEUED, created_at=now,
+                             updated_at=now, created_by=created_by, brief=brief, options=options,
+                             forked_from=forked_from, correlation_id=correlation_id, message="waiting for a worker")  # fmt: skip
         pipe = self.client.pipeline(transaction=self._transactional)
         pipe.hset(self.key(wid), mapping=self._enc(wid, rec.to_hash()))
         pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
@@ -336,6 +321,20 @@ class WorkflowStore:
             await self.client.xadd(self.queue_key, start)
         await self.client.publish(self.channel(wid), "created")
         return rec, True
+
+    async def _claim_idempotency_key(self, project_id: str, key: str, wid: str) -> WorkflowRecord | None:
+        """Claim `key` for the new workflow `wid`; the workflow an earlier call created with it, if it lives."""
+        idem = f"{self.prefix}:idem:{project_id}:{key}"
+        if await self.client.set(idem, wid, nx=True, ex=self.retention_seconds):
+            return None
+        existing = await self.client.get(idem)
+        if existing is not None:
+            rec = await self.get(_s(existing))
+            if rec is not None:
+                return rec
+        # The key outlived its workflow: take it over.
+        await self.client.set(idem, wid, ex=self.retention_seconds)
+        return None
 
     async def get(self, wid: str) -> WorkflowRecord | None:
         """The record, or None for an unknown workflow."""

@@ -74,6 +74,37 @@ def _status(rec: WorkflowRecord, services: dict[str, str] | None = None) -> Work
     )
 
 
+def _already_decided(wid: str, decision_id: str, choice: str, earlier: dict[str, Any]) -> DecisionResult:
+    """The same answer again is accepted (idempotent); a different one is refused with the earlier choice.
+
+    Raises:
+        ConflictError: the decision was already taken with another choice.
+    """
+    if earlier.get("choice") == choice:
+        return DecisionResult(accepted=True, reason="already recorded with this choice", workflow_id=wid,
+                              decision_id=decision_id, choice=choice, decided_by=str(earlier.get("by", "")))  # fmt: skip
+    msg = f"decision {decision_id!r} of workflow {wid!r} was already taken: {earlier.get('choice')!r} by {earlier.get('by')!r}"
+    raise ConflictError(msg, earlier_choice=earlier.get("choice"), decided_by=earlier.get("by"))
+
+
+def _check_open(rec: WorkflowRecord, decision_id: str, choice: str) -> None:
+    """The decision is open and the choice one of its options.
+
+    Raises:
+        NotFoundError: no open decision has that id.
+        InvalidArgumentError: the choice is not one of the decision's options.
+    """
+    open_ = {p["id"]: p for p in rec.pending}
+    if decision_id not in open_:
+        msg = f"unknown or closed decision {decision_id!r} for workflow {rec.id!r}"
+        if rec.pending:
+            msg += f"; open decisions: {sorted(open_)}"
+        raise NotFoundError(msg, decision_id=decision_id)
+    options = open_[decision_id].get("options") or []
+    if options and choice not in options:
+        raise InvalidArgumentError("choice", f"{choice!r} is not one of {options}")
+
+
 class OrchestratorService:
     """Start, inspect, steer and decide workflows.
 
@@ -303,32 +334,10 @@ class OrchestratorService:
         rec = await self._visible(caller, workflow_id)
         if len(comment) > _MAX_COMMENT:
             raise InvalidArgumentError("comment", f"at most {_MAX_COMMENT} characters")
-        decided = await self.store.decisions(workflow_id)
-        if decision_id in decided:
-            earlier = decided[decision_id]
-            if earlier.get("choice") == choice:
-                return DecisionResult(
-                    accepted=True,
-                    reason="already recorded with this choice",
-                    workflow_id=workflow_id,
-                    decision_id=decision_id,
-                    choice=choice,
-                    decided_by=str(earlier.get("by", "")),
-                )
-            msg = (
-                f"decision {decision_id!r} of workflow {workflow_id!r} was already taken: "
-                f"{earlier.get('choice')!r} by {earlier.get('by')!r}"
-            )
-            raise ConflictError(msg, earlier_choice=earlier.get("choice"), decided_by=earlier.get("by"))
-        open_ = {p["id"]: p for p in rec.pending}
-        if decision_id not in open_:
-            msg = f"unknown or closed decision {decision_id!r} for workflow {workflow_id!r}"
-            if rec.pending:
-                msg += f"; open decisions: {sorted(open_)}"
-            raise NotFoundError(msg, decision_id=decision_id)
-        options = open_[decision_id].get("options") or []
-        if options and choice not in options:
-            raise InvalidArgumentError("choice", f"{choice!r} is not one of {options}")
+        earlier = (await self.store.decisions(workflow_id)).get(decision_id)
+        if earlier is not None:
+            return _already_decided(workflow_id, decision_id, choice, earlier)
+        _check_open(rec, decision_id, choice)
         answer = {"choice": choice, "comment": comment, "by": caller.name, "at": time.time()}
         recorded, standing = await self.store.record_decision(workflow_id, decision_id, answer)
         if not recorded and standing.get("choice") != choice:
@@ -347,14 +356,8 @@ class OrchestratorService:
         await self.store.enqueue(workflow_id, "decision", caller.correlation_id)
         await self._audit.record("decision.submitted", caller=caller.name, workflow_id=workflow_id,
                                  decision_id=decision_id, choice=choice)  # fmt: skip
-        return DecisionResult(
-            accepted=True,
-            reason="recorded; the workflow resumes",
-            workflow_id=workflow_id,
-            decision_id=decision_id,
-            choice=choice,
-            decided_by=caller.name,
-        )
+        return DecisionResult(accepted=True, reason="recorded; the workflow resumes", workflow_id=workflow_id,
+                              decision_id=decision_id, choice=choice, decided_by=caller.name)  # fmt: skip
 
     async def list_workflows(
         self,

@@ -76,20 +76,17 @@ class TaskListenHandler:
             raise MCPError(types.INVALID_REQUEST, "subscriptions/listen requires a request id")
         # Tasks the caller may not see are left out of the acknowledgement, as unknown ones are.
         task_ids = [t for t in dict.fromkeys(wanted) if isinstance(t, str) and await self._tasks.visible(t)]
-        filt = params.notifications
-        honored = types.SubscriptionFilter.model_validate(
-            {
-                "toolsListChanged": True if filt.tools_list_changed else None,
-                "promptsListChanged": True if filt.prompts_list_changed else None,
-                "resourcesListChanged": True if filt.resources_list_changed else None,
-                "resourceSubscriptions": list(filt.resource_subscriptions)
-                if filt.resource_subscriptions
-                else None,
-                "taskIds": task_ids,
-            }
-        )
-        uris = frozenset(honored.resource_subscriptions or ())
+        honored = _honored(params.notifications, task_ids)
         meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
+        await self._stream(ctx, honored, task_ids, meta)
+        return types.SubscriptionsListenResult(_meta=meta)
+
+    async def _stream(
+        self, ctx: ServerRequestContext[Any, Any], honored: types.SubscriptionFilter, task_ids: list[str],
+        meta: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """Acknowledge, then send the matching resource events and a task notification per change."""
+        uris = frozenset(honored.resource_subscriptions or ())
         send, recv = anyio.create_memory_object_stream[ServerEvent | str](1024)
 
         def deliver(event: ServerEvent) -> None:
@@ -108,39 +105,52 @@ class TaskListenHandler:
         try:
             with contextlib.ExitStack() as watching:
                 queues = {wid: watching.enter_context(self._notifier.watch(wid)) for wid in task_ids}
+                ack = types.SubscriptionsAcknowledgedNotificationParams(notifications=honored, _meta=meta)
                 await ctx.session.send_notification(
-                    types.SubscriptionsAcknowledgedNotification(
-                        params=types.SubscriptionsAcknowledgedNotificationParams(
-                            notifications=honored, _meta=meta
-                        )
-                    ),
-                    related_request_id=subscription_id,
+                    types.SubscriptionsAcknowledgedNotification(params=ack), related_request_id=ctx.request_id
                 )
                 async with anyio.create_task_group() as tg:
                     for wid, queue in queues.items():
                         tg.start_soon(follow, wid, queue)
                     async for item in recv:
-                        if not isinstance(item, str):
-                            note: Any = event_to_notification(item, meta)
-                        else:
-                            task = await self._tasks.current(item)
-                            if task is None:
-                                continue
-                            seen = (task["status"], task["lastUpdatedAt"])
-                            if last.get(item) == seen:
-                                continue
-                            last[item] = seen
-                            note = TaskStatusNotification(
-                                params=_TaskParams.model_validate({**task, "_meta": meta})
-                            )
-                        await ctx.session.send_notification(
-                            cast("types.ServerNotification", note), related_request_id=subscription_id
-                        )
+                        note = await self._note(item, meta, last)
+                        if note is not None:
+                            await ctx.session.send_notification(note, related_request_id=ctx.request_id)
         finally:
             unsubscribe()
             send.close()
             recv.close()
-        return types.SubscriptionsListenResult(_meta=meta)
+
+    async def _note(
+        self, item: ServerEvent | str, meta: dict[str, Any], last: dict[str, tuple[str, str]]
+    ) -> types.ServerNotification | None:
+        """The notification of a resource event, or of a task's change (None when nothing new to say)."""
+        if not isinstance(item, str):
+            return event_to_notification(item, meta)
+        task = await self._tasks.current(item)
+        if task is None:
+            return None
+        seen = (task["status"], task["lastUpdatedAt"])
+        if last.get(item) == seen:
+            return None
+        last[item] = seen
+        note = TaskStatusNotification(params=_TaskParams.model_validate({**task, "_meta": meta}))
+        return cast("types.ServerNotification", note)
+
+
+def _honored(filt: types.SubscriptionFilter, task_ids: list[str]) -> types.SubscriptionFilter:
+    """The filter this server honours: the request's, with only the tasks the caller may see."""
+    return types.SubscriptionFilter.model_validate(
+        {
+            "toolsListChanged": True if filt.tools_list_changed else None,
+            "promptsListChanged": True if filt.prompts_list_changed else None,
+            "resourcesListChanged": True if filt.resources_list_changed else None,
+            "resourceSubscriptions": list(filt.resource_subscriptions)
+            if filt.resource_subscriptions
+            else None,
+            "taskIds": task_ids,
+        }
+    )
 
 
 def install_task_notifications(mcp: MCPServer, tasks: TasksExtension, notifier: RedisNotifier) -> None:

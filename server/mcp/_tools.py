@@ -93,10 +93,13 @@ def _options_schema(schema: dict[str, Any]) -> None:
 
 
 def register_tools(mcp: MCPServer, tools: Tools) -> None:
-    """Register every tool."""
+    """Register every tool (in the order tools/list shows them)."""
     _register_start(mcp, tools)
-    _register_reading(mcp, tools)
+    _register_status(mcp, tools)
+    _register_decide(mcp, tools)
+    _register_list(mcp, tools)
     _register_steering(mcp, tools)
+    _register_agents(mcp, tools)
 
 
 def _register_start(mcp: MCPServer, tools: Tools) -> None:
@@ -142,7 +145,7 @@ def _register_start(mcp: MCPServer, tools: Tools) -> None:
         )
 
 
-def _register_reading(mcp: MCPServer, tools: Tools) -> None:
+def _register_status(mcp: MCPServer, tools: Tools) -> None:
     service, waiter = tools.service, tools.waiter
 
     @mcp.tool(
@@ -173,40 +176,8 @@ def _register_reading(mcp: MCPServer, tools: Tools) -> None:
             return await as_tool_error(service.get_status(caller, workflow_id))
         return await as_tool_error(waiter.get_status(ctx, caller, workflow_id, wait_seconds, until))
 
-    @mcp.tool(
-        description="List workflows newest first, optionally of one project and one status; page with cursor.",
-        annotations=ToolAnnotations(read_only_hint=True),
-    )
-    async def list_workflows(
-        project_id: str | None = None,
-        status: Annotated[
-            str | None,
-            Field(
-                description="queued | running | waiting_decision | paused | completed | failed | cancelled"
-            ),
-        ] = None,
-        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int, Field(ge=1, le=200)] = 50,
-    ) -> WorkflowList:
-        return await as_tool_error(
-            service.list_workflows(
-                tools.caller(), project_id=project_id, status=status, cursor=cursor, limit=limit
-            )
-        )
 
-    @mcp.tool(
-        description="List the production's agents, optionally of one phase (story, character, visual, audio, "
-        "scene, post, final) or with one capability; shows whether each is available now.",
-        annotations=ToolAnnotations(read_only_hint=True),
-    )
-    async def list_agents(
-        phase: str | None = None,
-        capability: Annotated[str | None, Field(description="e.g. scene.video or character.voice")] = None,
-    ) -> AgentList:
-        return await as_tool_error(_now(lambda: service.list_agents(phase=phase, capability=capability)))
-
-
-def _register_steering(mcp: MCPServer, tools: Tools) -> None:
+def _register_decide(mcp: MCPServer, tools: Tools) -> None:
     service = tools.service
 
     @mcp.tool(
@@ -232,6 +203,35 @@ def _register_steering(mcp: MCPServer, tools: Tools) -> None:
                 comment=comment,
             )
         )
+
+
+def _register_list(mcp: MCPServer, tools: Tools) -> None:
+    service = tools.service
+
+    @mcp.tool(
+        description="List workflows newest first, optionally of one project and one status; page with cursor.",
+        annotations=ToolAnnotations(read_only_hint=True),
+    )
+    async def list_workflows(
+        project_id: str | None = None,
+        status: Annotated[
+            str | None,
+            Field(
+                description="queued | running | waiting_decision | paused | completed | failed | cancelled"
+            ),
+        ] = None,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 50,
+    ) -> WorkflowList:
+        return await as_tool_error(
+            service.list_workflows(
+                tools.caller(), project_id=project_id, status=status, cursor=cursor, limit=limit
+            )
+        )
+
+
+def _register_steering(mcp: MCPServer, tools: Tools) -> None:
+    service = tools.service
 
     @mcp.tool(description="Pause a workflow at its next step boundary; its progress is kept.")
     async def pause_workflow(workflow_id: WorkflowId) -> WorkflowStatus:
@@ -263,3 +263,18 @@ def _register_steering(mcp: MCPServer, tools: Tools) -> None:
         checkpoint_id: Annotated[str, Field(description="checkpoint id to start from")],
     ) -> StartResult:
         return await as_tool_error(service.fork(tools.caller(), workflow_id, checkpoint_id))
+
+
+def _register_agents(mcp: MCPServer, tools: Tools) -> None:
+    service = tools.service
+
+    @mcp.tool(
+        description="List the production's agents, optionally of one phase (story, character, visual, audio, "
+        "scene, post, final) or with one capability; shows whether each is available now.",
+        annotations=ToolAnnotations(read_only_hint=True),
+    )
+    async def list_agents(
+        phase: str | None = None,
+        capability: Annotated[str | None, Field(description="e.g. scene.video or character.voice")] = None,
+    ) -> AgentList:
+        return await as_tool_error(_now(lambda: service.list_agents(phase=phase, capability=capability)))

@@ -39,7 +39,9 @@ def add_graph_node(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", log_file: str = "", *, cache: bool = True) -> None:
+def configure_logging(
+    fmt: str = "auto", level: str = "info", log_file: str = "", *, cache: bool = True
+) -> None:
     """Configure structlog (and stdlib logging) once per process; to `log_file` when given.
 
     `cache` keeps each logger's configuration from its first use (faster); a test that configures logging

@@ -62,7 +62,12 @@ def build_http_app(
                 current_caller.reset(reset)
 
     app.router.routes.extend(
-        [Route(WEBHOOK_PATH, webhooks.receive, methods=["POST"]), *health.routes(), WebSocketRoute("/ws", ws), *board]
+        [
+            Route(WEBHOOK_PATH, webhooks.receive, methods=["POST"]),
+            *health.routes(),
+            WebSocketRoute("/ws", ws),
+            *board,
+        ]
     )
     served: ASGIApp = app if keys is None else ApiKeyMiddleware(app, keys, protected=("/mcp", BOARD_API))
     # A caller's address (throttle, audit, logs) is its socket's peer, unless that peer is a configured

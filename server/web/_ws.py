@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.message import SessionMessage
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -48,34 +49,41 @@ async def serve_mcp_websocket(
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
     low = lowlevel(mcp)
-
-    async def reader() -> None:
-        async with read_writer:
-            with contextlib.suppress(WebSocketDisconnect):
-                while True:
-                    raw = await websocket.receive_text()
-                    if drop_frame is not None and drop_frame(raw):
-                        await websocket.close(code=1011)
-                        return
-                    try:
-                        message = types.jsonrpc_message_adapter.validate_json(raw, by_name=False)
-                    except Exception as exc:
-                        await read_writer.send(exc)
-                        continue
-                    await read_writer.send(SessionMessage(message))
-
-    async def writer() -> None:
-        async with write_reader:
-            async for session_message in write_reader:
-                with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                    await websocket.send_text(
-                        session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    )
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(reader)
-        tg.start_soon(writer)
+        tg.start_soon(_frames_in, websocket, read_writer, drop_frame)
+        tg.start_soon(_frames_out, websocket, write_reader)
         await low.run(read_stream, write_stream, low.create_initialization_options())
         tg.cancel_scope.cancel()
     with contextlib.suppress(Exception):
         await websocket.close()
+
+
+async def _frames_in(
+    websocket: WebSocket,
+    into: MemoryObjectSendStream[SessionMessage | Exception],
+    drop_frame: Callable[[str], bool] | None,
+) -> None:
+    """Each text frame as a JSON-RPC message to the session (a frame that does not parse, as its error)."""
+    async with into:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                raw = await websocket.receive_text()
+                if drop_frame is not None and drop_frame(raw):
+                    await websocket.close(code=1011)
+                    return
+                try:
+                    message = types.jsonrpc_message_adapter.validate_json(raw, by_name=False)
+                except Exception as exc:
+                    await into.send(exc)
+                    continue
+                await into.send(SessionMessage(message))
+
+
+async def _frames_out(websocket: WebSocket, out: MemoryObjectReceiveStream[SessionMessage]) -> None:
+    """Each message of the session as one text frame."""
+    async with out:
+        async for session_message in out:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await websocket.send_text(
+                    session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                )

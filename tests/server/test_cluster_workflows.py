@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -14,7 +13,7 @@ import redis
 from mcp import Client
 from pydantic import SecretStr
 
-from adapters import EmbeddedCluster, WorkflowStore, _workflows, open_redis
+from adapters import EmbeddedCluster, WorkflowStore, open_redis
 from server import Sandbox, Settings
 from tests.server.conftest import OpenOrchestrator, structured
 
@@ -75,21 +74,21 @@ async def test_productions_complete_on_a_cluster(
 
 
 async def test_a_start_is_claimed_only_after_its_record_is_written(
-    cluster: EmbeddedCluster, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+    cluster: EmbeddedCluster, key_prefix: str
 ) -> None:
     """With the record's master slow to write (CLIENT PAUSE WRITE), an engine claiming the start at once
     still finds the record: the start is queued after the record pipeline, not alongside it (where the
     engine would read no record and drop the run)."""
     client = await open_redis(cluster.url)
     try:
-        store = WorkflowStore(client, prefix=key_prefix)
-        await store.ensure_group()
-        queue_port = client.get_node_from_key(store.queue_key).port  # type: ignore[union-attr]
+        probe = WorkflowStore(client, prefix=key_prefix)
+        queue_port = client.get_node_from_key(probe.queue_key).port  # type: ignore[union-attr]
         u = uuid.uuid4()
-        while client.get_node_from_key(store.key(f"wf-{u.hex[:16]}")).port == queue_port:  # type: ignore[union-attr]
+        while client.get_node_from_key(probe.key(f"wf-{u.hex[:16]}")).port == queue_port:  # type: ignore[union-attr]
             u = uuid.uuid4()
         wid = f"wf-{u.hex[:16]}"
-        monkeypatch.setattr(_workflows, "uuid", SimpleNamespace(uuid4=lambda: u))
+        store = WorkflowStore(client, prefix=key_prefix, new_id=lambda: wid)
+        await store.ensure_group()
         for port in cluster.ports:
             if port != queue_port:
                 with redis.Redis(port=port) as node:
