@@ -4,6 +4,7 @@ Public: what `graphs` and `server` may use. Everything in a ``_module`` is priva
 Every failure leaves this package as a member of the one error tree in `adapters.errors`.
 """
 
+from adapters import errors
 from adapters._auto_movie import PHASES, PROJECT_STATUSES, AutoMovieClient, normalise_genre
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
@@ -32,26 +33,7 @@ from adapters._workflows import (
     WorkflowStore,
 )
 from adapters._ws_mcp import websocket_client
-from adapters.errors import (
-    BudgetExceededError,
-    CircuitOpenError,
-    ConflictError,
-    DataDirLockedError,
-    EmbeddedRedisError,
-    IntegrityError,
-    InvalidArgumentError,
-    NotFoundError,
-    OptionError,
-    OrchestratorError,
-    OutsideError,
-    PermanentError,
-    PermissionDeniedError,
-    RecoverableError,
-    RequestError,
-    StateTooLargeError,
-    StoreUnavailableError,
-    TransientError,
-)
+from adapters.errors import *  # noqa: F403 - the whole error tree is public
 
 __all__ = [
     "PHASES",
@@ -62,29 +44,14 @@ __all__ = [
     "AnyRedis",
     "AutoMovieClient",
     "BrainClient",
-    "BudgetExceededError",
     "ChannelHub",
-    "CircuitOpenError",
-    "ConflictError",
     "CpuGate",
-    "DataDirLockedError",
     "EmbeddedCluster",
     "EmbeddedRedis",
-    "EmbeddedRedisError",
-    "IntegrityError",
-    "InvalidArgumentError",
     "KeyInfo",
     "KeyStore",
     "LLMWriter",
-    "NotFoundError",
-    "OptionError",
-    "OrchestratorError",
-    "OutsideError",
-    "PermanentError",
-    "PermissionDeniedError",
-    "RecoverableError",
     "RedisCheckpointSaver",
-    "RequestError",
     "RetryPolicy",
     "RunTicket",
     "RunTurn",
@@ -94,12 +61,9 @@ __all__ = [
     "SharedBreakers",
     "SignedSerializer",
     "Signer",
-    "StateTooLargeError",
     "Status",
     "StoreEvent",
-    "StoreUnavailableError",
     "TaskServiceClient",
-    "TransientError",
     "Watchers",
     "WorkflowRecord",
     "WorkflowStore",
@@ -118,3 +82,4 @@ __all__ = [
     "translate_http_error",
     "websocket_client",
 ]
+__all__ += errors.__all__  # the whole error tree is public

@@ -11,7 +11,7 @@ process build on it).
 from server.core._caller import Caller, current_caller
 from server.core._checkpoints import Checkpoints
 from server.core._deliverables import Deliverables
-from server.core._errors import UNAVAILABLE, Refusal, refusal
+from server.core._errors import UNAVAILABLE, Refusal, refusal, refused_as
 from server.core._models import (
     AgentInfo,
     AgentList,
@@ -49,4 +49,5 @@ __all__ = [
     "WorkflowSummary",
     "current_caller",
     "refusal",
+    "refused_as",
 ]

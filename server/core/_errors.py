@@ -8,19 +8,24 @@ is left to propagate (the SDK reports it as an internal error).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from adapters import (
     ConflictError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
+    OrchestratorError,
     PermissionDeniedError,
     RequestError,
     StoreUnavailableError,
 )
 
-__all__ = ["UNAVAILABLE", "Refusal", "refusal"]
+__all__ = ["UNAVAILABLE", "Refusal", "refusal", "refused_as"]
+
+T = TypeVar("T")
 
 UNAVAILABLE = "the workflow store (Redis) cannot be reached right now; try again shortly"
 
@@ -57,6 +62,18 @@ class Refusal:
 
     def __str__(self) -> str:
         return self.message
+
+
+async def refused_as(coro: Awaitable[T], make: Callable[[Refusal, OrchestratorError], Exception]) -> T:
+    """Await an operation; a refusal of the error tree is raised as what `make` makes of it (the transport's
+    own error), anything else propagates (a bug)."""
+    try:
+        return await coro
+    except OrchestratorError as exc:
+        said = refusal(exc)
+        if said is None:
+            raise
+        raise make(said, exc) from exc
 
 
 def refusal(exc: BaseException) -> Refusal | None:

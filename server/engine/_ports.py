@@ -8,7 +8,7 @@ run's options, parsed once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,12 @@ from adapters import (
 from graphs import WORKFLOWS, Ports, WriterPort
 from server.core import Deliverables
 from server.engine._budget_counters import BudgetCounters
-from server.engine._jobs import TaskServiceJobs
+from server.engine._jobs import OnWait, TaskServiceJobs
 from server.telemetry import Metrics
 
 __all__ = ["GuardedAutoMovie", "GuardedBrain", "MediaFiles", "RedisMemo", "RunPorts", "ServiceClients"]
 
 log = structlog.get_logger(__name__)
-
-OnWait = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,18 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from adapters import OrchestratorError
-from server.core import Caller, OrchestratorService, refusal
+from server.core import Caller, OrchestratorService, Refusal, refused_as
 
 __all__ = ["as_resource", "register_resources"]
 
 
 async def as_resource(coro: Awaitable[Any]) -> str:
     """An operation's answer as a resource's JSON text; a refusal becomes a resource error."""
-    try:
-        value = await coro
-    except OrchestratorError as exc:
-        said = refusal(exc)
-        if said is None:
-            raise
-        if said.not_found:
-            raise ResourceNotFoundError(str(exc)) from exc
-        raise ResourceError(said.text) from exc
+
+    def refused(said: Refusal, exc: OrchestratorError) -> Exception:
+        return ResourceNotFoundError(str(exc)) if said.not_found else ResourceError(said.text)
+
+    value = await refused_as(coro, refused)
     if hasattr(value, "model_dump_json"):
         return str(value.model_dump_json(indent=1))
     return json.dumps(value, indent=1, default=str)

@@ -35,7 +35,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from adapters import TERMINAL, OrchestratorError, RequestError, Status
-from server.core import Caller, OrchestratorService, WorkflowStatus, current_caller, refusal
+from server.core import Caller, OrchestratorService, Refusal, WorkflowStatus, current_caller, refused_as
 from server.mcp._task_view import answer, decision_form, deliverable_uris, iso, working_message
 
 __all__ = ["TASKS_EXTENSION", "TasksExtension", "declared", "require_declared"]
@@ -92,17 +92,16 @@ def _not_found(task_id: str) -> MCPError:
 
 async def _as_task_error(task_id: str, coro: Awaitable[T]) -> T:
     """The service's refusals as JSON-RPC errors (another project's task is not found, as in the tools)."""
-    try:
-        return await coro
-    except OrchestratorError as exc:
-        said = refusal(exc)
-        if said is None:
-            raise
+
+    def refused(said: Refusal, exc: OrchestratorError) -> Exception:
+        # A workflow id that is wrong, unknown or another project's: the task is not found.
         if said.field == "workflow_id" or (said.not_found and isinstance(exc, RequestError)
                                            and exc.details.get("workflow_id")):  # fmt: skip
-            raise _not_found(task_id) from exc
+            return _not_found(task_id)
         code = types.INVALID_PARAMS if isinstance(exc, RequestError) else types.INTERNAL_ERROR
-        raise MCPError(code=code, message=said.text) from exc
+        return MCPError(code=code, message=said.text)
+
+    return await refused_as(coro, refused)
 
 
 class TasksExtension(Extension):

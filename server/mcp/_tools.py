@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
@@ -12,7 +12,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from adapters import OrchestratorError
 from graphs import BUDGETS, WORKFLOWS
 from server.core import (
     AgentList,
@@ -23,7 +22,7 @@ from server.core import (
     WorkflowList,
     WorkflowStatus,
     current_caller,
-    refusal,
+    refused_as,
 )
 from server.mcp._app import APP_META
 from server.mcp._waiting import StatusWaiter
@@ -31,19 +30,14 @@ from server.mcp._waiting import StatusWaiter
 __all__ = ["Tools", "as_tool_error", "register_tools"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 WorkflowId = Annotated[str, Field(description="id returned by start_workflow, e.g. 'wf-0123456789abcdef'")]
 
 
 async def as_tool_error(coro: Awaitable[T]) -> T:
     """Run an operation; a refusal (the error tree, `server.core.refusal`) becomes a tool error."""
-    try:
-        return await coro
-    except OrchestratorError as exc:
-        said = refusal(exc)
-        if said is None:
-            raise
-        raise ToolError(said.text) from exc
+    return await refused_as(coro, lambda said, _: ToolError(said.text))
 
 
 async def _now(fn: Callable[[], T]) -> T:
@@ -61,6 +55,12 @@ class Tools:
     def caller(self) -> Caller:
         """The caller the transport authenticated, else the server's default caller (stdio)."""
         return current_caller.get() or self.fallback
+
+    async def run(
+        self, operation: Callable[Concatenate[Caller, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """An operation of the service as the current caller; its refusals become tool errors."""
+        return await as_tool_error(operation(self.caller(), *args, **kwargs))
 
 
 def _options_schema(schema: dict[str, Any]) -> None:
@@ -133,15 +133,13 @@ def _register_start(mcp: MCPServer, tools: Tools) -> None:
             str | None, Field(description="any string; repeating it returns the first workflow")
         ] = None,
     ) -> StartResult:
-        return await as_tool_error(
-            service.start_workflow(
-                tools.caller(),
-                project_id=project_id,
-                workflow=workflow,
-                brief=brief,
-                options=options,
-                idempotency_key=idempotency_key,
-            )
+        return await tools.run(
+            service.start_workflow,
+            project_id=project_id,
+            workflow=workflow,
+            brief=brief,
+            options=options,
+            idempotency_key=idempotency_key,
         )
 
 
@@ -194,14 +192,12 @@ def _register_decide(mcp: MCPServer, tools: Tools) -> None:
         choice: Annotated[str, Field(description="one of the decision's options")],
         comment: Annotated[str, Field(description="optional reason, kept in the audit log")] = "",
     ) -> DecisionResult:
-        return await as_tool_error(
-            service.submit_decision(
-                tools.caller(),
-                workflow_id=workflow_id,
-                decision_id=decision_id,
-                choice=choice,
-                comment=comment,
-            )
+        return await tools.run(
+            service.submit_decision,
+            workflow_id=workflow_id,
+            decision_id=decision_id,
+            choice=choice,
+            comment=comment,
         )
 
 
@@ -223,34 +219,32 @@ def _register_list(mcp: MCPServer, tools: Tools) -> None:
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 50,
     ) -> WorkflowList:
-        return await as_tool_error(
-            service.list_workflows(
-                tools.caller(), project_id=project_id, status=status, cursor=cursor, limit=limit
-            )
+        return await tools.run(
+            service.list_workflows, project_id=project_id, status=status, cursor=cursor, limit=limit
         )
+
+
+def _control(
+    tools: Tools, operation: Callable[[Caller, str], Awaitable[WorkflowStatus]]
+) -> Callable[..., Any]:
+    async def control(workflow_id: WorkflowId) -> WorkflowStatus:
+        return await tools.run(operation, workflow_id)
+
+    return control
 
 
 def _register_steering(mcp: MCPServer, tools: Tools) -> None:
     service = tools.service
-
-    @mcp.tool(description="Pause a workflow at its next step boundary; its progress is kept.")
-    async def pause_workflow(workflow_id: WorkflowId) -> WorkflowStatus:
-        return await as_tool_error(service.pause(tools.caller(), workflow_id))
-
-    @mcp.tool(description="Resume a paused workflow from where it stopped.")
-    async def resume_workflow(workflow_id: WorkflowId) -> WorkflowStatus:
-        return await as_tool_error(service.resume(tools.caller(), workflow_id))
-
-    @mcp.tool(
-        description="Cancel a workflow for good (outside jobs are cancelled too).",
-        annotations=ToolAnnotations(destructive_hint=True),
-    )
-    async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowStatus:
-        return await as_tool_error(service.cancel(tools.caller(), workflow_id))
-
-    @mcp.tool(description="Re-run the step a failed workflow stopped at; finished steps are not redone.")
-    async def retry_step(workflow_id: WorkflowId) -> WorkflowStatus:
-        return await as_tool_error(service.retry_step(tools.caller(), workflow_id))
+    controls = [
+        ("pause_workflow", service.pause, "Pause a workflow at its next step boundary; its progress is kept.", None),
+        ("resume_workflow", service.resume, "Resume a paused workflow from where it stopped.", None),
+        ("cancel_workflow", service.cancel, "Cancel a workflow for good (outside jobs are cancelled too).",
+         ToolAnnotations(destructive_hint=True)),
+        ("retry_step", service.retry_step,
+         "Re-run the step a failed workflow stopped at; finished steps are not redone.", None),
+    ]  # fmt: skip
+    for name, operation, description, hints in controls:
+        mcp.tool(name=name, description=description, annotations=hints)(_control(tools, operation))
 
     @mcp.tool(
         description=(
@@ -262,7 +256,7 @@ def _register_steering(mcp: MCPServer, tools: Tools) -> None:
         workflow_id: WorkflowId,
         checkpoint_id: Annotated[str, Field(description="checkpoint id to start from")],
     ) -> StartResult:
-        return await as_tool_error(service.fork(tools.caller(), workflow_id, checkpoint_id))
+        return await tools.run(service.fork, workflow_id, checkpoint_id)
 
 
 def _register_agents(mcp: MCPServer, tools: Tools) -> None:

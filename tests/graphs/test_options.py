@@ -113,10 +113,9 @@ def _config() -> Any:
 
 async def test_the_graph_charges_every_agent_execution_and_checks_its_fan_out(tmp_path: Path) -> None:
     """run_agent charges before each execution; the breakdown refuses a fan-out over the budget before building it."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"scenes": 1})
     graph = build_episode_production().compile(checkpointer=InMemorySaver())
     budget = _Budget(BudgetLimits(agent_executions=5))
-    world.options = {"scenes": 1}
     with pytest.raises(BudgetExceededError) as err:
         await graph.ainvoke({"project_id": "p1", "brief": "b"}, _config(),
                             context=dataclasses.replace(world.ports(), budget=budget))  # fmt: skip

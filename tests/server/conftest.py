@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -96,8 +96,21 @@ async def standins(settings: Settings) -> AsyncIterator[Sandbox]:
         yield sandbox
 
 
-class OpenOrchestrator(Protocol):
-    """The signature of `open_orch`."""
+class OpenOrchestrator:
+    """Opens orchestrators for one test: on the session's Redis with the test's prefix (`settings`).
+
+    Args (of a call):
+        sandbox: point the outside services at these stand-ins.
+        engine: run workflows in it (False: they stay where the test puts them).
+        http: serve its HTTP port on loopback; the stand-ins' webhooks need it.
+        auth: require API keys on it (False: loopback development).
+        tls: serve it over TLS (``ssl_certfile``, ``ssl_keyfile``).
+        base: the settings to start from (default: the test's).
+        overrides: settings to change, by name.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
 
     def __call__(
         self,
@@ -109,40 +122,18 @@ class OpenOrchestrator(Protocol):
         tls: dict[str, str] | None = None,
         base: Settings | None = None,
         **overrides: Any,
-    ) -> contextlib.AbstractAsyncContextManager[Orchestrator]: ...
-
-
-@pytest.fixture
-def open_orch(settings: Settings) -> OpenOrchestrator:
-    """The one way a test opens an orchestrator.
-
-    Args (of the factory):
-        sandbox: point the outside services at these stand-ins.
-        engine: run workflows in it (False: they stay where the test puts them).
-        http: serve its HTTP port on loopback; the stand-ins' webhooks need it.
-        auth: require API keys on it (False: loopback development).
-        tls: serve it over TLS (``ssl_certfile``, ``ssl_keyfile``).
-        base: the settings to start from (default: the test's).
-        overrides: settings to change, by name.
-    """
-
-    def opening(
-        *,
-        sandbox: Sandbox | None = None,
-        engine: bool = True,
-        http: bool = True,
-        auth: bool = True,
-        tls: dict[str, str] | None = None,
-        base: Settings | None = None,
-        **overrides: Any,
     ) -> contextlib.AbstractAsyncContextManager[Orchestrator]:
-        chosen = (base or settings).model_copy(update=overrides)
+        chosen = (base or self._settings).model_copy(update=overrides)
         if sandbox is not None:
             chosen = sandbox.settings(chosen)
         bind = ("127.0.0.1", 0) if http else None
         return Orchestrator.open(chosen, with_engine=engine, http=bind, auth=auth, tls=tls)
 
-    return opening
+
+@pytest.fixture
+def open_orch(settings: Settings) -> OpenOrchestrator:
+    """The one way a test opens an orchestrator (see `OpenOrchestrator`)."""
+    return OpenOrchestrator(settings)
 
 
 @pytest.fixture
