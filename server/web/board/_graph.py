@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from adapters import Status
 from graphs import WORKFLOWS
 
 __all__ = ["GraphPicture", "node_states", "picture", "timeline"]
@@ -135,10 +136,10 @@ def node_states(events: list[dict[str, Any]], status: str, step: str = "") -> di
     states = dict(last)
     for name, count in running.items():
         if count > 0:
-            states[name] = "running" if status == "running" else "waiting"
-    if status == "waiting_decision" and step:
+            states[name] = "running" if status == Status.RUNNING else "waiting"
+    if status == Status.WAITING_DECISION and step:
         states[step] = "waiting"
-    if status == "completed":
+    if status == Status.COMPLETED:
         states["__start__"] = states["__end__"] = "done"
     elif events:
         states["__start__"] = "done"
