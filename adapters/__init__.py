@@ -1,74 +1,85 @@
-"""Everything that talks to the outside world: Redis (embedded server, checkpointer) and services."""
+"""Everything that talks to the outside world: Redis (embedded server, checkpointer, stores) and services.
 
-from adapters._auto_movie import PHASES, STATUSES, AutoMovieClient, normalise_genre
+Public: what `graphs` and `server` may use. Everything in a ``_module`` is private to this package.
+Every failure leaves this package as a member of the one error tree in `adapters.errors`.
+"""
+
+from adapters import errors
+from adapters._auto_movie import PHASES, PROJECT_STATUSES, AutoMovieClient, normalise_genre
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
+from adapters._cpu_gate import CpuGate, RunTurn, outside
 from adapters._embedded_cluster import EmbeddedCluster
-from adapters._embedded_redis import EmbeddedRedis, default_data_dir, find_redis_server, free_port
-from adapters._integrity import IntegrityError, SignedSerializer, Signer, place
+from adapters._embedded_redis import (
+    EmbeddedRedis,
+    default_data_dir,
+    die_with_parent,
+    find_redis_server,
+    free_port,
+)
+from adapters._integrity import SignedSerializer, Signer, place
+from adapters._keys import ROLES, KeyInfo, KeyStore, SecurityAudit
 from adapters._llm import LLMWriter
 from adapters._pipeliner import ScriptPipeliner
 from adapters._redis import AnyRedis, ChannelHub, Watchers, connect_redis, follow, is_cluster_url, open_redis
-from adapters._resilience import (
-    BreakerBoard,
-    CircuitOpenError,
-    RetryPolicy,
-    ServiceGuard,
-    set_testing,
-)
+from adapters._resilience import RetryPolicy, ServiceGuard, SharedBreakers, set_testing
 from adapters._tasks import TASK_DATA_KEYS, TaskServiceClient, translate_http_error
-from adapters._workflows import TERMINAL, RunTicket, StoreEvent, WorkflowRecord, WorkflowStore
-from adapters.errors import (
-    DataDirLockedError,
-    EmbeddedRedisError,
-    OrchestratorError,
-    PermanentError,
-    RecoverableError,
-    TransientError,
+from adapters._workflows import (
+    TERMINAL,
+    RunTicket,
+    Status,
+    StoreEvent,
+    WorkflowRecord,
+    WorkflowStore,
 )
+from adapters._ws_mcp import websocket_client
+from adapters.errors import *  # noqa: F403 - the whole error tree is public
 
 __all__ = [
     "PHASES",
-    "STATUSES",
+    "PROJECT_STATUSES",
+    "ROLES",
     "TASK_DATA_KEYS",
     "TERMINAL",
     "AnyRedis",
     "AutoMovieClient",
     "BrainClient",
-    "BreakerBoard",
     "ChannelHub",
-    "CircuitOpenError",
-    "DataDirLockedError",
+    "CpuGate",
     "EmbeddedCluster",
     "EmbeddedRedis",
-    "EmbeddedRedisError",
-    "IntegrityError",
+    "KeyInfo",
+    "KeyStore",
     "LLMWriter",
-    "OrchestratorError",
-    "PermanentError",
-    "RecoverableError",
     "RedisCheckpointSaver",
     "RetryPolicy",
     "RunTicket",
+    "RunTurn",
     "ScriptPipeliner",
+    "SecurityAudit",
     "ServiceGuard",
+    "SharedBreakers",
     "SignedSerializer",
     "Signer",
+    "Status",
     "StoreEvent",
     "TaskServiceClient",
-    "TransientError",
     "Watchers",
     "WorkflowRecord",
     "WorkflowStore",
     "connect_redis",
     "default_data_dir",
+    "die_with_parent",
     "find_redis_server",
     "follow",
     "free_port",
     "is_cluster_url",
     "normalise_genre",
     "open_redis",
+    "outside",
     "place",
     "set_testing",
     "translate_http_error",
+    "websocket_client",
 ]
+__all__ += errors.__all__  # the whole error tree is public

@@ -15,9 +15,9 @@ import httpx
 from adapters._tasks import translate_http_error
 from adapters.errors import PermanentError
 
-__all__ = ["PHASES", "STATUSES", "AutoMovieClient", "normalise_genre"]
+__all__ = ["PHASES", "PROJECT_STATUSES", "AutoMovieClient", "normalise_genre"]
 
-STATUSES = ("concept", "pre-production", "production", "post-production", "completed", "on-hold")
+PROJECT_STATUSES = ("concept", "pre-production", "production", "post-production", "completed", "on-hold")
 PHASES = (
     "story_development",
     "character_creation",
@@ -141,8 +141,8 @@ class AutoMovieClient:
         self, project_id: str, status: str, *, correlation_id: str = ""
     ) -> dict[str, Any]:
         """Set the project's status (PUT; the route has no PATCH)."""
-        if status not in STATUSES:
-            msg = f"status {status!r} is not one of {STATUSES}"
+        if status not in PROJECT_STATUSES:
+            msg = f"status {status!r} is not one of {PROJECT_STATUSES}"
             raise PermanentError(msg)
         resp = await self._send(
             "PUT",

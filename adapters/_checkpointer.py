@@ -42,9 +42,10 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.commands.core import AsyncScript
 
-from adapters._integrity import IntegrityError, Signer, place
+from adapters._integrity import Signer, place
 from adapters._pipeliner import ScriptPipeliner
-from adapters._redis import AnyRedis
+from adapters._redis import AnyRedis, translates_redis_errors
+from adapters.errors import IntegrityError
 
 __all__ = ["RedisCheckpointSaver"]
 
@@ -91,6 +92,7 @@ def _blob_field(channel: str, version: Any) -> bytes:
     return channel.encode() + _SEP + str(version).encode()
 
 
+@translates_redis_errors
 class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     """Async checkpoint saver on plain Redis; see the module docstring for the layout.
 
@@ -304,6 +306,14 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         if not loaded:
             return None
         return self._tuple(thread_id, checkpoint_ns, loaded)
+
+    async def has_thread(self, thread_id: str) -> bool:
+        """Whether the thread has any checkpoint (read without verifying anything)."""
+        return bool(await self.client.exists(self._ns_key(thread_id)))
+
+    async def indexes_namespace(self, thread_id: str, checkpoint_ns: str = "") -> bool:
+        """Whether the thread's namespace index lists `checkpoint_ns` (a removed entry hides its checkpoints)."""
+        return bool(await self.client.sismember(self._ns_key(thread_id), checkpoint_ns))
 
     async def _namespaces(self, thread_id: str) -> list[str]:
         members = await self.client.smembers(self._ns_key(thread_id))

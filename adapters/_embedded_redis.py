@@ -20,7 +20,7 @@ import structlog
 
 from adapters.errors import DataDirLockedError, EmbeddedRedisError
 
-__all__ = ["EmbeddedRedis", "default_data_dir", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "default_data_dir", "die_with_parent", "find_redis_server", "free_port"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,8 +77,9 @@ def _unblock_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if our process dies, even by SIGKILL, redis goes too.
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when this process dies, even by SIGKILL."""
+    # Runs in the child between fork and exec.
     _unblock_signals()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -199,7 +200,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent if self.die_with_parent else _unblock_signals,  # noqa: PLW1509
+            preexec_fn=die_with_parent if self.die_with_parent else _unblock_signals,  # noqa: PLW1509
         )
         self._wait_ready()
         log.info("embedded_redis.started", url=self.url, pid=self._proc.pid, data_dir=str(self.data_dir))

@@ -22,17 +22,13 @@ from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from adapters.errors import OrchestratorError
+from adapters.errors import IntegrityError
 
-__all__ = ["IntegrityError", "SignedSerializer", "Signer", "place"]
+__all__ = ["SignedSerializer", "Signer", "place"]
 
 _MAGIC = b"MOS2"
 _UNBOUND = b"MOS1"
 _HEADER = 40
-
-
-class IntegrityError(OrchestratorError):
-    """Stored data failed its signature check: it was changed, moved or removed outside the orchestrator."""
 
 
 def place(*parts: str | bytes) -> bytes:

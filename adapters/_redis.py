@@ -4,21 +4,88 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+import functools
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["AnyRedis", "ChannelHub", "Watchers", "connect_redis", "follow", "is_cluster_url", "open_redis"]
+from adapters.errors import StoreUnavailableError
+
+__all__ = [
+    "AnyRedis",
+    "ChannelHub",
+    "Watchers",
+    "connect_redis",
+    "follow",
+    "is_cluster_url",
+    "open_redis",
+    "translates_redis_errors",
+]
 
 log = structlog.get_logger(__name__)
 
 AnyRedis = Redis | RedisCluster
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# What "Redis cannot be reached right now" looks like from redis-py: the only failures translated into our
+# tree (a wrong command or a script error is a bug, and stays what it is).
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
+_UNAVAILABLE = "Redis cannot be reached right now"
+
+C = TypeVar("C", bound=type)
+
+
+def _unavailable(exc: Exception) -> StoreUnavailableError:
+    return StoreUnavailableError(f"{_UNAVAILABLE} ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def translates_redis_errors(cls: C) -> C:
+    """Class decorator: the public async methods (and async generators) of a Redis-backed adapter raise
+    `StoreUnavailableError` where redis-py raised a connection, timeout or loading error.
+
+    This is the one place Redis failures enter the error tree: callers above the adapters catch
+    `StoreUnavailableError`, never redis-py's exceptions.
+    """
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        if inspect.iscoroutinefunction(fn):
+            setattr(cls, name, _coroutine_boundary(fn))
+        elif inspect.isasyncgenfunction(fn):
+            setattr(cls, name, _generator_boundary(fn))
+    return cls
+
+
+def _coroutine_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except _UNREACHABLE as exc:
+            raise _unavailable(exc) from exc
+
+    return call
+
+
+def _generator_boundary(fn: Callable[..., AsyncGenerator[Any, None]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        try:
+            async with contextlib.aclosing(fn(*args, **kwargs)) as items:
+                async for item in items:
+                    yield item
+        except _UNREACHABLE as exc:
+            raise _unavailable(exc) from exc
+
+    return call
 
 
 def is_cluster_url(url: str) -> bool:

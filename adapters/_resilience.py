@@ -28,9 +28,9 @@ import structlog
 
 from adapters._cpu_gate import outside
 from adapters._redis import AnyRedis, follow
-from adapters.errors import TransientError
+from adapters.errors import CircuitOpenError, TransientError
 
-__all__ = ["BreakerBoard", "CircuitOpenError", "RetryPolicy", "ServiceGuard", "set_testing"]
+__all__ = ["RetryPolicy", "ServiceGuard", "SharedBreakers", "set_testing"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -48,10 +48,6 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(0 if _TESTING else seconds)
 
 
-class CircuitOpenError(TransientError):
-    """The service's breaker is open: calls are not attempted until it half-opens."""
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter: attempt n sleeps uniform(0, min(cap, base * 2**n))."""
@@ -66,7 +62,7 @@ class RetryPolicy:
 
 
 class _Publish(pybreaker.CircuitBreakerListener):
-    def __init__(self, board: BreakerBoard) -> None:
+    def __init__(self, board: SharedBreakers) -> None:
         self.board = board
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
@@ -81,7 +77,7 @@ class _Publish(pybreaker.CircuitBreakerListener):
         self.board.schedule_publish(name, state)
 
 
-class BreakerBoard:
+class SharedBreakers:
     """The breakers of this instance, kept in step with every other instance through Redis.
 
     Args:
@@ -213,7 +209,7 @@ class ServiceGuard:
     def __init__(
         self,
         name: str,
-        board: BreakerBoard,
+        board: SharedBreakers,
         *,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,

@@ -8,12 +8,15 @@ Keys (``P`` is the configured prefix; ``{wid}`` is the hash tag that keeps one w
     P:wf:{wid}:jobs         HASH    idempotency key -> "<nonce>:<outside job id>[:forgotten]" (side effects
                                     at most once), and "result\0<key>\0<task id>" -> the job's result
     P:wf:{wid}:memo         HASH    agent results by step and agent (a cache of the run's own work)
+    P:wf:{wid}:attempts     LIST    runs started and not yet ended (poison runs: server/engine/_attempts.py)
+    P:wf:{wid}:budget       HASH    agent_executions, outside_jobs charged so far (budgets)
     P:idem:<project>:<key>  STRING  start_workflow idempotency key -> workflow id
     P:project:<pid>:wfs     ZSET    the project's workflows by creation time
     P:wfs                   ZSET    every workflow by creation time
     P:runs                  STREAM  the run queue, consumer group "workers"
     P:lease:{wid}           STRING  the instance running the workflow (expires unless renewed)
     channel P:changed:<wid>          a message per change, for notifications across instances
+    channel P:control:<wid>          pause/cancel for the instance that runs the workflow
     channel P:job:{wid}:<task id>    a job's result arrived (wakes its waiter on any instance)
 
 With a signer, every value a run reads is signed with its place (deployment, workflow id, what it is,
@@ -27,25 +30,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from adapters._integrity import IntegrityError, Signer, place
+from adapters._integrity import Signer, place
 from adapters._pipeliner import ScriptPipeliner
-from adapters._redis import AnyRedis, ChannelHub
+from adapters._redis import AnyRedis, ChannelHub, follow, translates_redis_errors
+from adapters.errors import IntegrityError
 
-__all__ = ["TERMINAL", "RunTicket", "WorkflowRecord", "WorkflowStore"]
+__all__ = ["TERMINAL", "RunTicket", "Status", "StoreEvent", "WorkflowRecord", "WorkflowStore"]
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+class Status(StrEnum):
+    """Where a workflow stands: the one vocabulary of workflow statuses (record, tools, tasks, board)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_DECISION = "waiting_decision"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 _JSON_FIELDS = ("options", "pending", "agents_running", "result", "services", "decided")
 _GROUP = "workers"
+# Returns {1, used} when counted, {0, used} when refused. The TTL keeps the counters no longer than
+# the workflow's other keys (it is refreshed on every charge).
+_CHARGE = """
+local used = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local amount = tonumber(ARGV[2])
+if used + amount > tonumber(ARGV[3]) then
+  return {0, used}
+end
+redis.call('HINCRBY', KEYS[1], ARGV[1], amount)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {1, used + amount}
+"""
 _RESULT = "result\x00"  # jobs-hash fields holding a job's result: result\0<step key>\0<task id>
 
 
@@ -64,7 +95,7 @@ class WorkflowRecord:
     id: str
     project_id: str
     workflow: str
-    status: str
+    status: Status
     created_at: float
     updated_at: float
     created_by: str = ""
@@ -83,8 +114,9 @@ class WorkflowRecord:
     forked_from: str = ""
     control: str = ""
     correlation_id: str = ""
-    # Where the run last stopped ("<checkpoint id>:<pending writes>") and the decisions taken since: a
-    # run refuses checkpoints or answers that went missing behind these (see server/_anchor.py).
+    # Where the run last stopped (its newest checkpoint, pending writes and how many signed values it held)
+    # and the decisions taken since: a run refuses state that went missing behind these
+    # (server/engine/_anchor.py).
     mark: str = ""
     decided: list[str] = field(default_factory=list)
 
@@ -103,6 +135,8 @@ class WorkflowRecord:
                 value = json.loads(value)
             elif name in {"created_at", "updated_at", "percent"}:
                 value = float(value or 0)
+            elif name == "status":
+                value = Status(value)
             kwargs[name] = value
         return cls(**kwargs)
 
@@ -134,6 +168,7 @@ class RunTicket:
     correlation_id: str
 
 
+@translates_redis_errors
 class WorkflowStore:
     """Redis side of workflows: records, queue, events, decisions, jobs, notifications.
 
@@ -143,6 +178,7 @@ class WorkflowStore:
         retention_seconds: how long a finished workflow's keys live.
         signer: signs every record field (and verifies it on read) when given.
         pipeliner: shares round trips of record updates with other script calls (the checkpointer's).
+        new_id: makes the id of a new workflow (default ``wf-`` and 16 random hex digits).
     """
 
     def __init__(
@@ -153,7 +189,9 @@ class WorkflowStore:
         retention_seconds: float = 30 * 86400,
         signer: Signer | None = None,
         pipeliner: ScriptPipeliner | None = None,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
+        self._new_id = new_id or (lambda: f"wf-{uuid.uuid4().hex[:16]}")
         # redis-py's stubs type replies as unions of bytes/str/None/Awaitable; replies are bytes here.
         self.client: Any = client
         self.prefix = prefix
@@ -166,6 +204,7 @@ class WorkflowStore:
         self._update_script = client.register_script(
             (resources.files("adapters") / "lua" / "wf_update.lua").read_text()
         )
+        self._charge_script = client.register_script(_CHARGE)
 
     def _enc(self, wid: str, fields: Mapping[str, str]) -> dict[str, str | bytes]:
         if self.signer is None:
@@ -224,6 +263,11 @@ class WorkflowStore:
         """The pub/sub channel announcing changes of one workflow."""
         return f"{self.prefix}:changed:{wid}"
 
+    @property
+    def control_pattern(self) -> str:
+        """The pub/sub pattern of pause/cancel announcements (``P:control:<wid>``)."""
+        return f"{self.prefix}:control:*"
+
     def lease_key(self, wid: str) -> str:
         """The lease of the instance running a workflow."""
         return f"{self.prefix}:lease:{{{wid}}}"
@@ -248,33 +292,15 @@ class WorkflowStore:
         Returns:
             The record, and whether it was created by this call.
         """
-        wid = f"wf-{uuid.uuid4().hex[:16]}"
+        wid = self._new_id()
         if idempotency_key:
-            idem = f"{self.prefix}:idem:{project_id}:{idempotency_key}"
-            claimed = await self.client.set(idem, wid, nx=True, ex=self.retention_seconds)
-            if not claimed:
-                existing = await self.client.get(idem)
-                if existing is not None:
-                    rec = await self.get(_s(existing))
-                    if rec is not None:
-                        return rec, False
-                # The key outlived its workflow: take it over.
-                await self.client.set(idem, wid, ex=self.retention_seconds)
+            earlier = await self._claim_idempotency_key(project_id, idempotency_key, wid)
+            if earlier is not None:
+                return earlier, False
         now = _now()
-        rec = WorkflowRecord(
-            id=wid,
-            project_id=project_id,
-            workflow=workflow,
-            status="queued",
-            created_at=now,
-            updated_at=now,
-            created_by=created_by,
-            brief=brief,
-            options=options,
-            forked_from=forked_from,
-            correlation_id=correlation_id,
-            message="waiting for a worker",
-        )
+        rec = WorkflowRecord(id=wid, project_id=project_id, workflow=workflow, status=Status.QUEUED, created_at=now,
+                             updated_at=now, created_by=created_by, brief=brief, options=options,
+                             forked_from=forked_from, correlation_id=correlation_id, message="waiting for a worker")  # fmt: skip
         pipe = self.client.pipeline(transaction=self._transactional)
         pipe.hset(self.key(wid), mapping=self._enc(wid, rec.to_hash()))
         pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
@@ -295,6 +321,20 @@ class WorkflowStore:
             await self.client.xadd(self.queue_key, start)
         await self.client.publish(self.channel(wid), "created")
         return rec, True
+
+    async def _claim_idempotency_key(self, project_id: str, key: str, wid: str) -> WorkflowRecord | None:
+        """Claim `key` for the new workflow `wid`; the workflow an earlier call created with it, if it lives."""
+        idem = f"{self.prefix}:idem:{project_id}:{key}"
+        if await self.client.set(idem, wid, nx=True, ex=self.retention_seconds):
+            return None
+        existing = await self.client.get(idem)
+        if existing is not None:
+            rec = await self.get(_s(existing))
+            if rec is not None:
+                return rec
+        # The key outlived its workflow: take it over.
+        await self.client.set(idem, wid, ex=self.retention_seconds)
+        return None
 
     async def get(self, wid: str) -> WorkflowRecord | None:
         """The record, or None for an unknown workflow."""
@@ -404,23 +444,28 @@ class WorkflowStore:
         head = [self.channel(wid), note, self.retention_seconds if ended else 0, len(enc)]
         await self._pipeliner.call(self._update_script, keys, head + args)
 
-    async def events(self, wid: str, *, count: int = 1000) -> list[dict[str, Any]]:
-        """The audit log of a workflow, oldest first."""
-        rows = await self.client.xrange(self.key(wid, "events"), count=count)
+    async def events(self, wid: str, *, after: str = "", count: int = 1000) -> list[dict[str, Any]]:
+        """The audit log of a workflow, oldest first (only the entries after the id `after`, when given):
+        ``id``, ``what``, ``who``, ``when``, ``correlation_id`` and ``data`` of each."""
+        rows = await self.client.xrange(
+            self.key(wid, "events"), min=f"({after}" if after else "-", count=count
+        )
         out = []
         for entry_id, raw in rows:
             d = {_s(k): _s(v) for k, v in raw.items()}
-            out.append(
-                {
-                    "id": _s(entry_id),
-                    "what": d.get("what", ""),
-                    "who": d.get("who", ""),
-                    "when": float(d.get("when", 0)),
-                    "correlation_id": d.get("cid", ""),
-                    "data": json.loads(d.get("data") or "{}"),
-                }
-            )
+            try:
+                data = json.loads(d.get("data") or "{}")
+            except ValueError:
+                data = {}
+            out.append({"id": _s(entry_id), "what": d.get("what", ""), "who": d.get("who", ""),
+                        "when": float(d.get("when", 0)), "correlation_id": d.get("cid", ""),
+                        "data": data if isinstance(data, dict) else {}})  # fmt: skip
         return out
+
+    async def last_event_id(self, wid: str) -> str:
+        """The id of the workflow's newest event ("" when it has none)."""
+        last = await self.client.xrevrange(self.key(wid, "events"), count=1)
+        return _s(last[0][0]) if last else ""
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -601,6 +646,66 @@ class WorkflowStore:
             if job_id and not forgotten:
                 out[name] = job_id
         return out
+
+    async def follow_control(self, on_control: Callable[[str, str], object]) -> None:
+        """Hear every instance's pause/cancel announcements, as ``on_control(workflow id, what)``, until
+        cancelled (reconnecting after any failure)."""
+
+        def on_message(channel: str, what: str) -> None:
+            on_control(channel.rsplit(":", 1)[1], what)
+
+        await follow(self.client, on_message, patterns=[self.control_pattern], name="control")
+
+    async def publish_control(self, wid: str, what: str) -> None:
+        """Announce a pause or cancel to whichever instance runs the workflow."""
+        await self.client.publish(f"{self.prefix}:control:{wid}", what)
+
+    # -- run attempts (poison runs) -------------------------------------------------------------
+
+    async def begin_attempt(self, wid: str, entry: str) -> list[str]:
+        """Append a run's start to the workflow's attempts; returns every attempt not ended, this one last."""
+        key = self.key(wid, "attempts")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(key, entry)
+        pipe.expire(key, self.retention_seconds)
+        pipe.lrange(key, 0, -1)
+        *_, rows = await pipe.execute()
+        return [_s(r) for r in rows]
+
+    async def keep_last_attempt(self, wid: str) -> None:
+        """Forget every attempt but the newest (the current run finished a step)."""
+        await self.client.ltrim(self.key(wid, "attempts"), -1, -1)
+
+    async def clear_attempts(self, wid: str) -> None:
+        """Forget the workflow's attempts (its run ended with its process alive)."""
+        await self.client.delete(self.key(wid, "attempts"))
+
+    # -- budgets ------------------------------------------------------------------------------
+
+    async def charge_budget(self, wid: str, budget: str, amount: int, limit: int) -> tuple[bool, int]:
+        """Count `amount` of `budget` unless that goes over `limit` (atomic); returns (counted, used now)."""
+        reply = await self._pipeliner.call(
+            self._charge_script, [self.key(wid, "budget")], [budget, amount, limit, self.retention_seconds]
+        )
+        return bool(int(reply[0])), int(reply[1])
+
+    async def budget_used(self, wid: str) -> dict[str, int]:
+        """What a workflow has charged to its budgets so far."""
+        raw = await self.client.hgetall(self.key(wid, "budget"))
+        return {_s(k): int(v) for k, v in raw.items()}
+
+    # -- the deployment -----------------------------------------------------------------------
+
+    async def deployment_secret(self, name: str) -> bytes:
+        """A random secret shared by every instance of the deployment (``P:<name>``), made by the first."""
+        key = f"{self.prefix}:{name}"
+        await self.client.set(key, secrets.token_hex(32), nx=True)
+        stored = await self.client.get(key)
+        return stored if isinstance(stored, bytes) else str(stored or "").encode()
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        return bool(await self.client.ping())
 
     # -- run queue ----------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import EmbeddedCluster, EmbeddedRedis, free_port
@@ -20,82 +22,109 @@ from bench._report import append_section
 BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "scaleout", "checkpointer"]
 
 
-def main() -> int:  # noqa: PLR0915 - one linear list of benchmarks reads better than fragments
-    """Run the benchmarks and write the report."""
+@dataclass
+class Run:
+    """One `make bench`: its options, the private Redis, and what the report gathers."""
+
+    args: argparse.Namespace
+    tmp: Path
+    server: EmbeddedRedis
+    headline: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    timings: list[str] = field(default_factory=list)
+
+    def timed(self, name: str, started: float) -> None:
+        line = f"{name}: {time.monotonic() - started:.0f} s"
+        self.timings.append(line)
+        print(f"[bench] {line}", file=sys.stderr, flush=True)
+
+
+def _frontdoor(run: Run) -> None:
+    runs = 100 if run.args.quick else 200
+    ours = [asyncio.run(frontdoor.run(run.server.url, run.tmp / f"fd{n}", engine_processes=n, runs=runs))
+            for n in (0, 1)]  # fmt: skip
+    if not run.args.no_peer:
+        pr = asyncio.run(peer.run(run.tmp, free_port(), runs=runs))
+        run.headline.append(frontdoor.ratios(ours, pr))
+        run.parts.append(frontdoor.comparison(ours, pr))
+    run.parts += [fd.table() for fd in ours]
+
+
+def _critical_path(run: Run) -> None:
+    latency, sizes = (0.5, (1, 10)) if run.args.quick else (2.0, (1, 100))
+    cp = asyncio.run(critical_path.run(run.server.url, run.tmp / "cp", latency=latency, sizes=sizes))
+    run.headline.append(cp.headline())
+    run.parts.append(cp.table())
+
+
+def _concurrency(run: Run) -> None:
+    workflows, window = (100, 40.0) if run.args.quick else (1000, 50.0)
+    pids = [run.server.pid] if run.server.pid else None
+    conc = asyncio.run(concurrency.run(run.server.url, run.tmp / "conc", workflows=workflows, window=window,
+                                       redis_pids=pids))  # fmt: skip
+    run.headline.append(conc.headline())
+    run.parts.append(conc.table())
+
+
+def _scaleout(run: Run) -> None:
+    with EmbeddedCluster(data_dir=run.tmp / "cluster") as cluster:
+        so = asyncio.run(scaleout.run(run.server, cluster, run.tmp / "so", quick=run.args.quick))
+    run.headline.append(so.headline())
+    run.parts.append(so.table())
+
+
+def _checkpointer(run: Run) -> None:
+    result = asyncio.run(checkpointer.run(run.server.url, rounds=1 if run.args.quick else run.args.rounds))
+    run.parts.append("### 5. Checkpointer\n\n" + result.table())
+
+
+# In the order they run, with the name their wall time is reported under.
+_STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
+    "frontdoor": ("benchmarks 1-3 (front door, both sides)", _frontdoor),
+    "critical_path": ("benchmark 7 (critical path)", _critical_path),
+    "concurrency": ("benchmark 4 (concurrency)", _concurrency),
+    "scaleout": ("benchmark 8 (scale-out)", _scaleout),
+    "checkpointer": ("benchmark 5 (checkpointer)", _checkpointer),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the short set: smaller loads, L = 0.5 s")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--only", choices=BENCHMARKS, action="append", default=None, help="repeatable")
     parser.add_argument("--no-peer", action="store_true", help="skip the LangGraph Agent Server peer")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    """Run the benchmarks and write the report."""
+    args = _parser().parse_args()
     only = set(args.only or BENCHMARKS)
-    quick = args.quick
-    headline: list[str] = []
-    parts: list[str] = []
-    timings: list[str] = []
     t0 = time.monotonic()
-
-    def timed(name: str, started: float) -> None:
-        line = f"{name}: {time.monotonic() - started:.0f} s"
-        timings.append(line)
-        print(f"[bench] {line}", file=sys.stderr, flush=True)
-
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp_name:
         tmp = Path(tmp_name)
         for sub in ("fd0", "fd1", "conc", "cp", "so"):
             (tmp / sub).mkdir()
-        server = EmbeddedRedis(data_dir=tmp / "redis", transport="tcp")
-        with server:
-            if "frontdoor" in only:
-                started = time.monotonic()
-                runs = 100 if quick else 200
-                ours = [asyncio.run(frontdoor.run(server.url, tmp / f"fd{n}", engine_processes=n, runs=runs))
-                        for n in (0, 1)]  # fmt: skip
-                if not args.no_peer:
-                    pr = asyncio.run(peer.run(tmp, free_port(), runs=runs))
-                    headline.append(frontdoor.ratios(ours, pr))
-                    parts.append(frontdoor.comparison(ours, pr))
-                parts += [fd.table() for fd in ours]
-                timed("benchmarks 1-3 (front door, both sides)", started)
-            if "critical_path" in only:
-                started = time.monotonic()
-                latency, sizes = (0.5, (1, 10)) if quick else (2.0, (1, 100))
-                cp = asyncio.run(critical_path.run(server.url, tmp / "cp", latency=latency, sizes=sizes))
-                headline.append(cp.headline())
-                parts.append(cp.table())
-                timed("benchmark 7 (critical path)", started)
-            if "concurrency" in only:
-                started = time.monotonic()
-                workflows, window = (100, 40.0) if quick else (1000, 50.0)
-                conc = asyncio.run(concurrency.run(server.url, tmp / "conc", workflows=workflows, window=window,
-                                                   redis_pids=[server.pid] if server.pid else None))  # fmt: skip
-                headline.append(conc.headline())
-                parts.append(conc.table())
-                timed("benchmark 4 (concurrency)", started)
-            if "scaleout" in only:
-                started = time.monotonic()
-                with EmbeddedCluster(data_dir=tmp / "cluster") as cluster:
-                    so = asyncio.run(scaleout.run(server, cluster, tmp / "so", quick=quick))
-                headline.append(so.headline())
-                parts.append(so.table())
-                timed("benchmark 8 (scale-out)", started)
-            if "checkpointer" in only:
-                started = time.monotonic()
-                result = asyncio.run(checkpointer.run(server.url, rounds=1 if quick else args.rounds))
-                parts.append("### 5. Checkpointer\n\n" + result.table())
-                timed("benchmark 5 (checkpointer)", started)
-    timings.append(f"total: {time.monotonic() - t0:.0f} s")
-    mode = "`make bench BENCH_ARGS=--quick` (the short set)" if quick else "`make bench`"
+        with EmbeddedRedis(data_dir=tmp / "redis", transport="tcp") as server:
+            run = Run(args, tmp, server)
+            for name, (title, step) in _STEPS.items():
+                if name in only:
+                    started = time.monotonic()
+                    step(run)
+                    run.timed(title, started)
+    run.timings.append(f"total: {time.monotonic() - t0:.0f} s")
+    mode = "`make bench BENCH_ARGS=--quick` (the short set)" if args.quick else "`make bench`"
     body = "\n\n".join([
         f"Mode: {mode}.",
-        "### Headline: ratios and targets\n\n" + "\n".join(h for h in headline if h),
-        *parts,
-        "Wall time per benchmark: " + "; ".join(timings) + ".",
+        "### Headline: ratios and targets\n\n" + "\n".join(h for h in run.headline if h),
+        *run.parts,
+        "Wall time per benchmark: " + "; ".join(run.timings) + ".",
     ])  # fmt: skip
     print(body)
     if not args.no_write:
-        append_section("make bench" + (" --quick" if quick else ""), body)
+        append_section("make bench" + (" --quick" if args.quick else ""), body)
     return 0
 
 

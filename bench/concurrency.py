@@ -285,6 +285,36 @@ class _RoundRobin:
         return self.clients[self.i % len(self.clients)]
 
 
+async def _servers(
+    stack: contextlib.AsyncExitStack, env: dict[str, str], tmp: Path, instances: int
+) -> tuple[list[int], list[str]]:
+    """Start `instances` server processes on one Redis; their pids and MCP URLs."""
+    pids, urls = [], []
+    for i in range(instances):
+        mine = {**env, "INSTANCE_ID": f"bench-{i}", "LOG_FILE": str(tmp / f"concurrency-server-{i}.log")}
+        serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / f"c{i}")]
+        pid, lines = await stack.enter_async_context(_process(serve_args, mine, "listening on"))
+        pids.append(pid)
+        urls.append(next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0])
+    return pids, urls
+
+
+async def _cut_off(unfinished: set[asyncio.Task[None]], out: ConcurrencyResult) -> None:
+    """The time box ended: stop following the productions still running, and cancel them."""
+    for task in unfinished:
+        task.cancel()
+    await asyncio.gather(*unfinished, return_exceptions=True)
+    out.cut_off = len(out.open_runs)
+    sem = asyncio.Semaphore(50)
+
+    async def cancel(wid: str, c: RawMcp) -> None:
+        async with sem:
+            with contextlib.suppress(Exception):
+                await c.call_tool("cancel_workflow", {"workflow_id": wid})
+
+    await asyncio.gather(*(cancel(w, c) for w, c in list(out.open_runs.items())))
+
+
 async def run(
     redis_url: str,
     tmp: Path,
@@ -314,17 +344,9 @@ async def run(
         prefix = f"c{uuid.uuid4().hex[:6]}"
         memory_before = await read_memory()
         async with contextlib.AsyncExitStack() as stack:
-            pids, urls = [], []
-            for i in range(instances):
-                env = {**base_env, **services, "REDIS_URL": redis_url, "KEY_PREFIX": prefix,
-                       "INSTANCE_ID": f"bench-{i}", "INTEGRITY_KEYS": f"bench-{prefix}-key",
-                       "LOG_FILE": str(tmp / f"concurrency-server-{i}.log")}  # fmt: skip
-                serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / f"c{i}")]
-                pid, lines = await stack.enter_async_context(_process(serve_args, env, "listening on"))
-                pids.append(pid)
-                urls.append(
-                    next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0]
-                )
+            env = {**base_env, **services, "REDIS_URL": redis_url, "KEY_PREFIX": prefix,
+                   "INTEGRITY_KEYS": f"bench-{prefix}-key"}  # fmt: skip
+            pids, urls = await _servers(stack, env, tmp, instances)
             metrics_urls = [u.removesuffix("/mcp") + "/metrics" for u in urls]
             clients = [RawMcp(u, max_connections=workflows // instances + 50) for u in urls]
             for c in clients:
@@ -340,18 +362,7 @@ async def run(
             _, unfinished = await asyncio.wait(follows, timeout=window)
             out.seconds = time.perf_counter() - t0
             if unfinished:  # the time box ended: stop following, cancel what still runs
-                for task in unfinished:
-                    task.cancel()
-                await asyncio.gather(*unfinished, return_exceptions=True)
-                out.cut_off = len(out.open_runs)
-                sem = asyncio.Semaphore(50)
-
-                async def cancel(wid: str, c: RawMcp) -> None:
-                    async with sem:
-                        with contextlib.suppress(Exception):
-                            await c.call_tool("cancel_workflow", {"workflow_id": wid})
-
-                await asyncio.gather(*(cancel(w, c) for w, c in list(out.open_runs.items())))
+                await _cut_off(unfinished, out)
             cpu1 = (_cpu(servers), _cpu(standins), _cpu(redis_procs))
             out.cpu_server, out.cpu_standins, out.cpu_redis = (b - a for a, b in zip(cpu0, cpu1, strict=True))
             async with httpx2.AsyncClient(timeout=30) as http:

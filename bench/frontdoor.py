@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import httpx2
 
-from graphs._diagnostic import DIAGNOSTIC_STEPS
+from graphs import DIAGNOSTIC_STEPS
 
 __all__ = ["FrontDoorResult", "RawMcp", "Side", "measure", "run"]
 

@@ -23,8 +23,7 @@ from typing import Any
 import mcp_types as types
 from mcp import Client
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Settings, open_orchestrator
 from tests.server.clients import BOTH_ERAS, connect, stdio_client
 
 
@@ -75,11 +74,9 @@ async def main() -> None:
     os.environ.setdefault("INTEGRITY_KEYS", secrets.token_hex(32))
     with tempfile.TemporaryDirectory(prefix="mo-notif-") as tmp:
         settings = Settings(data_dir=Path(tmp) / "redis", key_prefix="notif", task_poll_seconds=0.5)
-        async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as orch:
-            assert orch.keys is not None
-            assert orch.embedded is not None
+        async with open_orchestrator(settings, sandbox=True) as (orch, _):
             key, _ = await orch.keys.create("bench", ["*"], "admin")
-            redis_url = orch.embedded.url
+            redis_url = orch.redis_url
 
             def client(transport: str, count: Count) -> contextlib.AbstractAsyncContextManager[Client]:
                 kw: dict[str, Any] = {"logging_callback": count.on_log, "log_level": "info"}

@@ -1,8 +1,12 @@
-"""LangGraph graphs, their state schemas, the agent registry, the ports nodes use, the catalogue."""
+"""LangGraph graphs, their state schemas, the agent registry, the ports nodes use, the catalogue.
+
+Imports only `adapters` (its error tree and the Task Service's task data keys); never `server`.
+"""
 
 from graphs._agents import AgentOutcome, run_agent
-from graphs._budget import BUDGETS, BudgetExceededError, BudgetLimits, BudgetPort, Counted, Unlimited
+from graphs._budget import BUDGETS, BudgetLimits, BudgetPort, Counted, Unlimited
 from graphs._catalog import WORKFLOWS, WorkflowSpec
+from graphs._diagnostic import DIAGNOSTIC_STEPS
 from graphs._movie import (
     MovieState,
     build_character_development,
@@ -14,7 +18,6 @@ from graphs._options import (
     DiagnosticLinearOptions,
     EpisodeProductionOptions,
     MovieProductionOptions,
-    OptionError,
     PreviewOptions,
     ProductionOptions,
     WorkflowOptions,
@@ -31,6 +34,7 @@ from graphs._writer import LocalWriter, WriterPort
 
 __all__ = [
     "BUDGETS",
+    "DIAGNOSTIC_STEPS",
     "PHASE_TO_AUTO_MOVIE",
     "REQUIRED_DELIVERABLES",
     "WORKFLOWS",
@@ -38,7 +42,6 @@ __all__ = [
     "AgentOutcome",
     "AutoMoviePort",
     "BrainPort",
-    "BudgetExceededError",
     "BudgetLimits",
     "BudgetPort",
     "CharacterDevelopmentOptions",
@@ -50,7 +53,6 @@ __all__ = [
     "MemoPort",
     "MovieProductionOptions",
     "MovieState",
-    "OptionError",
     "Ports",
     "PreviewOptions",
     "PreviewState",

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["BUDGETS", "BudgetExceededError", "BudgetLimits", "BudgetPort", "Counted", "Unlimited"]
+from adapters.errors import BudgetExceededError  # noqa: F401 - named in the docstrings below
+
+__all__ = ["BUDGETS", "BudgetLimits", "BudgetPort", "Counted", "Unlimited"]
 
 Counted = Literal["agent_executions", "outside_jobs"]
 BUDGETS = ("agent_executions", "outside_jobs", "fan_out", "step_seconds")
@@ -26,29 +28,6 @@ class BudgetLimits:
     outside_jobs: int = 400
     fan_out: int = 50
     step_seconds: float = 3_600.0
-
-
-class BudgetExceededError(Exception):
-    """A workflow reached one of its budgets.
-
-    Not an `OrchestratorError`: nodes that tolerate outside failures (progress write-back, a missing
-    project) must not swallow it.
-
-    Attributes:
-        budget: which budget (`agent_executions`, `outside_jobs`, `fan_out`, `step_seconds`).
-        limit: its ceiling for this workflow.
-        reached: the figure that went over it.
-        where: the step it happened at.
-    """
-
-    def __init__(self, budget: str, limit: float, reached: float, where: str = "") -> None:
-        at = f" at step {where!r}" if where else ""
-        super().__init__(
-            f"budget {budget} exceeded{at}: reached {reached:g}, the ceiling is {limit:g} "
-            f"(the deployment's BUDGET_{budget.upper()}, or less if the workflow's max_{budget} option asked "
-            "for less); an operator raises the budget, then retry_step continues from this step"
-        )
-        self.budget, self.limit, self.reached, self.where = budget, limit, reached, where
 
 
 class BudgetPort(Protocol):

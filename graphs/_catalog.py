@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from langgraph.graph import StateGraph
 
+from graphs import _options as opt
 from graphs._diagnostic import build_diagnostic_linear
 from graphs._movie import build_character_development, build_episode_production, build_movie_production
-from graphs._options import (
-    CharacterDevelopmentOptions,
-    DiagnosticLinearOptions,
-    EpisodeProductionOptions,
-    MovieProductionOptions,
-    PreviewOptions,
-    WorkflowOptions,
-    read_options,
-    repaired,
-)
 from graphs._preview import build_preview
 
 __all__ = ["WORKFLOWS", "WorkflowSpec"]
@@ -35,20 +26,22 @@ class WorkflowSpec:
     name: str
     description: str
     build: Callable[[], StateGraph[Any, Any, Any, Any]]
-    options: type[WorkflowOptions]
+    options: type[opt.WorkflowOptions]
 
-    def initial_input(self, project_id: str, brief: str, options: dict[str, Any]) -> dict[str, Any]:
-        """The graph's input for a new run (stored options are read leniently, see `read_options`)."""
-        typed = read_options(self.options, options)
-        changed = repaired(self.options, options)
+    def initial_input(self, project_id: str, brief: str) -> dict[str, Any]:
+        """The graph's input for a new run (the options travel in the run's context, `run_options`)."""
+        return {"project_id": project_id, "brief": brief}
+
+    def run_options(self, stored: Mapping[str, Any] | None) -> opt.ProductionOptions:
+        """A workflow's stored options, parsed once for a run: read leniently (a record written before the
+        contract keeps running, and the repair is logged), with the defaults of the options it does not take.
+        """
+        typed = opt.read_options(self.options, stored)
+        changed = opt.repaired(self.options, stored)
         if changed:
             log.warning("options.repaired", workflow=self.name,
                         changes={k: [repr(old)[:60], repr(new)[:60]] for k, (old, new) in changed.items()})  # fmt: skip
-        return {
-            "project_id": project_id,
-            "brief": brief,
-            "options": typed.model_dump(mode="json", exclude_unset=True),
-        }
+        return opt.ProductionOptions.model_validate(typed.model_dump(), strict=False)
 
 
 WORKFLOWS: dict[str, WorkflowSpec] = {
@@ -59,33 +52,33 @@ WORKFLOWS: dict[str, WorkflowSpec] = {
             "The whole production: concepts (you choose), story with a quality gate and revisions, characters, "
             "visual and audio design, every scene, post-production, final assembly and your final approval.",
             build_movie_production,
-            MovieProductionOptions,
+            opt.MovieProductionOptions,
         ),
         WorkflowSpec(
             "character_development",
             "Story and cast only: the story from the brief, then every character created, checked for "
             "consistency, designed and voiced.",
             build_character_development,
-            CharacterDevelopmentOptions,
+            opt.CharacterDevelopmentOptions,
         ),
         WorkflowSpec(
             "episode_production",
             "One episode of an existing series from its brief: story (quality gate), cast, design, scenes, "
             "post-production and final assembly, without the concept choice.",
             build_episode_production,
-            EpisodeProductionOptions,
+            opt.EpisodeProductionOptions,
         ),
         WorkflowSpec(
             "preview",
             "A concept, one key image from the Task Service and a summary (seconds).",
             build_preview,
-            PreviewOptions,
+            opt.PreviewOptions,
         ),
         WorkflowSpec(
             "diagnostic_linear",
             "Ten steps that each add one, no outside calls: measures the engine and the store.",
             build_diagnostic_linear,
-            DiagnosticLinearOptions,
+            opt.DiagnosticLinearOptions,
         ),
     )
 }

@@ -21,9 +21,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send, interrupt
 
-from adapters.errors import OrchestratorError, PermanentError, TransientError
+from adapters.errors import OutsideError, PermanentError, TransientError
 from graphs._agents import run_agent
-from graphs._options import ProductionOptions, read_options
 from graphs._ports import Ports
 from graphs._registry import PHASE_TO_AUTO_MOVIE, registry
 from graphs._transforms import REQUIRED_DELIVERABLES
@@ -43,6 +42,8 @@ class MovieState(TypedDict, total=False):
 
     project_id: str
     brief: str
+    # Options travel in the run context (`Ports.options`); this channel only keeps checkpoints written
+    # before that loadable.
     options: dict[str, Any]
     project: dict[str, Any]
     concepts: list[dict[str, Any]]
@@ -77,11 +78,6 @@ def _progress(phase: str, step: str, percent: float, message: str) -> None:
                          "message": message})  # fmt: skip
 
 
-def _opts(state: MovieState) -> ProductionOptions:
-    """The workflow's options, typed (stored workflows from before the contract are read leniently)."""
-    return read_options(ProductionOptions, state.get("options"))
-
-
 def _merge(*parts: MovieState) -> MovieState:
     """Combine node outputs, concatenating the list channels that have reducers."""
     out: dict[str, Any] = {}
@@ -106,15 +102,15 @@ async def _phase_done(ports: Ports, state: MovieState, phase: str) -> MovieState
              "percent": _PHASE_END[phase]},
             step=f"progress.{phase}",
         )  # fmt: skip
-    except OrchestratorError as exc:
+    except OutsideError as exc:
         log.warning("progress.write_back_failed", phase=phase, error=str(exc)[:300])
         return {"phases_done": [phase]}
     return {"phases_done": [phase], "agents_run": ["progress_reporter"]}
 
 
-def _decide(state: MovieState, question: str, options: list[str], recommended: str, **context: Any) -> str:
+def _decide(ports: Ports, question: str, options: list[str], recommended: str, **context: Any) -> str:
     """Ask a human (an interrupt), unless the workflow was started with auto_approve."""
-    if _opts(state).auto_approve:
+    if ports.options.auto_approve:
         return recommended
     answer = interrupt({"question": question, "options": options, "kind": "choice",
                         "context": {"recommended": recommended, **context}})  # fmt: skip
@@ -137,16 +133,16 @@ async def load_project(state: MovieState, runtime: Runtime[Ports]) -> MovieState
         log.warning("project.unavailable_using_defaults", error=str(exc)[:200])
         project = {
             "id": state["project_id"],
-            "genre": _opts(state).genre,
+            "genre": runtime.context.options.genre,
             "projectSettings": {},
         }
         agents = []
     try:
         await runtime.context.auto_movie.set_status(state["project_id"], "production")
-    except OrchestratorError as exc:
+    except OutsideError as exc:
         log.warning("project.status_not_updated", error=str(exc)[:200])
     return {"project": project, "agents_run": agents, "concept_round": 0, "revisions": 0,
-            "max_revisions": _opts(state).max_revisions}  # fmt: skip
+            "max_revisions": runtime.context.options.max_revisions}  # fmt: skip
 
 
 async def write_concepts(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
@@ -156,18 +152,18 @@ async def write_concepts(state: MovieState, runtime: Runtime[Ports]) -> MovieSta
     out = await run_agent(
         runtime.context, "series_creator",
         {"brief": state.get("brief", ""), "project": state.get("project", {}), "round": rnd,
-         "count": _opts(state).concept_count},
+         "count": runtime.context.options.concept_count},
         step=f"concepts.{rnd}",
     )  # fmt: skip
     return {"concepts": out.output["concepts"], "agents_run": [out.agent_id]}
 
 
-def choose_concept(state: MovieState) -> MovieState:
+def choose_concept(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """A human picks one concept, or asks for more."""
     concepts = state["concepts"]
     titles = [c["title"] for c in concepts]
     _progress("story", "choose_concept", 5, "waiting for a concept choice")
-    choice = _decide(state, "Which concept should the production develop?", [*titles, "more"], titles[0],
+    choice = _decide(runtime.context, "Which concept should the production develop?", [*titles, "more"], titles[0],
                      concepts=concepts)  # fmt: skip
     if choice == "more":
         return {"concept_round": state.get("concept_round", 0) + 1, "concept": {}}
@@ -216,8 +212,8 @@ async def evaluate_story(state: MovieState, runtime: Runtime[Ports]) -> MovieSta
     return {"story_score": score, "agents_run": [out.agent_id]}
 
 
-def _gate(state: MovieState) -> Literal["breakdown", "revise_story", "story_review"]:
-    threshold = _opts(state).story_threshold
+def _gate(state: MovieState, runtime: Runtime[Ports]) -> Literal["breakdown", "revise_story", "story_review"]:
+    threshold = runtime.context.options.story_threshold
     if state.get("story_score", 0) >= threshold or state.get("story_verdict") == "approve":
         return "breakdown"
     if state.get("revisions", 0) < state.get("max_revisions", 2):
@@ -238,11 +234,11 @@ async def revise_story(state: MovieState, runtime: Runtime[Ports]) -> MovieState
     return {"story": out.output["story"], "revisions": rev, "agents_run": [out.agent_id]}
 
 
-def story_review(state: MovieState) -> MovieState:
+def story_review(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """After K revisions below the bar, a human approves, asks for one more revision, or rejects."""
-    threshold = _opts(state).story_threshold
+    threshold = runtime.context.options.story_threshold
     verdict = _decide(
-        state,
+        runtime.context,
         f"The story scored {state.get('story_score')} after {state.get('revisions')} revisions "
         f"(the bar is {threshold}). Approve it as it is, revise once more, or reject the production?",
         ["approve", "revise", "reject"], "approve", score=state.get("story_score"),
@@ -261,7 +257,7 @@ def _after_review(state: MovieState) -> Literal["breakdown", "revise_story", "su
 
 async def breakdown(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """Episode breakdown: the scenes and the cast."""
-    opts = _opts(state)
+    opts = runtime.context.options
     # The widest steps that follow are one branch per character, then one per scene.
     runtime.context.budget.check_width(max(opts.scenes, opts.characters), where="breakdown")
     out = await run_agent(runtime.context, "episode_breakdown",
@@ -484,10 +480,10 @@ async def final_assembly(state: MovieState, runtime: Runtime[Ports]) -> MovieSta
             "agents_run": [qc.agent_id, trailer.agent_id, package.agent_id]}  # fmt: skip
 
 
-def final_approval(state: MovieState) -> MovieState:
+def final_approval(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """A human approves the final cut for distribution, or rejects it."""
     _progress("final", "final_approval", 97, "waiting for final approval")
-    answer = _decide(state, "Approve the final cut for distribution?", ["approve", "reject"], "approve",
+    answer = _decide(runtime.context, "Approve the final cut for distribution?", ["approve", "reject"], "approve",
                      deliverables=list(state.get("deliverables", {})))  # fmt: skip
     return {"approval": answer, "outcome": "" if answer == "approve" else "rejected at final approval"}
 
@@ -543,7 +539,7 @@ def _add(b: Builder, name: str, fn: Any) -> None:
 async def concept_from_brief(state: MovieState, runtime: Runtime[Ports]) -> MovieState:
     """Templates without a concept choice take the brief as the concept."""
     _progress("story", "concept_from_brief", 4, "taking the brief as the concept")
-    return {"concept": {"title": _opts(state).title, "logline": state.get("brief", "")}}
+    return {"concept": {"title": runtime.context.options.title, "logline": state.get("brief", "")}}
 
 
 def _production(*, choose_concept_step: bool, final_approval_step: bool) -> Builder:

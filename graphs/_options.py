@@ -28,12 +28,13 @@ from typing import Annotated, Any, Literal, TypeVar
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters.errors import OptionError
+
 __all__ = [
     "CharacterDevelopmentOptions",
     "DiagnosticLinearOptions",
     "EpisodeProductionOptions",
     "MovieProductionOptions",
-    "OptionError",
     "PreviewOptions",
     "ProductionOptions",
     "WorkflowOptions",
@@ -212,22 +213,6 @@ def repaired(model: type[WorkflowOptions], raw: Mapping[str, Any] | None) -> dic
     data = dict(raw or {})
     used = read_options(model, data).model_dump()
     return {k: (v, used.get(k, "dropped")) for k, v in data.items() if used.get(k, "dropped") != v}
-
-
-class OptionError(ValueError):
-    """An option a workflow does not accept: names the option, the value given and what is allowed."""
-
-    def __init__(
-        self, workflow: str, option: str, value: Any, allowed: str, *, unknown: bool = False
-    ) -> None:
-        shown = repr(value)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        if unknown:
-            text = f"{workflow} has no option {option!r} (given {shown}); its options are {allowed}"
-        else:
-            text = f"{option}={shown} is not accepted by {workflow}; allowed: {allowed}"
-        super().__init__(text)
-        self.workflow, self.option, self.value, self.allowed = workflow, option, value, allowed
 
 
 def allowed(model: type[WorkflowOptions], name: str) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from graphs._budget import BudgetPort, Unlimited
+from graphs._options import ProductionOptions
 from graphs._writer import WriterPort
 
 __all__ = ["AutoMoviePort", "BrainPort", "FilesPort", "MemoPort", "Ports", "TaskPort"]
@@ -79,7 +80,11 @@ class FilesPort(Protocol):
 
 @dataclass(frozen=True)
 class Ports:
-    """Everything a node may call, bound to one workflow run."""
+    """Everything a node may call, bound to one workflow run, and the run's options.
+
+    `options` is the workflow's options parsed once, when the run starts (`WorkflowSpec.run_options`):
+    every production option, with the defaults of those the workflow does not take.
+    """
 
     workflow_id: str
     project_id: str
@@ -92,3 +97,4 @@ class Ports:
     unavailable: Callable[[str], bool] = field(default=lambda _service: False)
     on_agent: Callable[[str, str, str], None] = field(default=lambda _agent, _outcome, _detail: None)
     budget: BudgetPort = field(default_factory=Unlimited)
+    options: ProductionOptions = field(default_factory=ProductionOptions)

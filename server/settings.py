@@ -1,4 +1,7 @@
-"""The one settings object, read once at start from the environment (and `*_FILE` secrets)."""
+"""The one settings object, read once at start from the environment (and `*_FILE` secrets).
+
+Only the process layer (`server.process`) reads it; every other part is given the values it uses.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,26 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import psutil
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters import default_data_dir
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "memory_limit_bytes"]
+
+
+def memory_limit_bytes() -> int:
+    """The memory this process may use: its cgroup's limit when it has one, else the machine's memory."""
+    total = int(psutil.virtual_memory().total)
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            return int(text)
+    return total
 
 
 class Settings(BaseSettings):
@@ -80,6 +97,10 @@ class Settings(BaseSettings):
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
 
     brief_max_chars: int = Field(default=20_000, ge=100)
+    notice_backstop_seconds: float = Field(
+        default=5.0, gt=0, le=300,
+        description="a waiting get_status re-reads the workflow this often, in case a change notice was lost",
+    )  # fmt: skip
 
     # Per-workflow budgets: the engine stops a workflow that reaches one (a workflow may ask for less).
     budget_agent_executions: int = Field(
@@ -115,6 +136,11 @@ class Settings(BaseSettings):
         description="comma-separated addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
         "names the caller; unset: none, a caller is always its socket's peer",
     )
+
+    @property
+    def media_root(self) -> Path:
+        """The media folder: `media_dir`, or ``media`` beside the data folder."""
+        return self.media_dir or self.data_dir.parent / "media"
 
     @property
     def trusted_proxy_list(self) -> list[str]:
@@ -153,8 +179,6 @@ class Settings(BaseSettings):
         """The memory mark in bytes (the default: 80% of the memory this process may use)."""
         if self.memory_high_water_mb:
             return self.memory_high_water_mb * 2**20
-        from server._guard import memory_limit_bytes
-
         return int(memory_limit_bytes() * 0.8)
 
     @model_validator(mode="before")

@@ -1,11 +1,16 @@
-"""STAND-INS of the platform's outside services, for the demo and the integration tests.
+"""STAND-INS of the platform's outside services, for the demo, `serve --sandbox` and the tests.
 
-They speak the contracts in shared/contracts/ on loopback ports; the adapters never know.
+They speak the contracts in shared/contracts/ on loopback ports; the adapters never know. The production
+assembly (`server.process`) does not import them: whoever wants them running starts a `Sandbox` and points
+the settings at it.
+
+May import: `server.web` (serving on loopback, the WebSocket bridge), `server.settings`.
 """
 
-from server.sandbox._serve import serve_app
+from server.sandbox._running import Sandbox
 from server.sandbox.auto_movie import AutoMovieStandIn
 from server.sandbox.brain import BrainStandIn
 from server.sandbox.task_service import TaskServiceStandIn
+from server.web import serve_app
 
-__all__ = ["AutoMovieStandIn", "BrainStandIn", "TaskServiceStandIn", "serve_app"]
+__all__ = ["AutoMovieStandIn", "BrainStandIn", "Sandbox", "TaskServiceStandIn", "serve_app"]

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server._ws import serve_mcp_websocket
+from server.web import serve_mcp_websocket
 
 __all__ = ["BrainStandIn", "embed"]
 

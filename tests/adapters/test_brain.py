@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters import BrainClient, BreakerBoard, PermanentError, RetryPolicy, ServiceGuard, TransientError
+from adapters import BrainClient, PermanentError, RetryPolicy, ServiceGuard, SharedBreakers, TransientError
 from server.sandbox import BrainStandIn, serve_app
 
 
@@ -70,7 +70,7 @@ async def test_socket_dropped_mid_call_is_transient_and_the_retry_reconnects(
     """The Brain closes the socket mid-call: the call fails transient, the guard retries on a new socket."""
     stand_in, url = brain
     client = BrainClient(url, api_key=stand_in.api_key, dialect=dialect, call_timeout=5)
-    guard = ServiceGuard("brain", BreakerBoard(None), retry=RetryPolicy(max_attempts=3, base=0.01))
+    guard = ServiceGuard("brain", SharedBreakers(None), retry=RetryPolicy(max_attempts=3, base=0.01))
     try:
         await client.store_knowledge("p1", "the lighthouse is haunted by a cartographer")
         stand_in.drop_next = 1

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from adapters._cpu_gate import CpuGate, RunTurn, outside
+from adapters import CpuGate, RunTurn, outside
 
 
 async def _settle() -> None:

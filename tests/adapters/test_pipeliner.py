@@ -7,8 +7,7 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from adapters import AnyRedis
-from adapters._pipeliner import ScriptPipeliner
+from adapters import AnyRedis, ScriptPipeliner
 
 _ECHO_OR_FAIL = """
 if ARGV[1] == 'fail' then return redis.error_reply('asked to fail') end

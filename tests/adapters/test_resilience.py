@@ -1,4 +1,4 @@
-"""ServiceGuard and BreakerBoard: retries on transient errors only, breakers shared through Redis."""
+"""ServiceGuard and SharedBreakers: retries on transient errors only, breakers shared through Redis."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 
 from adapters import (
     AnyRedis,
-    BreakerBoard,
     CircuitOpenError,
     PermanentError,
     RetryPolicy,
     ServiceGuard,
+    SharedBreakers,
     TransientError,
     set_testing,
 )
@@ -30,7 +30,7 @@ def instant() -> Iterator[None]:
 
 async def test_transient_errors_are_retried_then_succeed(instant: None) -> None:
     """Two transient failures then success: the caller sees only the success."""
-    guard = ServiceGuard("svc", BreakerBoard(None), retry=RetryPolicy(max_attempts=4))
+    guard = ServiceGuard("svc", SharedBreakers(None), retry=RetryPolicy(max_attempts=4))
     attempts = 0
 
     async def flaky() -> str:
@@ -46,7 +46,7 @@ async def test_transient_errors_are_retried_then_succeed(instant: None) -> None:
 
 async def test_permanent_errors_are_not_retried(instant: None) -> None:
     """A 4xx-class failure goes straight to the caller and does not count against the breaker."""
-    guard = ServiceGuard("svc", BreakerBoard(None), fail_max=1)
+    guard = ServiceGuard("svc", SharedBreakers(None), fail_max=1)
     attempts = 0
 
     async def bad_request() -> None:
@@ -63,7 +63,7 @@ async def test_permanent_errors_are_not_retried(instant: None) -> None:
 
 async def test_timeouts_count_as_transient(instant: None) -> None:
     """A call that outlives its timeout becomes a TransientError after the retries."""
-    guard = ServiceGuard("slow", BreakerBoard(None), timeout=0.01, retry=RetryPolicy(max_attempts=2))
+    guard = ServiceGuard("slow", SharedBreakers(None), timeout=0.01, retry=RetryPolicy(max_attempts=2))
 
     async def hang() -> None:
         await asyncio.sleep(5)
@@ -76,8 +76,8 @@ async def test_breaker_opens_on_all_instances_then_half_opens_and_closes(
     redis_client: AnyRedis, key_prefix: str, instant: None
 ) -> None:
     """N failures on instance A open the breaker on A and B; after the reset timeout a probe closes both."""
-    board_a = BreakerBoard(redis_client, prefix=key_prefix, instance="a")
-    board_b = BreakerBoard(redis_client, prefix=key_prefix, instance="b")
+    board_a = SharedBreakers(redis_client, prefix=key_prefix, instance="a")
+    board_b = SharedBreakers(redis_client, prefix=key_prefix, instance="b")
     guard_a = ServiceGuard(
         "tasks", board_a, fail_max=3, reset_timeout=0.5, retry=RetryPolicy(max_attempts=1), max_open_wait=0
     )
@@ -124,7 +124,7 @@ async def test_breaker_opens_on_all_instances_then_half_opens_and_closes(
 
 async def test_open_breaker_makes_callers_wait_and_say_why(redis_client: AnyRedis, key_prefix: str) -> None:
     """With the breaker open, call() waits for the half-open probe instead of failing, reporting the wait."""
-    board = BreakerBoard(None)
+    board = SharedBreakers(None)
     guard = ServiceGuard("media", board, fail_max=1, reset_timeout=0.2, retry=RetryPolicy(max_attempts=1))
     healthy = False
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import PermanentError, RecoverableError
-from graphs import LocalWriter, Ports
+from graphs import LocalWriter, Ports, ProductionOptions
 
 
 class Crash(BaseException):
@@ -121,6 +121,8 @@ class World:
     auto_movie: FakeAutoMovie = field(default_factory=FakeAutoMovie)
     memo: FakeMemo = field(default_factory=FakeMemo)
     agent_events: list[tuple[str, str, str]] = field(default_factory=list)
+    # The run's options, as a workflow's record would hold them (the engine parses them into the ports).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def ports(self) -> Ports:
         return Ports(
@@ -133,4 +135,5 @@ class World:
             memo=self.memo,
             files=FakeFiles(self.root),
             on_agent=lambda a, o, d: self.agent_events.append((a, o, d)),
+            options=ProductionOptions.model_validate(self.options),
         )

@@ -45,10 +45,10 @@ def _config() -> Any:
 
 async def test_full_production_approved(tmp_path: Path) -> None:
     """Concept chosen, story passes the gate, final cut approved: the production is distributed."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"scenes": 4})
     graph = build_movie_production().compile(checkpointer=InMemorySaver())
     config = _config()
-    first = await graph.ainvoke({"project_id": "p1", "brief": "a lighthouse keeper", "options": {"scenes": 4}},
+    first = await graph.ainvoke({"project_id": "p1", "brief": "a lighthouse keeper"},
                                 config, context=world.ports())  # fmt: skip
     (decision,) = first["__interrupt__"]
     assert decision.value["options"][-1] == "more"
@@ -72,11 +72,11 @@ async def test_full_production_approved(tmp_path: Path) -> None:
 
 async def test_more_concepts_then_revision_loop_then_pass(tmp_path: Path) -> None:
     """Asking for more concepts writes a new batch; low scores loop through revisions until the gate passes."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"scenes": 1})
     world.tasks.scores = [50, 60, 90]
     graph = build_movie_production().compile(checkpointer=InMemorySaver())
     config = _config()
-    first = await graph.ainvoke({"project_id": "p1", "brief": "b", "options": {"scenes": 1}}, config,
+    first = await graph.ainvoke({"project_id": "p1", "brief": "b"}, config,
                                 context=world.ports())  # fmt: skip
     (d1,) = first["__interrupt__"]
     again = await graph.ainvoke(Command(resume={d1.id: "more"}), config, context=world.ports())
@@ -92,11 +92,11 @@ async def test_more_concepts_then_revision_loop_then_pass(tmp_path: Path) -> Non
 
 async def test_gate_never_passes_escalates_to_a_human_who_rejects(tmp_path: Path) -> None:
     """After K revisions below the bar a human is asked; rejecting ends the production as rejected."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"max_revisions": 2})
     world.tasks.scores = [40]
     graph = build_movie_production().compile(checkpointer=InMemorySaver())
     config = _config()
-    first = await graph.ainvoke({"project_id": "p1", "brief": "b", "options": {"max_revisions": 2}}, config,
+    first = await graph.ainvoke({"project_id": "p1", "brief": "b"}, config,
                                 context=world.ports())  # fmt: skip
     (d,) = first["__interrupt__"]
     result = await graph.ainvoke(Command(resume={d.id: d.value["options"][0]}), config, context=world.ports())
@@ -111,11 +111,11 @@ async def test_gate_never_passes_escalates_to_a_human_who_rejects(tmp_path: Path
 
 async def test_human_asks_one_more_revision_then_approves(tmp_path: Path) -> None:
     """A human can ask for one more revision; when it still fails, they are asked again and approve."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"max_revisions": 1, "scenes": 1})
     world.tasks.scores = [40]
     graph = build_movie_production().compile(checkpointer=InMemorySaver())
     config = _config()
-    first = await graph.ainvoke({"project_id": "p1", "brief": "b", "options": {"max_revisions": 1, "scenes": 1}},
+    first = await graph.ainvoke({"project_id": "p1", "brief": "b"},
                                 config, context=world.ports())  # fmt: skip
     (d,) = first["__interrupt__"]
     out = await _drive(graph, world, config, Command(resume={d.id: d.value["options"][0]}),
@@ -127,11 +127,11 @@ async def test_human_asks_one_more_revision_then_approves(tmp_path: Path) -> Non
 
 async def test_failed_agent_routes_to_its_alternative(tmp_path: Path) -> None:
     """generate_video fails recoverably for every scene: the animatic builder makes the clips instead."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"scenes": 3, "auto_approve": True})
     world.tasks.failing_types = {"generate_video"}
     graph = build_movie_production().compile(checkpointer=InMemorySaver())
     out = await _drive(graph, world, _config(),
-                       {"project_id": "p1", "brief": "b", "options": {"scenes": 3, "auto_approve": True}}, {})  # fmt: skip
+                       {"project_id": "p1", "brief": "b"}, {})  # fmt: skip
     assert out["summary"]["scene_clips_by"] == ["animatic_builder"]
     assert "scene_clips" in out["summary"]["deliverables"]
     failed = [a for a, outcome, _ in world.agent_events if outcome == "failed"]
@@ -142,9 +142,9 @@ async def test_failed_agent_routes_to_its_alternative(tmp_path: Path) -> None:
 @pytest.mark.parametrize("scenes", [1, 12])
 async def test_scene_fan_out(tmp_path: Path, scenes: int) -> None:
     """Scenes fan out with Send: 1 and 12 scenes each produce every scene exactly once."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"scenes": scenes})
     graph = build_episode_production().compile(checkpointer=InMemorySaver())
-    out = await graph.ainvoke({"project_id": "p1", "brief": "b", "options": {"scenes": scenes}}, _config(),
+    out = await graph.ainvoke({"project_id": "p1", "brief": "b"}, _config(),
                               context=world.ports(), durability="sync")  # fmt: skip
     assert sorted(r["index"] for r in out["scene_results"]) == list(range(scenes))
     image_submits = [k for k in world.tasks.submits if k.endswith(":scene_image_generator")]
@@ -154,10 +154,10 @@ async def test_scene_fan_out(tmp_path: Path, scenes: int) -> None:
 
 async def test_character_development_template(tmp_path: Path) -> None:
     """character_development creates, checks, designs and voices every character and stops there."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"characters": 5})
     world.auto_movie.missing = True  # a project Auto-Movie does not know: defaults are used
     graph = build_character_development().compile(checkpointer=InMemorySaver())
-    out = await graph.ainvoke({"project_id": "p1", "brief": "b", "options": {"characters": 5}}, _config(),
+    out = await graph.ainvoke({"project_id": "p1", "brief": "b"}, _config(),
                               context=world.ports())  # fmt: skip
     assert len(out["character_results"]) == 5
     assert world.brain.calls["create_character"] == 5
@@ -169,15 +169,14 @@ async def test_resume_after_crash_between_steps_redoes_nothing(
     tmp_path: Path, redis_client: AnyRedis, key_prefix: str
 ) -> None:
     """The process dies in the middle of the scenes; a new process resumes from Redis and submits nothing twice."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"scenes": 4, "auto_approve": True})
     world.tasks.crash_on = "scene.2"
-    options = {"scenes": 4, "auto_approve": True}
     config = _config()
     graph = build_movie_production().compile(
         checkpointer=RedisCheckpointSaver(redis_client, prefix=key_prefix)
     )
     with pytest.raises(Crash):
-        await graph.ainvoke({"project_id": "p1", "brief": "b", "options": options}, config, context=world.ports(),
+        await graph.ainvoke({"project_id": "p1", "brief": "b"}, config, context=world.ports(),
                             durability="sync")  # fmt: skip
     submitted_before = dict(world.tasks.submits)
     assert any(k.startswith("scene.") for k in submitted_before)

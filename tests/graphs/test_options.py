@@ -11,13 +11,12 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from structlog.testing import capture_logs
 
+from adapters import BudgetExceededError, OptionError
 from graphs import (
     WORKFLOWS,
-    BudgetExceededError,
     BudgetLimits,
     Counted,
     MovieProductionOptions,
-    OptionError,
     ProductionOptions,
     WorkflowOptions,
     build_episode_production,
@@ -85,10 +84,10 @@ def test_stored_options_are_read_leniently() -> None:
     fine = {"scenes": 4, "auto_approve": True}
     assert read_options(ProductionOptions, fine).model_dump(exclude_unset=True) == fine
     assert repaired(ProductionOptions, fine) == {}
-    # the first input of a run carries the repaired options, and says what it changed
+    # a run's options are the repaired ones, and the run says what it changed
     with capture_logs() as logs:
-        first = WORKFLOWS["episode_production"].initial_input("p", "b", old)
-    assert first["options"] == {"scenes": 24, "characters": 1, "auto_approve": True}
+        first = WORKFLOWS["episode_production"].run_options(old)
+    assert (first.scenes, first.characters, first.auto_approve) == (24, 1, True)
     (line,) = [e for e in logs if e["event"] == "options.repaired"]
     assert line["changes"]["scenes"] == ["1000000000", "24"]
 
@@ -114,18 +113,19 @@ def _config() -> Any:
 
 async def test_the_graph_charges_every_agent_execution_and_checks_its_fan_out(tmp_path: Path) -> None:
     """run_agent charges before each execution; the breakdown refuses a fan-out over the budget before building it."""
-    world = World(tmp_path)
+    world = World(tmp_path, options={"scenes": 1})
     graph = build_episode_production().compile(checkpointer=InMemorySaver())
     budget = _Budget(BudgetLimits(agent_executions=5))
     with pytest.raises(BudgetExceededError) as err:
-        await graph.ainvoke({"project_id": "p1", "brief": "b", "options": {"scenes": 1}}, _config(),
+        await graph.ainvoke({"project_id": "p1", "brief": "b"}, _config(),
                             context=dataclasses.replace(world.ports(), budget=budget))  # fmt: skip
     assert (err.value.budget, err.value.limit, err.value.reached) == ("agent_executions", 5, 6)
     assert len(budget.charged) == 5
 
     narrow = _Budget(BudgetLimits(fan_out=4))
+    world.options = {"scenes": 5}
     with pytest.raises(BudgetExceededError) as err:
-        await graph.ainvoke({"project_id": "p1", "brief": "b", "options": {"scenes": 5}}, _config(),
+        await graph.ainvoke({"project_id": "p1", "brief": "b"}, _config(),
                             context=dataclasses.replace(world.ports(), budget=narrow))  # fmt: skip
     assert (err.value.budget, err.value.reached, err.value.where) == ("fan_out", 5, "breakdown")
     assert not any(where.startswith("scene.") for where in narrow.charged)

@@ -13,8 +13,8 @@ import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from adapters._ws_mcp import websocket_client
-from server._runtime import Orchestrator
+from adapters import websocket_client
+from server import Orchestrator
 
 TRANSPORTS = ["memory-auto", "memory-legacy", "http", "ws"]
 # Every transport in both protocol generations (stdio runs a subprocess: see `stdio_client`).

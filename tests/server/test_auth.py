@@ -4,20 +4,19 @@ each role against each tool."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from mcp.shared.exceptions import MCPError
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Orchestrator
 from tests.server.clients import connect
-from tests.server.conftest import error_text, structured
+from tests.server.conftest import OpenOrchestrator, error_text, structured
 
 TOOLS_BY_ROLE = {
     "get_status": "read",
@@ -32,13 +31,6 @@ TOOLS_BY_ROLE = {
     "submit_decision": "decide",
 }
 ROLES = ["read", "operate", "decide", "admin"]
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator with auth on its HTTP port, no engine (workflows stay queued)."""
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as orch:
-        yield orch
 
 
 async def _audit(orch: Orchestrator) -> list[tuple[str, dict[str, Any], bytes]]:
@@ -58,9 +50,9 @@ async def _rpc(url: str, key: str | None) -> httpx.Response:
         return await http.post(f"{url}/mcp", json=body, headers=headers)
 
 
-async def test_http_refuses_missing_wrong_expired_and_revoked_keys(served: Orchestrator) -> None:
+async def test_http_refuses_missing_wrong_expired_and_revoked_keys(front_door: Orchestrator) -> None:
     """No key, a wrong key, an expired key and a revoked key all get 401; every refusal is audited."""
-    keys = served.keys
+    keys = front_door.keys
     assert keys is not None
     good, _ = await keys.create("ok", ["*"], "read")
     expired, _ = await keys.create("old", ["*"], "read", ttl_days=1e-9)
@@ -69,12 +61,12 @@ async def test_http_refuses_missing_wrong_expired_and_revoked_keys(served: Orche
     await anyio.sleep(0.01)
     for key, reason in [(None, "missing key"), ("mo_bad_key", "unknown key"), (expired, "expired key"),
                         (revoked, "revoked key")]:  # fmt: skip
-        resp = await _rpc(served.http_url, key)
+        resp = await _rpc(front_door.http_url, key)
         assert resp.status_code == 401, (key, resp.text)
         assert reason in resp.json()["message"]
         assert resp.headers["www-authenticate"].startswith("Bearer")
-    assert (await _rpc(served.http_url, good)).status_code == 200
-    audit = await _audit(served)
+    assert (await _rpc(front_door.http_url, good)).status_code == 200
+    audit = await _audit(front_door)
     whats = [what for what, _, _ in audit]
     assert whats.count("auth.failed") == 4
     assert {"key.created", "key.revoked"} <= set(whats)
@@ -83,9 +75,9 @@ async def test_http_refuses_missing_wrong_expired_and_revoked_keys(served: Orche
             assert secret.encode() not in raw
 
 
-async def test_websocket_upgrade_requires_a_valid_key(served: Orchestrator) -> None:
+async def test_websocket_upgrade_requires_a_valid_key(front_door: Orchestrator) -> None:
     """The /ws upgrade with no key or a wrong key is closed as a policy violation before any MCP traffic."""
-    url = served.http_url.replace("http://", "ws://") + "/ws"
+    url = front_door.http_url.replace("http://", "ws://") + "/ws"
 
     async def attempt(headers: dict[str, str]) -> None:
         async with ws_connect(url, subprotocols=[Subprotocol("mcp")], additional_headers=headers) as ws:
@@ -98,15 +90,15 @@ async def test_websocket_upgrade_requires_a_valid_key(served: Orchestrator) -> N
 
 
 @pytest.mark.parametrize("transport", ["http", "ws"])
-async def test_another_projects_workflow_is_not_found(served: Orchestrator, transport: str) -> None:
+async def test_another_projects_workflow_is_not_found(front_door: Orchestrator, transport: str) -> None:
     """A key scoped to project A sees B's workflows as unknown (never "forbidden") and cannot list them."""
-    keys = served.keys
+    keys = front_door.keys
     assert keys is not None
     admin, _ = await keys.create("admin", ["*"], "admin")
     scoped, _ = await keys.create("a-only", ["proj-a"], "admin")
-    async with connect(served, transport, admin) as c:
+    async with connect(front_door, transport, admin) as c:
         b = structured(await c.call_tool("start_workflow", {"project_id": "proj-b", "workflow": "preview"}))
-    async with connect(served, transport, scoped) as c:
+    async with connect(front_door, transport, scoped) as c:
         text = error_text(await c.call_tool("get_status", {"workflow_id": b["workflow_id"]}))
         assert "not_found" in text
         assert "forbidden" not in text.lower()
@@ -117,7 +109,7 @@ async def test_another_projects_workflow_is_not_found(served: Orchestrator, tran
                                                                               "workflow": "preview"}))  # fmt: skip
         listed = structured(await c.call_tool("list_workflows", {}))
         assert b["workflow_id"] not in {w["workflow_id"] for w in listed["workflows"]}
-        with pytest.raises(Exception, match="unknown workflow"):
+        with pytest.raises(MCPError, match="unknown workflow"):
             await c.read_resource(f"workflow://{b['workflow_id']}/state")
         a = structured(await c.call_tool("start_workflow", {"project_id": "proj-a", "workflow": "preview"}))
         assert (
@@ -142,17 +134,17 @@ def _args(tool: str, wid: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("role", ROLES)
-async def test_each_role_against_each_tool(served: Orchestrator, role: str) -> None:
+async def test_each_role_against_each_tool(front_door: Orchestrator, role: str) -> None:
     """A role below a tool's need gets permission_denied; at or above it passes the role check."""
-    keys = served.keys
+    keys = front_door.keys
     assert keys is not None
     admin, _ = await keys.create("admin", ["*"], "admin")
     key, _ = await keys.create(f"k-{role}", ["*"], role)
-    async with connect(served, "http", admin) as c:
+    async with connect(front_door, "http", admin) as c:
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
             "workflow_id"
         ]
-    async with connect(served, "http", key) as c:
+    async with connect(front_door, "http", key) as c:
         for tool, needed in TOOLS_BY_ROLE.items():
             result = await c.call_tool(tool, _args(tool, wid))
             allowed = ROLES.index(role) >= ROLES.index(needed)
@@ -162,12 +154,12 @@ async def test_each_role_against_each_tool(served: Orchestrator, role: str) -> N
             else:
                 assert "permission_denied" in text, (role, tool, text)
                 assert needed in text
-    denied = [data for what, data, _ in await _audit(served) if what == "access.denied"]
+    denied = [data for what, data, _ in await _audit(front_door) if what == "access.denied"]
     expected = sum(1 for needed in TOOLS_BY_ROLE.values() if ROLES.index(role) < ROLES.index(needed))
     assert len([d for d in denied if d.get("caller") == f"k-{role}"]) == expected
 
 
-async def test_no_auth_serves_loopback_without_keys(settings: Settings) -> None:
+async def test_no_auth_serves_loopback_without_keys(open_orch: OpenOrchestrator) -> None:
     """--no-auth (loopback development) serves MCP without a key."""
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0), auth=False) as orch:
+    async with open_orch(engine=False, auth=False) as orch:
         assert (await _rpc(orch.http_url, None)).status_code == 200

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-import pytest
 
-from server._board_graph import node_states, picture, timeline
-from server._demo import _board_link, write_board_access
-from server._runtime import Orchestrator
-from server._service import Caller
-from server.settings import Settings
-
-
-@pytest.fixture
-async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator with its HTTP port (keys required) and the stand-ins."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
-        yield o
+from server import Caller, Orchestrator, Settings
+from server.process import board_link, write_board_access
+from server.web.board import node_states, picture, timeline
+from tests.server.conftest import OpenOrchestrator
 
 
 async def _keys(orch: Orchestrator) -> dict[str, str]:
@@ -170,14 +160,16 @@ async def test_the_stream_tells_a_page_of_changes_to_its_productions_only(orch: 
     assert other.workflow_id not in {s["workflow_id"] for s in seen}
 
 
-async def test_a_change_made_through_another_instance_reaches_the_stream(settings: Settings) -> None:
+async def test_a_change_made_through_another_instance_reaches_the_stream(
+    open_orch: OpenOrchestrator, settings: Settings
+) -> None:
     """Neither instance runs workflows: B (no HTTP port) starts a production and cancels it; the page
     streaming from A hears of both, only through Redis."""
     seen: list[str] = []
     other = settings.model_copy(update={"instance_id": "instance-b"})
     async with (
-        Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as a,
-        Orchestrator.open(other, with_engine=False) as b,
+        open_orch(engine=False) as a,
+        open_orch(engine=False, http=False, base=other) as b,
     ):
         keys = await _keys(a)
         async with _http(a, keys["read"]) as http, http.stream("GET", "/board/api/stream") as stream:
@@ -243,7 +235,7 @@ async def test_the_demo_link_opens_the_board_with_a_decide_key_of_the_demo_proje
     path = tmp_path / "board.json"
     await write_board_access(orch, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    link = _board_link(path, "wf-0123456789abcdef")
+    link = board_link(path, "wf-0123456789abcdef")
     assert link.startswith(f"{orch.http_url}/#/w/wf-0123456789abcdef&key=mo_")
     async with _http(orch, link.split("&key=")[1]) as http:
         who = (await http.get("/board/api/whoami")).json()

@@ -23,12 +23,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from adapters import open_redis
-from server._auth import KeyStore
-from server._mcp_app import APP_URI
-from server._runtime import Orchestrator
-from server._service import Caller
-from server.settings import Settings
+from adapters import KeyStore, open_redis
+from server import Caller, Orchestrator
+from server.mcp import APP_URI
 from tests.server.conftest import structured
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,13 +50,6 @@ async def browser() -> AsyncIterator[Browser]:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         yield browser
         await browser.close()
-
-
-@pytest.fixture
-async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator with its HTTP port (keys required) and the stand-ins."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
-        yield o
 
 
 async def _shot(page: Page, name: str) -> None:

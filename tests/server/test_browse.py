@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import mcp_types as types
 import pytest
 from mcp import Client
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Orchestrator, Sandbox
 from tests.server.clients import connect
-from tests.server.conftest import structured
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator serving MCP (no engine: the workflows stay queued)."""
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as orch:
-        yield orch
+from tests.server.conftest import OpenOrchestrator, structured
 
 
 async def _start(c: Client, project: str) -> str:
@@ -29,14 +20,14 @@ async def _start(c: Client, project: str) -> str:
 
 @pytest.mark.parametrize("transport", ["http", "http-legacy", "ws"])
 async def test_completions_and_resources_are_limited_to_the_callers_projects(
-    served: Orchestrator, transport: str
+    front_door: Orchestrator, transport: str
 ) -> None:
     """A key of project 'mine' completes and lists its workflows only, never another project's."""
-    assert served.keys is not None
-    key, _ = await served.keys.create("mine-key", ["mine"], "operate")
-    async with Client(served.mcp) as admin:
+    assert front_door.keys is not None
+    key, _ = await front_door.keys.create("mine-key", ["mine"], "operate")
+    async with Client(front_door.mcp) as admin:
         theirs = await _start(admin, "theirs")
-    async with connect(served, transport, key) as c:
+    async with connect(front_door, transport, key) as c:
         caps = c.server_capabilities
         assert caps is not None
         assert caps.completions is not None
@@ -67,9 +58,9 @@ async def test_completions_and_resources_are_limited_to_the_callers_projects(
         assert "agents://registry" in uris
 
 
-async def test_resources_list_pages(served: Orchestrator) -> None:
+async def test_resources_list_pages(front_door: Orchestrator) -> None:
     """More workflows than one page: nextCursor leads to the rest, each listed once."""
-    async with Client(served.mcp, mode="legacy") as c:
+    async with Client(front_door.mcp, mode="legacy") as c:
         wids = {await _start(c, "paged") for _ in range(55)}
         first = await c.list_resources()
         assert first.next_cursor is not None
@@ -83,9 +74,9 @@ async def test_resources_list_pages(served: Orchestrator) -> None:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_prompts_lead_through_the_tools(served: Orchestrator, mode: str) -> None:
+async def test_prompts_lead_through_the_tools(front_door: Orchestrator, mode: str) -> None:
     """produce_movie and review_decisions are listed and name the tools to call."""
-    async with Client(served.mcp, mode=mode) as c:
+    async with Client(front_door.mcp, mode=mode) as c:
         names = {p.name for p in (await c.list_prompts()).prompts}
         assert {"produce_movie", "review_decisions"} <= names
         movie = await c.get_prompt("produce_movie", {"project_id": "p1", "brief": "a fox in the snow"})
@@ -97,9 +88,11 @@ async def test_prompts_lead_through_the_tools(served: Orchestrator, mode: str) -
         assert "no open decision" in review.messages[0].content.text  # type: ignore[union-attr]
 
 
-async def test_checkpoint_ids_complete_for_a_visible_workflow(settings: Settings) -> None:
+async def test_checkpoint_ids_complete_for_a_visible_workflow(
+    open_orch: OpenOrchestrator, standins: Sandbox
+) -> None:
     """checkpoint_id completes from the checkpoints of the workflow named in the context."""
-    async with Orchestrator.open(settings, with_sandbox=True) as orch, Client(orch.mcp) as c:
+    async with open_orch(sandbox=standins) as orch, Client(orch.mcp) as c:
         wid = await _start(c, "cp")
         st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 30,
                                                          "until": ["completed"]}))  # fmt: skip

@@ -5,23 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import anyio
 from mcp import Client
 
-from server._runtime import Orchestrator
-from server.settings import Settings
-from tests.server.conftest import structured
+from server import Orchestrator, Sandbox
+from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 SMALL: dict[str, Any] = {"scenes": 1, "characters": 1, "auto_approve": True}
-
-
-async def _until(c: Client, wid: str, statuses: set[str], limit: float = 60) -> dict[str, Any]:
-    with anyio.fail_after(limit):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5,
-                                                             "until": sorted(statuses)}))  # fmt: skip
-            if st["status"] in statuses:
-                return st
 
 
 async def _start(c: Client, workflow: str = "movie_production", **options: Any) -> str:
@@ -37,15 +26,13 @@ async def _budget_event(orch: Orchestrator, wid: str) -> dict[str, Any]:
 
 
 async def test_agent_executions_budget_stops_then_raised_budget_and_retry_complete(
-    settings: Settings,
+    open_orch: OpenOrchestrator, standins: Sandbox
 ) -> None:
     """At 12 agent executions the 13th is refused; after a restart with the default budget, retry_step finishes."""
-    async with Orchestrator.open(
-        settings.model_copy(update={"budget_agent_executions": 12}), with_sandbox=True
-    ) as o:
+    async with open_orch(sandbox=standins, budget_agent_executions=12) as o:
         async with Client(o.mcp) as c:
             wid = await _start(c, **SMALL)
-            failed = await _until(c, wid, {"failed", "completed"})
+            failed = await wait_status(c, wid, {"failed", "completed"})
         assert failed["status"] == "failed"
         assert failed["last_error"].startswith("budget_exceeded: budget agent_executions exceeded at step ")
         assert "reached 13, the ceiling is 12" in failed["last_error"]
@@ -54,9 +41,9 @@ async def test_agent_executions_budget_stops_then_raised_budget_and_retry_comple
         assert o.budgets is not None
         assert (await o.budgets.used(wid))["agent_executions"] == 12
     # The operator raises BUDGET_AGENT_EXECUTIONS (here: back to its default) and restarts.
-    async with Orchestrator.open(settings, with_sandbox=True) as o, Client(o.mcp) as c:
+    async with open_orch(sandbox=standins) as o, Client(o.mcp) as c:
         await c.call_tool("retry_step", {"workflow_id": wid})
-        done = await _until(c, wid, {"failed", "completed"})
+        done = await wait_status(c, wid, {"failed", "completed"})
         assert done["status"] == "completed", done["last_error"]
         assert done["result"]["outcome"] == "distributed"
         assert o.budgets is not None
@@ -67,16 +54,14 @@ async def test_agent_executions_budget_stops_then_raised_budget_and_retry_comple
 
 
 async def test_step_seconds_budget_stops_a_slow_step_then_raised_budget_and_retry_complete(
-    settings: Settings,
+    open_orch: OpenOrchestrator, standins: Sandbox
 ) -> None:
     """A step waiting on a slow outside job past the step budget stops the workflow; raised, retry completes."""
-    async with Orchestrator.open(
-        settings.model_copy(update={"budget_step_seconds": 0.5}), with_sandbox=True
-    ) as o:
-        o.sandbox["task_service"].latency = 3.0
+    async with open_orch(sandbox=standins, budget_step_seconds=0.5) as o:
+        standins.task_service.latency = 3.0
         async with Client(o.mcp) as c:
             wid = await _start(c, "preview")
-            failed = await _until(c, wid, {"failed", "completed"})
+            failed = await wait_status(c, wid, {"failed", "completed"})
             assert failed["status"] == "failed"
             assert "budget step_seconds exceeded at step 'keyframe'" in failed["last_error"]
             assert "the ceiling is 0.5" in failed["last_error"]
@@ -88,18 +73,18 @@ async def test_step_seconds_budget_stops_a_slow_step_then_raised_budget_and_retr
             assert o.budgets is not None
             o.budgets.deployment = dataclasses.replace(o.budgets.deployment, step_seconds=60.0)
             await c.call_tool("retry_step", {"workflow_id": wid})
-            done = await _until(c, wid, {"failed", "completed"})
+            done = await wait_status(c, wid, {"failed", "completed"})
         assert done["status"] == "completed", done["last_error"]
         # the step resumed waiting for the job it had submitted instead of submitting another
-        assert o.sandbox["task_service"].submits_by_key == {f"{wid}:keyframe": 1}
+        assert standins.task_service.submits_by_key == {f"{wid}:keyframe": 1}
 
 
-async def test_fan_out_budget_stops_a_wide_step(settings: Settings) -> None:
+async def test_fan_out_budget_stops_a_wide_step(open_orch: OpenOrchestrator, standins: Sandbox) -> None:
     """The breakdown refuses a cast wider than the fan-out budget; the engine refuses two branches over one."""
-    async with Orchestrator.open(settings.model_copy(update={"budget_fan_out": 2}), with_sandbox=True) as o:
+    async with open_orch(sandbox=standins, budget_fan_out=2) as o:
         async with Client(o.mcp) as c:
             wide = await _start(c, **{**SMALL, "characters": 3})
-            failed = await _until(c, wide, {"failed", "completed"})
+            failed = await wait_status(c, wide, {"failed", "completed"})
             assert (
                 "budget fan_out exceeded at step 'breakdown': reached 3, the ceiling is 2"
                 in failed["last_error"]
@@ -107,20 +92,20 @@ async def test_fan_out_budget_stops_a_wide_step(settings: Settings) -> None:
             # a workflow may ask for less than the deployment: one branch at a time, and visual and audio
             # design run side by side, which the engine itself catches as the steps start
             narrow = await _start(c, **SMALL, max_fan_out=1)
-            failed = await _until(c, narrow, {"failed", "completed"})
+            failed = await wait_status(c, narrow, {"failed", "completed"})
         assert failed["status"] == "failed"
         assert "budget fan_out exceeded" in failed["last_error"]
         assert "reached 2, the ceiling is 1" in failed["last_error"]
         assert (await _budget_event(o, narrow))["budget"] == "fan_out"
 
 
-async def test_outside_jobs_budget_asked_for_by_the_workflow(orch: Orchestrator) -> None:
+async def test_outside_jobs_budget_asked_for_by_the_workflow(standins: Sandbox, orch: Orchestrator) -> None:
     """A workflow that asks for one outside job stops at its second, before submitting it."""
     async with Client(orch.mcp) as c:
         wid = await _start(c, **SMALL, max_outside_jobs=1)
-        failed = await _until(c, wid, {"failed", "completed"})
+        failed = await wait_status(c, wid, {"failed", "completed"})
     assert failed["status"] == "failed"
     assert "budget outside_jobs exceeded" in failed["last_error"]
     assert "reached 2, the ceiling is 1" in failed["last_error"]
-    ts = orch.sandbox["task_service"]
+    ts = standins.task_service
     assert sum(n for key, n in ts.submits_by_key.items() if key.startswith(wid)) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -14,10 +13,9 @@ import redis
 from mcp import Client
 from pydantic import SecretStr
 
-from adapters import EmbeddedCluster, WorkflowStore, _workflows, open_redis
-from server._runtime import Orchestrator
-from server.settings import Settings
-from tests.server.conftest import structured
+from adapters import EmbeddedCluster, WorkflowStore, open_redis
+from server import Sandbox, Settings
+from tests.server.conftest import OpenOrchestrator, structured
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +39,7 @@ async def _see_through(client: Client, wid: str) -> dict[str, Any]:
 
 
 async def test_productions_complete_on_a_cluster(
-    cluster: EmbeddedCluster, key_prefix: str, tmp_path: Path
+    open_orch: OpenOrchestrator, standins: Sandbox, cluster: EmbeddedCluster, key_prefix: str, tmp_path: Path
 ) -> None:
     """Previews and small productions started together on the cluster all complete, each job submitted once."""
     settings = Settings(
@@ -52,8 +50,8 @@ async def test_productions_complete_on_a_cluster(
         task_poll_seconds=0.2,
         instance_id=f"test-{key_prefix}",
     )
-    async with Orchestrator.open(settings, with_sandbox=True) as orch, Client(orch.mcp) as client:
-        orch.sandbox["task_service"].latency = 0.05
+    async with open_orch(sandbox=standins, base=settings) as orch, Client(orch.mcp) as client:
+        standins.task_service.latency = 0.05
         starts: list[dict[str, Any]] = [
             *({"project_id": f"p{i}", "workflow": "preview", "brief": f"brief {i}"} for i in range(6)),
             *({"project_id": f"m{i}", "workflow": "movie_production", "options": {"scenes": 1, "characters": 1}}
@@ -67,7 +65,7 @@ async def test_productions_complete_on_a_cluster(
             assert events[0] == "workflow.created"
             assert events[-1] == "workflow.completed", events
         # every outside job was submitted once, whichever master its workflow lives on
-        submits = orch.sandbox["task_service"].submits_by_key
+        submits = standins.task_service.submits_by_key
         assert submits
         assert set(submits.values()) == {1}, submits
         # the workflows' keys really are spread over the masters
@@ -76,21 +74,21 @@ async def test_productions_complete_on_a_cluster(
 
 
 async def test_a_start_is_claimed_only_after_its_record_is_written(
-    cluster: EmbeddedCluster, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+    cluster: EmbeddedCluster, key_prefix: str
 ) -> None:
     """With the record's master slow to write (CLIENT PAUSE WRITE), an engine claiming the start at once
     still finds the record: the start is queued after the record pipeline, not alongside it (where the
     engine would read no record and drop the run)."""
     client = await open_redis(cluster.url)
     try:
-        store = WorkflowStore(client, prefix=key_prefix)
-        await store.ensure_group()
-        queue_port = client.get_node_from_key(store.queue_key).port  # type: ignore[union-attr]
+        probe = WorkflowStore(client, prefix=key_prefix)
+        queue_port = client.get_node_from_key(probe.queue_key).port  # type: ignore[union-attr]
         u = uuid.uuid4()
-        while client.get_node_from_key(store.key(f"wf-{u.hex[:16]}")).port == queue_port:  # type: ignore[union-attr]
+        while client.get_node_from_key(probe.key(f"wf-{u.hex[:16]}")).port == queue_port:  # type: ignore[union-attr]
             u = uuid.uuid4()
         wid = f"wf-{u.hex[:16]}"
-        monkeypatch.setattr(_workflows, "uuid", SimpleNamespace(uuid4=lambda: u))
+        store = WorkflowStore(client, prefix=key_prefix, new_id=lambda: wid)
+        await store.ensure_group()
         for port in cluster.ports:
             if port != queue_port:
                 with redis.Redis(port=port) as node:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from tests.server.conftest import OpenOrchestrator
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / ".conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
@@ -30,14 +29,14 @@ def _missing() -> str:
     return ""
 
 
-async def test_official_conformance_suite(settings: Settings, tmp_path: Path) -> None:
+async def test_official_conformance_suite(open_orch: OpenOrchestrator, tmp_path: Path) -> None:
     """Every applicable scenario of the active suite passes, logging-set-level included."""
     missing = _missing()
     if missing:
         if os.environ.get("REQUIRE_CONFORMANCE"):
             pytest.fail(missing)
         pytest.skip(missing)
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0), auth=False) as orch:
+    async with open_orch(engine=False, auth=False) as orch:
         proc = await asyncio.create_subprocess_exec(
             "node", "--import", str(HERE / "register.mjs"), str(CLI), "server", "--url", f"{orch.http_url}/mcp",
             "--expected-failures", str(HERE / "baseline.yml"),

@@ -10,29 +10,19 @@ import anyio
 import pytest
 from mcp import Client
 
-from server._runtime import Orchestrator
-from server.settings import Settings
-from tests.server.conftest import error_text, structured
+from server import Caller, Orchestrator, Sandbox
+from tests.server.conftest import OpenOrchestrator, error_text, structured, wait_status
 
 
 @pytest.fixture
-async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator with the stand-ins; breakers trip fast and half-open fast."""
-    fast = settings.model_copy(update={"breaker_fail_max": 2, "breaker_reset_seconds": 0.5})
-    async with Orchestrator.open(fast, with_sandbox=True) as o:
+async def tripping(open_orch: OpenOrchestrator, standins: Sandbox) -> AsyncIterator[Orchestrator]:
+    """The conftest's orchestrator, but its breakers trip fast and half-open fast."""
+    async with open_orch(sandbox=standins, breaker_fail_max=2, breaker_reset_seconds=0.5) as o:
         yield o
 
 
 async def _status(c: Client, wid: str) -> dict[str, Any]:
     return structured(await c.call_tool("get_status", {"workflow_id": wid}))
-
-
-async def _until(c: Client, wid: str, pred: Any, limit: float = 60) -> dict[str, Any]:
-    with anyio.fail_after(limit):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
-            if pred(st):
-                return st
 
 
 async def _start(c: Client, **args: Any) -> str:
@@ -47,24 +37,26 @@ async def _start(c: Client, **args: Any) -> str:
     return str(result["workflow_id"])
 
 
-async def test_pause_stops_at_a_step_boundary_and_resume_finishes(orch: Orchestrator) -> None:
+async def test_pause_stops_at_a_step_boundary_and_resume_finishes(
+    standins: Sandbox, tripping: Orchestrator
+) -> None:
     """Pausing a running production stops it with its checkpoint; nothing moves while paused; resume completes it."""
-    orch.sandbox["task_service"].latency = 0.3
-    async with Client(orch.mcp) as c:
+    standins.task_service.latency = 0.3
+    async with Client(tripping.mcp) as c:
         wid = await _start(c)
-        await _until(c, wid, lambda s: s["status"] == "running" and s["percent"] >= 20)
+        await wait_status(c, wid, where=lambda s: s["status"] == "running" and s["percent"] >= 20)
         await c.call_tool("pause_workflow", {"workflow_id": wid})
-        paused = await _until(c, wid, lambda s: s["status"] == "paused")
+        paused = await wait_status(c, wid, ["paused"])
         await anyio.sleep(1.0)
         still = await _status(c, wid)
         assert still["status"] == "paused"
         assert still["percent"] == paused["percent"]
         assert "conflict" in error_text(await c.call_tool("retry_step", {"workflow_id": wid}))
         await c.call_tool("resume_workflow", {"workflow_id": wid})
-        done = await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+        done = await wait_status(c, wid, {"completed", "failed"})
     assert done["status"] == "completed", done["last_error"]
     assert done["result"]["outcome"] == "distributed"
-    events = [e["what"] for e in await orch.store.events(wid)]
+    events = [e["what"] for e in await tripping.store.events(wid)]
     assert (
         events.index("workflow.paused")
         < events.index("workflow.resumed")
@@ -72,74 +64,76 @@ async def test_pause_stops_at_a_step_boundary_and_resume_finishes(orch: Orchestr
     )
 
 
-async def test_cancel_mid_run_cancels_outside_jobs(orch: Orchestrator) -> None:
+async def test_cancel_mid_run_cancels_outside_jobs(standins: Sandbox, tripping: Orchestrator) -> None:
     """Cancelling while Task Service jobs run marks the workflow cancelled and DELETEs its jobs."""
-    ts = orch.sandbox["task_service"]
+    ts = standins.task_service
     ts.latency = 30.0
-    async with Client(orch.mcp) as c:
+    async with Client(tripping.mcp) as c:
         wid = await _start(c)
         with anyio.fail_after(30):
             while not any(t["status"] == "processing" for t in ts.tasks.values()):
                 await anyio.sleep(0.05)
         cancelled = structured(await c.call_tool("cancel_workflow", {"workflow_id": wid}))
         assert cancelled["status"] in {"cancelled", "running"}
-        final = await _until(c, wid, lambda s: s["status"] == "cancelled", limit=10)
+        final = await wait_status(c, wid, ["cancelled"], limit=10)
     assert final["status"] == "cancelled"
     assert any(t["status"] == "cancelled" for t in ts.tasks.values())
     assert not any(t["status"] == "processing" for t in ts.tasks.values())
-    engine = orch.engine
+    engine = tripping.engine
     assert engine is not None
     with anyio.fail_after(5):
         while wid in engine.running:
             await anyio.sleep(0.02)
 
 
-async def test_retry_step_reruns_only_the_failed_step(orch: Orchestrator) -> None:
+async def test_retry_step_reruns_only_the_failed_step(standins: Sandbox, tripping: Orchestrator) -> None:
     """A step whose job fails with no alternative fails the workflow; retry_step re-runs just that step."""
-    ts = orch.sandbox["task_service"]
+    ts = standins.task_service
     ts.failure_rate = 1.0
-    async with Client(orch.mcp) as c:
+    async with Client(tripping.mcp) as c:
         wid = await _start(c, workflow="preview")
-        failed = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+        failed = await wait_status(c, wid, {"failed", "completed"})
         assert failed["status"] == "failed"
         assert "keyframe" in failed["last_error"]
         ts.failure_rate = 0.0
         retried = structured(await c.call_tool("retry_step", {"workflow_id": wid}))
         assert retried["status"] == "queued"
-        done = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+        done = await wait_status(c, wid, {"failed", "completed"})
     assert done["status"] == "completed"
-    started = [e["data"]["step"] for e in await orch.store.events(wid) if e["what"] == "step.started"]
+    started = [e["data"]["step"] for e in await tripping.store.events(wid) if e["what"] == "step.started"]
     assert started.count("concept") == 1
     assert started.count("keyframe") >= 2
 
 
-async def test_task_service_outage_waits_with_a_clear_status_then_completes(orch: Orchestrator) -> None:
+async def test_task_service_outage_waits_with_a_clear_status_then_completes(
+    standins: Sandbox, tripping: Orchestrator
+) -> None:
     """During an outage the breaker opens, workflows wait saying why, and all complete after recovery."""
-    ts = orch.sandbox["task_service"]
+    ts = standins.task_service
     ts.outage = True
-    async with Client(orch.mcp) as c:
+    async with Client(tripping.mcp) as c:
         wids = [await _start(c, workflow="preview", brief=f"b{i}") for i in range(3)]
-        waiting = await _until(c, wids[0], lambda s: "circuit open" in s["waiting_reason"])
+        waiting = await wait_status(c, wids[0], where=lambda s: "circuit open" in s["waiting_reason"])
         assert waiting["status"] == "running"
         assert waiting["services"]["task-service"] in {"open", "half-open"}
         await anyio.sleep(1.0)
         for w in wids:
             assert (await _status(c, w))["status"] != "failed"
         ts.outage = False
-        finals = [await _until(c, w, lambda s: s["status"] in {"completed", "failed"}) for w in wids]
+        finals = [await wait_status(c, w, {"completed", "failed"}) for w in wids]
     assert [f["status"] for f in finals] == ["completed"] * 3
     assert finals[0]["waiting_reason"] == ""
-    assert any(e["what"] == "service.waiting" for e in await orch.store.events(wids[0]))
+    assert any(e["what"] == "service.waiting" for e in await tripping.store.events(wids[0]))
 
 
-async def test_get_status_wait_returns_on_change_and_reports_progress(orch: Orchestrator) -> None:
+async def test_get_status_wait_returns_on_change_and_reports_progress(tripping: Orchestrator) -> None:
     """get_status with wait_seconds returns at the next change and sends progress notifications."""
     seen: list[float] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(progress)
 
-    async with Client(orch.mcp) as c:
+    async with Client(tripping.mcp) as c:
         wid = await _start(c, workflow="preview")
         with anyio.fail_after(10):
             result = await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 30},
@@ -148,7 +142,7 @@ async def test_get_status_wait_returns_on_change_and_reports_progress(orch: Orch
     assert seen
 
 
-async def test_log_lines_of_a_run_carry_workflow_run_node_and_correlation_ids(orch: Orchestrator) -> None:
+async def test_log_lines_of_a_run_carry_workflow_run_node_and_correlation_ids(tripping: Orchestrator) -> None:
     """A log line written inside an agent carries workflow id, run id, node and correlation id."""
     import structlog
 
@@ -158,13 +152,13 @@ async def test_log_lines_of_a_run_carry_workflow_run_node_and_correlation_ids(or
         seen.append(dict(event))
         return ""
 
-    from server._logging import add_graph_node
+    from server.telemetry import add_graph_node
 
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, add_graph_node, keep])
     try:
-        async with Client(orch.mcp) as c:
+        async with Client(tripping.mcp) as c:
             wid = await _start(c, workflow="preview")
-            await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+            await wait_status(c, wid, {"completed", "failed"})
     finally:
         structlog.reset_defaults()
     submitted = next(e for e in seen if e.get("event") == "jobs.submitted")
@@ -174,15 +168,9 @@ async def test_log_lines_of_a_run_carry_workflow_run_node_and_correlation_ids(or
     assert submitted["node"] == "keyframe"
 
 
-async def test_a_status_wait_sees_a_change_whose_notice_was_lost(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_status_wait_sees_a_change_whose_notice_was_lost(open_orch: OpenOrchestrator) -> None:
     """A change made while the instance's pub/sub follower is away still ends a waiting get_status."""
-    import server._service
-    from server._service import Caller
-
-    monkeypatch.setattr(server._service, "_NOTICE_BACKSTOP_SECONDS", 0.2)
-    async with Orchestrator.open(settings, with_engine=False) as o:
+    async with open_orch(engine=False, http=False, notice_backstop_seconds=0.2) as o:
         assert o.notifier is not None
         started = await o.service.start_workflow(Caller(), project_id="p", workflow="preview")
         waiting = asyncio.create_task(
@@ -196,19 +184,19 @@ async def test_a_status_wait_sees_a_change_whose_notice_was_lost(
         assert status.status == "completed"
 
 
-async def test_step_events_of_a_run_are_all_recorded_in_order(orch: Orchestrator) -> None:
+async def test_step_events_of_a_run_are_all_recorded_in_order(tripping: Orchestrator) -> None:
     """Step status writes are merged in the background, yet every step's start and end is in the log, in order."""
-    async with Client(orch.mcp) as c:
+    async with Client(tripping.mcp) as c:
         wid = str(structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "diagnostic_linear"}))[
             "workflow_id"
         ])  # fmt: skip
-        await _until(c, wid, lambda s: s["status"] == "completed")
-    events = await orch.store.events(wid)
+        await wait_status(c, wid, ["completed"])
+    events = await tripping.store.events(wid)
     steps = [(e["what"], e["data"]["step"]) for e in events if e["what"].startswith("step.")]
     expected = [(what, f"n{i}") for i in range(10) for what in ("step.started", "step.finished")]
     assert steps == expected
     whats = [e["what"] for e in events]
     assert whats.index("workflow.completed") > whats.index("step.finished")
-    rec = await orch.store.get(wid)
+    rec = await tripping.store.get(wid)
     assert rec is not None
     assert rec.agents_running == []

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
-import pytest
 from mcp import Client
 
-from server._ports_impl import webhook_token
-from server._runtime import Orchestrator
-from server.settings import Settings
-from tests.server.conftest import structured
-
-
-@pytest.fixture
-async def orch(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator with the stand-ins and its HTTP port."""
-    async with Orchestrator.open(settings, with_sandbox=True, http=("127.0.0.1", 0)) as o:
-        yield o
-
-
-async def _finish(c: Client, wid: str) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
-            if st["status"] in {"completed", "failed"}:
-                return st
+from server import JobRef, Orchestrator, Sandbox, Settings
+from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 
 async def test_health_readiness_and_metrics(orch: Orchestrator) -> None:
@@ -37,7 +18,7 @@ async def test_health_readiness_and_metrics(orch: Orchestrator) -> None:
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
             "workflow_id"
         ]
-        assert (await _finish(c, wid))["status"] == "completed"
+        assert (await wait_status(c, wid, {"completed", "failed"}, limit=30))["status"] == "completed"
     async with httpx.AsyncClient(base_url=orch.http_url) as http:
         assert (await http.get("/healthz")).json() == {"status": "alive"}
         ready = (await http.get("/readyz")).json()
@@ -58,7 +39,7 @@ async def test_webhooks_need_their_job_token_and_duplicates_are_ignored(orch: Or
     body = {"task_id": "t-1", "project_id": "p", "status": "completed", "result": {"media_url": "http://m/x.png"},
             "completed_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
     await orch.store.remember_job("wf-1", "wf-1:step", "t-1", "n1")
-    token = webhook_token(orch.webhook_secret, "wf-1", "step", "n1")
+    token = JobRef("wf-1", "step").token(orch.webhook_secret, "n1")
     ok = {"wid": "wf-1", "step": "step", "n": "n1", "token": token}
     async with httpx.AsyncClient(base_url=orch.http_url) as http:
         refused = await http.post("/webhooks/tasks", params={**ok, "token": "x"}, json=body)
@@ -84,7 +65,7 @@ async def test_finished_workflows_expire_after_the_retention(orch: Orchestrator)
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
             "workflow_id"
         ]
-        await _finish(c, wid)
+        await wait_status(c, wid, {"completed", "failed"}, limit=30)
     retention = orch.settings.retention_days * 86400
     r: Any = orch.redis
     for suffix in ("", "events", "jobs"):
@@ -92,10 +73,12 @@ async def test_finished_workflows_expire_after_the_retention(orch: Orchestrator)
         assert 0 < ttl <= retention, (suffix, ttl)
 
 
-async def test_graceful_stop_hands_running_workflows_back(settings: Settings) -> None:
+async def test_graceful_stop_hands_running_workflows_back(
+    open_orch: OpenOrchestrator, standins: Sandbox, settings: Settings
+) -> None:
     """Stopping an instance mid-run drains at a step boundary and re-queues the run; another instance finishes it."""
-    async with Orchestrator.open(settings, with_sandbox=True) as first:
-        first.sandbox["task_service"].latency = 1.0
+    async with open_orch(sandbox=standins) as first:
+        standins.task_service.latency = 1.0
         async with Client(first.mcp) as c:
             wid = structured(await c.call_tool(
                 "start_workflow", {"project_id": "p", "options": {"scenes": 1, "characters": 1, "auto_approve": True}}
@@ -108,6 +91,6 @@ async def test_graceful_stop_hands_running_workflows_back(settings: Settings) ->
         events = [e["what"] for e in await first.store.events(wid)]
         assert "workflow.failed" not in events
     second_settings = settings.model_copy(update={"instance_id": settings.instance_id + "-2"})
-    async with Orchestrator.open(second_settings, with_sandbox=True) as second, Client(second.mcp) as c:
-        st = await _finish(c, wid)
+    async with open_orch(sandbox=standins, base=second_settings) as second, Client(second.mcp) as c:
+        st = await wait_status(c, wid, {"completed", "failed"}, limit=30)
     assert st["status"] == "completed", st["last_error"]

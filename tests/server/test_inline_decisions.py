@@ -7,19 +7,16 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from mcp import Client
+from mcp.shared.exceptions import MCPError
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Orchestrator, Settings
 from tests.server.clients import connect
-from tests.server.conftest import structured
+from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 
 @pytest.fixture
-async def served(served: tuple[Orchestrator, str]) -> tuple[Orchestrator, str]:
-    """The conftest's served orchestrator, with a key that may decide (not an admin key)."""
-    orch, _ = served
-    assert orch.keys is not None
+async def decider(orch: Orchestrator) -> tuple[Orchestrator, str]:
+    """The conftest's orchestrator, with a key that may decide (not an admin key)."""
     key, _ = await orch.keys.create("director", ["*"], "decide")
     return orch, key
 
@@ -40,20 +37,12 @@ class Person:
 _START = {"project_id": "p", "brief": "a fox", "options": {"scenes": 1, "characters": 1}}
 
 
-async def _until_decision(c: Client, wid: str) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5}))
-            if st["status"] == "waiting_decision":
-                return st
-
-
 @pytest.mark.parametrize("transport", ["memory-auto", "memory-legacy", "http", "ws", "ws-auto"])
 async def test_waiting_get_status_asks_and_the_ledger_records(
-    served: tuple[Orchestrator, str], transport: str
+    decider: tuple[Orchestrator, str], transport: str
 ) -> None:
     """A client with form elicitation is asked the pending decision; the answer is recorded as a decision."""
-    orch, key = served
+    orch, key = decider
     person = Person()
     async with connect(orch, transport, key, elicitation_callback=person.answer) as c:
         wid = structured(await c.call_tool("start_workflow", _START))["workflow_id"]
@@ -75,13 +64,13 @@ async def test_waiting_get_status_asks_and_the_ledger_records(
     assert submitted[0]["who"] == expected_who
 
 
-async def test_without_elicitation_pending_decisions_stay(served: tuple[Orchestrator, str]) -> None:
+async def test_without_elicitation_pending_decisions_stay(decider: tuple[Orchestrator, str]) -> None:
     """A client without elicitation (or stateless HTTP in the handshake era) sees pending_decisions."""
-    orch, key = served
+    orch, key = decider
     person = Person()
     async with connect(orch, "http-legacy", key, elicitation_callback=person.answer) as c:
         wid = structured(await c.call_tool("start_workflow", _START))["workflow_id"]
-        st = await _until_decision(c, wid)
+        st = await wait_status(c, wid, ["waiting_decision"])
     assert st["pending_decisions"]
     assert person.asked == []
     async with connect(orch, "http", key) as c:
@@ -90,23 +79,23 @@ async def test_without_elicitation_pending_decisions_stay(served: tuple[Orchestr
 
 
 async def test_request_state_answered_on_another_instance(
-    served: tuple[Orchestrator, str], settings: Settings
+    open_orch: OpenOrchestrator, decider: tuple[Orchestrator, str], settings: Settings
 ) -> None:
     """The input-required state minted by one instance is accepted by another (keys shared); a forged or
     replayed-by-another-key state is refused."""
-    a, key = served
+    a, key = decider
     assert a.keys is not None
     other, _ = await a.keys.create("someone-else", ["*"], "decide")
     settings_b = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
     async with (
-        Orchestrator.open(settings_b, with_engine=False, http=("127.0.0.1", 0)) as b,
+        open_orch(engine=False, base=settings_b) as b,
         connect(a, "http", key) as plain,
         connect(a, "http", key, elicitation_callback=Person().answer) as ca,
         connect(b, "http", key, elicitation_callback=Person().answer) as cb,
         connect(b, "http", other, elicitation_callback=Person().answer) as intruder,
     ):
         wid = structured(await plain.call_tool("start_workflow", _START))["workflow_id"]
-        await _until_decision(plain, wid)
+        await wait_status(plain, wid, ["waiting_decision"])
         args = {"workflow_id": wid, "wait_seconds": 5}
         first = await ca.session.call_tool("get_status", args, allow_input_required=True)
         assert isinstance(first, types.InputRequiredResult)
@@ -116,10 +105,10 @@ async def test_request_state_answered_on_another_instance(
         assert isinstance(request, types.ElicitRequest)
         options = request.params.requested_schema["properties"]["choice"]["enum"]  # type: ignore[union-attr]
         answer = {decision_id: types.ElicitResult(action="accept", content={"choice": options[0]})}
-        with pytest.raises(Exception, match="requestState"):
+        with pytest.raises(MCPError, match="requestState"):
             await cb.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]
                                        request_state=first.request_state + "x", allow_input_required=True)  # fmt: skip
-        with pytest.raises(Exception, match="requestState"):
+        with pytest.raises(MCPError, match="requestState"):
             await intruder.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]
                                              request_state=first.request_state, allow_input_required=True)  # fmt: skip
         done = await cb.session.call_tool("get_status", args, input_responses=answer,  # type: ignore[arg-type]

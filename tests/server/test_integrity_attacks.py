@@ -21,10 +21,8 @@ from mcp import Client
 from prometheus_client import generate_latest
 from pydantic import SecretStr
 
-from server._ports_impl import webhook_token
-from server._runtime import Orchestrator
-from server.settings import Settings
-from tests.server.conftest import structured
+from server import JobRef, Orchestrator, Sandbox, Settings
+from tests.server.conftest import OpenOrchestrator, structured
 
 KEYS = "k" * 32 + ",old-key-still-verifies"
 
@@ -62,8 +60,10 @@ def _flip(value: bytes) -> bytes:
 class Lab:
     """The two workflows, a copy of the first's keys, and what counts as 'something proceeded'."""
 
-    def __init__(self, orch: Orchestrator, x: str, y: str, snapshot: dict[str, bytes]) -> None:
-        self.orch, self.x, self.y, self.snapshot = orch, x, y, snapshot
+    def __init__(
+        self, orch: Orchestrator, x: str, y: str, snapshot: dict[str, bytes], sandbox: Sandbox
+    ) -> None:
+        self.orch, self.x, self.y, self.snapshot, self.sandbox = orch, x, y, snapshot, sandbox
         self.r: Any = orch.redis
         self.prefix = orch.settings.key_prefix + ":"
 
@@ -83,7 +83,7 @@ class Lab:
 
     async def audit_count(self) -> int:
         assert self.orch.keys is not None
-        return sum(1 for e in await self.orch.keys.read_audit()
+        return sum(1 for e in await self.orch.audit.read()
                    if e["what"] == "integrity.failed" and e["data"].get("workflow_id") == self.x)  # fmt: skip
 
     async def step_events(self) -> int:
@@ -92,7 +92,7 @@ class Lab:
     async def resume(self) -> dict[str, Any]:
         """Queue a run of X and wait until it ended, one way or another; returns what changed."""
         audits, steps = await self.audit_count(), await self.step_events()
-        jobs = len(self.orch.sandbox["task_service"].tasks)
+        jobs = len(self.sandbox.task_service.tasks)
         await self.orch.store.enqueue(self.x, "decision", "attack")
         assert self.orch.engine is not None
         audit_len = await self.r.xlen(f"{self.prefix}audit")
@@ -108,7 +108,7 @@ class Lab:
         return {
             "audited": await self.audit_count() - audits,
             "steps": await self.step_events() - steps,
-            "jobs": len(self.orch.sandbox["task_service"].tasks) - jobs,
+            "jobs": len(self.sandbox.task_service.tasks) - jobs,
             "last_event": (await self.orch.store.events(self.x))[-1]["what"],
         }
 
@@ -137,11 +137,11 @@ async def _wait_decision(c: Client, wid: str, count: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def lab(settings: Settings) -> Any:
+async def lab(open_orch: OpenOrchestrator, standins: Sandbox, settings: Settings) -> Any:
     """X answered at its final approval and queued (not run); Y waiting at its own final approval."""
-    settings = settings.model_copy(update={"integrity_keys": SecretStr(KEYS)})
+    keyed = settings.model_copy(update={"integrity_keys": SecretStr(KEYS)})
     opts = {"scenes": 1, "characters": 1, "concept_count": 2}
-    async with Orchestrator.open(settings, with_sandbox=True) as first, Client(first.mcp) as c:
+    async with open_orch(sandbox=standins, base=keyed) as first, Client(first.mcp) as c:
         wids: list[str] = []
         await _production(c, wids, opts)
         await _production(c, wids, opts)
@@ -149,7 +149,7 @@ async def lab(settings: Settings) -> Any:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_wait_decision, c, x, 2)
             tg.start_soon(_wait_decision, c, y, 2)
-    async with Orchestrator.open(settings, with_engine=False) as second, Client(second.mcp) as c:
+    async with open_orch(engine=False, http=False, base=keyed) as second, Client(second.mcp) as c:
         st = structured(await c.call_tool("get_status", {"workflow_id": x}))
         d = st["pending_decisions"][0]
         await c.call_tool(
@@ -159,8 +159,8 @@ async def lab(settings: Settings) -> Any:
         await r.delete(second.store.queue_key)  # the run is started by each attack, not by this entry
         keys = sorted([k.decode() async for k in r.scan_iter(match=f"{settings.key_prefix}:*{{{x}}}*")])
         snapshot = {k: await r.dump(k) for k in keys}
-    async with Orchestrator.open(settings, with_sandbox=True) as orch:
-        yield Lab(orch, x, y, snapshot)
+    async with open_orch(sandbox=standins, base=keyed) as orch:
+        yield Lab(orch, x, y, snapshot, standins)
 
 
 Attack = Callable[[Lab, str], Awaitable[None]]
@@ -356,7 +356,7 @@ async def _webhook(orch: Orchestrator, wid: str, step: str, nonce: str, task_id:
         "wid": wid,
         "step": step,
         "n": nonce,
-        "token": webhook_token(orch.webhook_secret, wid, step, nonce),
+        "token": JobRef(wid, step).token(orch.webhook_secret, nonce),
     }
     body = {"task_id": task_id, "status": "completed", "result": {"media_url": "http://attacker.invalid/evil",
                                                                     "score": 99}}  # fmt: skip
@@ -392,7 +392,7 @@ async def test_a_webhook_is_bound_to_its_own_job(orch: Orchestrator) -> None:
     assert 'mo_webhooks_total{outcome="refused_other_job"} 1.0' in metrics
     assert 'mo_webhooks_total{outcome="refused_unknown_job"} 2.0' in metrics
     assert orch.keys is not None
-    refusals = [e["data"] for e in await orch.keys.read_audit() if e["what"] == "webhook.refused"]
+    refusals = [e["data"] for e in await orch.audit.read() if e["what"] == "webhook.refused"]
     assert [(d["workflow_id"], d["outcome"]) for d in refusals] == [
         ("wf-attacker", "refused_other_job"), ("wf-attacker", "refused_unknown_job"),
         ("wf-attacker", "refused_unknown_job")]  # fmt: skip
@@ -409,22 +409,24 @@ async def _wrong_keys(orch: Orchestrator, n: int) -> list[int]:
 
 async def _sources(orch: Orchestrator) -> set[str]:
     assert orch.keys is not None
-    return {e["data"]["source"] for e in await orch.keys.read_audit() if e["what"].startswith("auth.")}
+    return {e["data"]["source"] for e in await orch.audit.read() if e["what"].startswith("auth.")}
 
 
-async def test_forged_forwarded_headers_change_nothing(settings: Settings) -> None:
+async def test_forged_forwarded_headers_change_nothing(
+    open_orch: OpenOrchestrator, settings: Settings
+) -> None:
     """50 wrong keys, each with another X-Forwarded-For, are throttled as one address and audited as the peer."""
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as orch:
+    async with open_orch(engine=False) as orch:
         codes = await _wrong_keys(orch, 50)
         limit = settings.auth_failures_per_minute
         assert codes == [401] * limit + [429] * (50 - limit)
         assert await _sources(orch) == {"127.0.0.1"}
 
 
-async def test_a_trusted_proxy_names_the_caller(settings: Settings) -> None:
+async def test_a_trusted_proxy_names_the_caller(open_orch: OpenOrchestrator, settings: Settings) -> None:
     """Behind a configured proxy, its X-Forwarded-For is the caller's address (throttle and audit)."""
     trusted = settings.model_copy(update={"trusted_proxies": "127.0.0.1"})
-    async with Orchestrator.open(trusted, with_engine=False, http=("127.0.0.1", 0)) as orch:
+    async with open_orch(engine=False, base=trusted) as orch:
         codes = await _wrong_keys(orch, 12)
         assert codes == [401] * 12  # twelve addresses, one failure each
         assert await _sources(orch) == {f"203.0.113.{i}" for i in range(12)}

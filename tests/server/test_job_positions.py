@@ -7,11 +7,11 @@ import httpx
 from mcp import Client
 
 from bench.critical_path import bound_units
-from server._runtime import Orchestrator
+from server import Orchestrator, Sandbox
 from tests.server.conftest import structured
 
 
-async def test_jobs_record_their_graph_step_and_task(orch: Orchestrator) -> None:
+async def test_jobs_record_their_graph_step_and_task(standins: Sandbox, orch: Orchestrator) -> None:
     """A preview's keyframe job names its superstep and task; /sandbox/jobs lists a workflow's jobs."""
     async with Client(orch.mcp) as client:
         wid = structured(
@@ -23,7 +23,7 @@ async def test_jobs_record_their_graph_step_and_task(orch: Orchestrator) -> None
                 if st["status"] in {"completed", "failed", "cancelled"}:
                     break
     assert st["status"] == "completed", st
-    async with httpx.AsyncClient(base_url=orch.sandbox_urls["task_service"]) as http:
+    async with httpx.AsyncClient(base_url=standins.urls["task_service"]) as http:
         jobs = (await http.get("/sandbox/jobs", params={"workflow_id": wid})).json()["jobs"]
         other = (await http.get("/sandbox/jobs", params={"workflow_id": "wf-0000000000000000"})).json()[
             "jobs"

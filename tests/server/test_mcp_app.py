@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mcp import Client
 
-from server._mcp_app import APP_URI
-from server._runtime import Orchestrator
+from server import Orchestrator
+from server.mcp import APP_URI
 from tests.server.conftest import structured
 
 

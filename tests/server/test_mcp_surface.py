@@ -5,21 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
-from server._runtime import Orchestrator
+from server import Orchestrator
 from tests.server.clients import TRANSPORTS, connect
-from tests.server.conftest import error_text, structured
-
-
-async def _wait_status(client: Client, wid: str, wanted: set[str]) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        while True:
-            st = structured(await client.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 2}))
-            if st["status"] in wanted:
-                return st
+from tests.server.conftest import error_text, structured, wait_status
 
 
 def _text(result: Any) -> Any:
@@ -42,7 +34,7 @@ async def test_every_tool_and_resource(served: tuple[Orchestrator, str], transpo
         start = structured(await c.call_tool("start_workflow", {"project_id": project, "brief": "a fox",
                                                                 "options": {"scenes": 1, "characters": 1}}))  # fmt: skip
         wid = start["workflow_id"]
-        st = await _wait_status(c, wid, {"waiting_decision"})
+        st = await wait_status(c, wid, {"waiting_decision"})
         (decision,) = st["pending_decisions"]
         assert decision["options"][-1] == "more"
         # a wrong choice is refused and names the field
@@ -60,13 +52,13 @@ async def test_every_tool_and_resource(served: tuple[Orchestrator, str], transpo
                                                                  "choice": decision["options"][1]}))  # fmt: skip
         assert "conflict" in clash
         assert decision["options"][0] in clash
-        st = await _wait_status(c, wid, {"waiting_decision"})
+        st = await wait_status(c, wid, {"waiting_decision"})
         assert "final cut" in st["pending_decisions"][0]["question"]
         # pause while waiting, resume, then cancel instead of approving
         paused = structured(await c.call_tool("pause_workflow", {"workflow_id": wid}))
         assert paused["status"] == "paused"
         assert structured(await c.call_tool("resume_workflow", {"workflow_id": wid}))["status"] == "queued"
-        st = await _wait_status(c, wid, {"waiting_decision"})
+        st = await wait_status(c, wid, {"waiting_decision"})
         state = _text(await c.read_resource(f"workflow://{wid}/state"))
         assert state["workflow_id"] == wid
         events = _text(await c.read_resource(f"workflow://{wid}/events"))
@@ -96,7 +88,7 @@ async def test_every_tool_and_resource(served: tuple[Orchestrator, str], transpo
         assert {a["id"] for a in agents} >= {"video_generator", "animatic_builder"}
         registry = _text(await c.read_resource("agents://registry"))
         assert len(registry["agents"]) >= 50
-        fork_status = await _wait_status(c, fork["workflow_id"], {"waiting_decision", "completed", "failed"})
+        fork_status = await wait_status(c, fork["workflow_id"], {"waiting_decision", "completed", "failed"})
         assert fork_status["forked_from"] == f"{wid}@{early}"
         assert fork_status["status"] != "failed", fork_status["last_error"]
         await c.call_tool("cancel_workflow", {"workflow_id": fork["workflow_id"]})
@@ -106,12 +98,12 @@ async def test_unknown_resources_are_not_found(served: tuple[Orchestrator, str])
     """Reading a resource of an unknown workflow or checkpoint is a clear not-found error."""
     orch, _ = served
     async with Client(orch.mcp) as c:
-        with pytest.raises(Exception, match="unknown workflow"):
+        with pytest.raises(MCPError, match="unknown workflow"):
             await c.read_resource("workflow://wf-0000000000000000/state")
         start = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))
-        with pytest.raises(Exception, match="unknown checkpoint"):
+        with pytest.raises(MCPError, match="unknown checkpoint"):
             await c.read_resource(
                 f"workflow://{start['workflow_id']}/checkpoints/00000000-0000-0000-0000-000000000000"
             )
-        with pytest.raises(Exception, match="checkpoint_id"):
+        with pytest.raises(MCPError, match="checkpoint_id"):
             await c.read_resource(f"workflow://{start['workflow_id']}/checkpoints/not-an-id!")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import pytest
 from mcp import Client
 
 from adapters import AnyRedis
 from graphs import WORKFLOWS
-from server._runtime import Orchestrator
-from tests.server.conftest import error_text, structured
+from server import Orchestrator, Sandbox
+from tests.server.conftest import error_text, structured, wait_status
 
 # The nine option sets of issue 13, each with the option its refusal must name.
 IMPOSSIBLE: list[tuple[dict[str, Any], str]] = [
@@ -32,15 +31,6 @@ LARGEST = {"scenes": 24, "characters": 10, "concept_count": 5, "max_revisions": 
 
 async def _keys(redis_client: AnyRedis, key_prefix: str) -> list[Any]:
     return sorted([k async for k in redis_client.scan_iter(match=f"{key_prefix}*")])
-
-
-async def _until_done(c: Client, wid: str, limit: float = 120) -> dict[str, Any]:
-    with anyio.fail_after(limit):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5,
-                                                             "until": ["completed", "failed", "cancelled"]}))  # fmt: skip
-            if st["status"] in {"completed", "failed", "cancelled"}:
-                return st
 
 
 async def test_the_nine_impossible_option_sets_are_refused_and_write_nothing(
@@ -72,7 +62,8 @@ async def test_the_nine_impossible_option_sets_are_refused_and_write_nothing(
 
 def test_refusal_messages_read_as_documented() -> None:
     """The exact words a client sees for three of the refusals (README's table quotes them)."""
-    from graphs import MovieProductionOptions, OptionError, validate_options
+    from adapters import OptionError
+    from graphs import MovieProductionOptions, validate_options
 
     seen = []
     for options in ({"scenes": 10**9}, {"auto_approve": "yes please"}, {"bogus": 1}):
@@ -108,13 +99,13 @@ async def test_tools_list_shows_each_workflows_options_with_ranges(orch: Orchest
     assert "1000 agent executions" in (tool.description or "")
 
 
-async def test_the_largest_allowed_production_completes(orch: Orchestrator) -> None:
+async def test_the_largest_allowed_production_completes(standins: Sandbox, orch: Orchestrator) -> None:
     """Every option at its maximum (24 scenes, 10 characters, 5 revisions forced by a threshold of 100)."""
-    orch.sandbox["task_service"].latency = 0.0
+    standins.task_service.latency = 0.0
     async with Client(orch.mcp) as c:
         started = structured(await c.call_tool("start_workflow", {"project_id": "big", "brief": "a long night",
                                                                   "options": LARGEST}))  # fmt: skip
-        done = await _until_done(c, started["workflow_id"])
+        done = await wait_status(c, started["workflow_id"], limit=120)
     assert done["status"] == "completed", done["last_error"]
     result = done["result"]
     assert (result["scenes"], result["characters"], result["revisions"]) == (24, 10, 5)
@@ -128,7 +119,7 @@ async def test_a_workflow_stored_with_old_style_options_keeps_running(orch: Orch
     rec, _ = await orch.store.create(project_id="legacy", workflow="episode_production", brief="old", options=old,
                                      created_by="before-13", correlation_id="c")  # fmt: skip
     async with Client(orch.mcp) as c:
-        done = await _until_done(c, rec.id)
+        done = await wait_status(c, rec.id, limit=120)
     assert done["status"] == "completed", done["last_error"]
     # unreadable scenes take the default, numbers are clamped into bounds (a threshold of 100 forces every
     # revision, then auto_approve approves), the unknown key is dropped

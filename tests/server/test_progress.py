@@ -12,12 +12,11 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from adapters import WorkflowRecord
-from server._progress import describe, event_log
-from server._runtime import Orchestrator
-from server.settings import Settings
+from adapters import Status, WorkflowRecord
+from server import Orchestrator, Settings
+from server.mcp import describe, event_log
 from tests.server.clients import BOTH_ERAS, connect, stdio_client
-from tests.server.conftest import structured
+from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 
 class Heard:
@@ -32,16 +31,6 @@ class Heard:
 
     async def on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         self.logs.append((params.level, params.data))
-
-
-async def _wait_to_the_end(client: Client, wid: str, heard: Heard) -> dict[str, Any]:
-    with anyio.fail_after(60):
-        while True:
-            st = structured(await client.call_tool(
-                "get_status", {"workflow_id": wid, "wait_seconds": 20, "until": ["completed", "failed"]},
-                progress_callback=heard.on_progress))  # fmt: skip
-            if st["status"] in {"completed", "failed"}:
-                return st
 
 
 def _readable(heard: Heard) -> None:
@@ -60,7 +49,7 @@ async def test_waiting_get_status_streams_progress(served: tuple[Orchestrator, s
     async with connect(orch, transport, key, logging_callback=heard.on_log, log_level="info") as c:
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview",
                                                               "brief": "a lighthouse"}))["workflow_id"]  # fmt: skip
-        st = await _wait_to_the_end(c, wid, heard)
+        st = await wait_status(c, wid, {"completed", "failed"}, progress_callback=heard.on_progress)
     assert st["status"] == "completed"
     _readable(heard)
     percents = [p for p, _ in heard.progress]
@@ -78,7 +67,7 @@ async def test_progress_and_logs_over_stdio(redis_url: str, key_prefix: str, tmp
                                 logging_callback=heard.on_log, log_level="info") as c:  # fmt: skip
             wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview",
                                                                   "brief": mode}))["workflow_id"]  # fmt: skip
-            st = await _wait_to_the_end(c, wid, heard)
+            st = await wait_status(c, wid, {"completed", "failed"}, progress_callback=heard.on_progress)
         assert st["status"] == "completed"
         _readable(heard)
         if not heard.progress[0][1].startswith("completed"):
@@ -124,7 +113,7 @@ async def test_log_level_filters_and_setlevel_answers_empty(served: tuple[Orches
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"}))[
             "workflow_id"
         ]
-        await _wait_to_the_end(c, wid, Heard())
+        await wait_status(c, wid, {"completed", "failed"}, progress_callback=Heard().on_progress)
     assert all(level in {"error", "critical", "alert", "emergency"} for level, _ in heard.logs)
 
 
@@ -170,13 +159,13 @@ async def test_per_request_log_level_of_2026(served: tuple[Orchestrator, str]) -
 
 def test_descriptions_read_like_sentences() -> None:
     """A record becomes one readable line; notable events get a level and words."""
-    rec = WorkflowRecord(id="wf-1", project_id="p", workflow="movie_production", status="running",
+    rec = WorkflowRecord(id="wf-1", project_id="p", workflow="movie_production", status=Status.RUNNING,
                          created_at=0, updated_at=0, phase="character_development", message="developing Ada",
                          agents_running=["character_creator", "voice_designer"])  # fmt: skip
     assert describe(rec) == (
         "character_development: developing Ada (2 agents at work: character creator, voice designer)"
     )
-    rec.status, rec.pending = "waiting_decision", [{"question": "Which concept?"}]
+    rec.status, rec.pending = Status.WAITING_DECISION, [{"question": "Which concept?"}]
     assert describe(rec) == "waiting for your decision: Which concept?"
     assert event_log("step.failed", {"step": "keyframe", "error": "boom"}) == (
         "error", "step keyframe failed: boom")  # fmt: skip
@@ -187,12 +176,12 @@ def test_descriptions_read_like_sentences() -> None:
 
 
 async def test_progress_on_an_instance_that_runs_nothing(
-    served: tuple[Orchestrator, str], settings: Settings
+    open_orch: OpenOrchestrator, served: tuple[Orchestrator, str], settings: Settings
 ) -> None:
     """Stateless and multi-instance: a wait on instance B (no engine) streams the progress of a run on A."""
     a, _ = served
     settings_b = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
-    async with Orchestrator.open(settings_b, with_engine=False, http=("127.0.0.1", 0)) as b:
+    async with open_orch(engine=False, base=settings_b) as b:
         assert b.keys is not None
         key_b, _ = await b.keys.create("watcher-b", ["*"], "read")
         async with Client(a.mcp) as ca:
@@ -200,6 +189,6 @@ async def test_progress_on_an_instance_that_runs_nothing(
                                                                    "brief": "two towers"}))["workflow_id"]  # fmt: skip
         heard = Heard()
         async with connect(b, "http", key_b, logging_callback=heard.on_log, log_level="info") as cb:
-            st = await _wait_to_the_end(cb, wid, heard)
+            st = await wait_status(cb, wid, {"completed", "failed"}, progress_callback=heard.on_progress)
     assert st["status"] == "completed"
     _readable(heard)

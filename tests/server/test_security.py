@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import httpx2
 import pytest
@@ -19,46 +18,41 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from adapters._ws_mcp import websocket_client
-from server._runtime import Orchestrator
-from server.cli import main
-from server.settings import Settings
-from tests.server.conftest import error_text, structured
+from adapters import websocket_client
+from server import Orchestrator, Sandbox, Settings, main
+from tests.server.conftest import OpenOrchestrator, error_text, structured, wait_status
 
 
 async def _read(c: Client, uri: str) -> Any:
     return json.loads(str(getattr((await c.read_resource(uri)).contents[0], "text", "")))
 
 
-async def _until(c: Client, wid: str, pred: Any) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        while True:
-            st = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 1}))
-            if pred(st):
-                return st
-
-
-async def test_a_tampered_checkpoint_stops_the_run(settings: Settings) -> None:
+async def test_a_tampered_checkpoint_stops_the_run(
+    open_orch: OpenOrchestrator, standins: Sandbox, settings: Settings
+) -> None:
     """A byte edited in a stored checkpoint: the run stops with an integrity error, audited, nothing proceeds."""
-    async with Orchestrator.open(settings, with_sandbox=True) as orch, Client(orch.mcp) as c:
+    async with open_orch(sandbox=standins) as orch, Client(orch.mcp) as c:
         wid = structured(await c.call_tool("start_workflow", {"project_id": "p", "options": {"scenes": 1}}))[
             "workflow_id"
         ]
-        st = await _until(c, wid, lambda s: s["status"] == "waiting_decision")
+        st = await wait_status(c, wid, ["waiting_decision"])
         checkpoints_before = len((await _read(c, f"workflow://{wid}/checkpoints"))["checkpoints"])
         r: Any = orch.redis
         blobs = f"{settings.key_prefix}:cp:{{{wid}}}:bl:"
         for field, value in (await r.hgetall(blobs)).items():
             await r.hset(blobs, field, value[:-1] + bytes([value[-1] ^ 1]))
-        with pytest.raises(Exception, match="integrity_error"):
+        with pytest.raises(MCPError, match="integrity_error"):
             await _read(c, f"workflow://{wid}/checkpoints")
         d = st["pending_decisions"][0]
         await c.call_tool(
             "submit_decision", {"workflow_id": wid, "decision_id": d["id"], "choice": d["options"][0]}
         )
-        failed = await _until(c, wid, lambda s: s["status"] in {"failed", "completed"})
+        failed = await wait_status(c, wid, {"failed", "completed"})
         assert failed["status"] == "failed"
         assert failed["last_error"].startswith("integrity_error:")
         cps = await r.zcard(f"{settings.key_prefix}:cp:{{{wid}}}:ids:")
@@ -88,12 +82,12 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 async def tls_server(
-    settings: Settings, tmp_path: Path
+    open_orch: OpenOrchestrator, tmp_path: Path
 ) -> AsyncIterator[tuple[Orchestrator, str, ssl.SSLContext]]:
     """An orchestrator serving HTTPS/WSS with a certificate made for this test; an admin key; a trusting context."""
     cert, key = _self_signed(tmp_path)
     tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0), tls=tls) as orch:
+    async with open_orch(engine=False, tls=tls) as orch:
         assert orch.keys is not None
         api_key, _ = await orch.keys.create("tls", ["*"], "admin")
         yield orch, api_key, ssl.create_default_context(cafile=str(cert))
@@ -126,8 +120,13 @@ async def test_https_and_wss(tls_server: tuple[Orchestrator, str, ssl.SSLContext
     [(["serve", "--http", "0.0.0.0:8765"], "refusing to serve plain HTTP"),
      (["serve", "--http", "0.0.0.0:8765", "--no-auth", "--insecure-http"], "--no-auth is refused")],
 )  # fmt: skip
-def test_cli_refuses_unsafe_binds(argv: list[str], why: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_unsafe_binds(
+    argv: list[str], why: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A non-loopback bind needs TLS (or --insecure-http); --no-auth needs loopback."""
+    # The process-wide logging set-up is not this test's subject, and would outlive it (loggers cached on
+    # this test's captured stderr), so the command runs without it.
+    monkeypatch.setattr("server.telemetry.configure_logging", lambda *_, **__: None)
     assert main(argv) == 2
     assert why in capsys.readouterr().err
 
@@ -145,30 +144,29 @@ def test_secrets_come_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 async def test_known_secrets_reach_no_log_error_resource_checkpoint_or_audit(
-    settings: Settings, tmp_path: Path
+    open_orch: OpenOrchestrator, standins: Sandbox, settings: Settings, tmp_path: Path
 ) -> None:
     """A production with known secrets: none appears in the log file, tool errors, resources or Redis."""
     import structlog
 
-    from server._logging import configure_logging
+    from server.telemetry import configure_logging
 
     log_file = tmp_path / "server.log"
-    configure_logging("json", "debug", str(log_file))
+    configure_logging("json", "debug", str(log_file), cache=False)
     api_secret = "payload-password-123"
     try:
-        async with Orchestrator.open(settings.model_copy(update={"payload_password": SecretStr(api_secret)}),
-                                     with_sandbox=True, http=("127.0.0.1", 0)) as orch:  # fmt: skip
+        async with open_orch(sandbox=standins, payload_password=SecretStr(api_secret)) as orch:  # fmt: skip
             assert orch.keys is not None
             key, _ = await orch.keys.create("k", ["*"], "admin")
-            task_key = orch.sandbox["task_service"].api_key
-            am_password = orch.sandbox["auto_movie"].password
+            task_key = standins.task_service.api_key
+            am_password = standins.auto_movie.password
             async with (
                 httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
                 Client(streamable_http_client(f"{orch.http_url}/mcp", http_client=http)) as c,
             ):
                 wid = structured(await c.call_tool("start_workflow", {"project_id": "demo-project",
                                                                       "options": {"scenes": 1, "auto_approve": True}}))["workflow_id"]  # fmt: skip
-                await _until(c, wid, lambda s: s["status"] in {"completed", "failed"})
+                await wait_status(c, wid, {"completed", "failed"})
                 texts = [error_text(await c.call_tool("get_status", {"workflow_id": "bad id"}))]
                 for uri in ("state", "events", "decisions", "checkpoints"):
                     texts.append(json.dumps(await _read(c, f"workflow://{wid}/{uri}")))
@@ -188,12 +186,13 @@ async def test_known_secrets_reach_no_log_error_resource_checkpoint_or_audit(
         assert secret.encode() not in dumps
 
 
-async def test_key_policy_max_age_rotation_expiry_warning_and_throttling(settings: Settings) -> None:
+async def test_key_policy_max_age_rotation_expiry_warning_and_throttling(
+    open_orch: OpenOrchestrator, settings: Settings
+) -> None:
     """Keys cannot outlive the max age; rotation keeps the old key for the overlap; expiring keys show in
     /readyz; a burst of wrong keys from one address is refused for a while (429) and audited."""
-    async with Orchestrator.open(settings.model_copy(update={"api_key_max_age_days": 30, "api_key_warn_days": 40,
-                                                             "auth_failures_per_minute": 5}),
-                                 with_engine=False, http=("127.0.0.1", 0)) as orch:  # fmt: skip
+    async with open_orch(engine=False, api_key_max_age_days=30, api_key_warn_days=40,
+                         auth_failures_per_minute=5) as orch:  # fmt: skip
         keys = orch.keys
         assert keys is not None
         with pytest.raises(ValueError, match="at most 30 days"):
@@ -224,16 +223,16 @@ async def test_key_policy_max_age_rotation_expiry_warning_and_throttling(setting
         assert b"auth.throttled" in whats
 
 
-async def test_security_audit_is_for_admins_only(settings: Settings) -> None:
+async def test_security_audit_is_for_admins_only(open_orch: OpenOrchestrator) -> None:
     """security://audit answers admin keys and refuses the others."""
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as orch:
+    async with open_orch(engine=False) as orch:
         assert orch.keys is not None
         operator, _ = await orch.keys.create("op", ["*"], "operate")
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {operator}"}) as http,
             Client(streamable_http_client(f"{orch.http_url}/mcp", http_client=http)) as c,
         ):
-            with pytest.raises(Exception, match="permission_denied"):
+            with pytest.raises(MCPError, match="permission_denied"):
                 await c.read_resource("security://audit")
 
 
@@ -278,15 +277,16 @@ def _tls_redis_server() -> str | None:
     return None
 
 
-async def test_redis_over_tls_with_a_custom_ca(settings: Settings, tmp_path: Path) -> None:
+async def test_redis_over_tls_with_a_custom_ca(
+    open_orch: OpenOrchestrator, standins: Sandbox, settings: Settings, tmp_path: Path
+) -> None:
     """rediss:// with REDIS_CA_FILE: a production runs over TLS to a real redis-server; without the CA the
     server is refused (verification is on), and a plain connection to the TLS port gets nothing."""
     import os
 
     import redis.asyncio as aioredis
 
-    from adapters import EmbeddedRedis, open_redis
-    from adapters._embedded_redis import free_port
+    from adapters import EmbeddedRedis, free_port, open_redis
 
     binary = _tls_redis_server()
     if binary is None:
@@ -302,18 +302,16 @@ async def test_redis_over_tls_with_a_custom_ca(settings: Settings, tmp_path: Pat
                 "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]  # fmt: skip
     with EmbeddedRedis(data_dir=tmp_path / "tls-redis", transport="tcp", binary=binary, extra_args=tls_args):
         url = f"rediss://127.0.0.1:{tls_port}/0"
-        with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             await open_redis(url)
         plain = aioredis.Redis.from_url(f"redis://127.0.0.1:{tls_port}/0", socket_timeout=2)
-        with pytest.raises(Exception):  # noqa: B017,PT011 - a TLS port answers no plain RESP
+        with pytest.raises((RedisConnectionError, RedisTimeoutError)):  # a TLS port answers no plain RESP
             await plain.ping()
         await plain.aclose()
         over_tls = settings.model_copy(update={"redis_url": SecretStr(url), "redis_ca_file": str(cert)})
-        async with Orchestrator.open(over_tls, with_sandbox=True) as orch, Client(orch.mcp) as c:
+        async with open_orch(sandbox=standins, base=over_tls) as orch, Client(orch.mcp) as c:
             started = await c.call_tool("start_workflow", {"project_id": "p", "workflow": "preview"})
-            done = await _until(
-                c, structured(started)["workflow_id"], lambda s: s["status"] in {"completed", "failed"}
-            )
+            done = await wait_status(c, structured(started)["workflow_id"], {"completed", "failed"})
             assert done["status"] == "completed", done
             conn = orch.redis.connection_pool.connection_kwargs  # type: ignore[union-attr]
             assert conn["ssl_ca_certs"] == str(cert)

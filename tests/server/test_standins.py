@@ -117,7 +117,7 @@ async def test_breaker_opens_on_all_instances_when_the_stand_in_fails_then_close
     tmp_path: Path, redis_client: Any, key_prefix: str
 ) -> None:
     """The Task Service stand-in fails N times: the breaker opens on both instances, a half-open probe closes it."""
-    from adapters import BreakerBoard, CircuitOpenError, RetryPolicy, ServiceGuard
+    from adapters import CircuitOpenError, RetryPolicy, ServiceGuard, SharedBreakers
 
     ts = TaskServiceStandIn(media_dir=tmp_path / "m", outage=True)
     sent: list[str] = []
@@ -127,7 +127,7 @@ async def test_breaker_opens_on_all_instances_when_the_stand_in_fails_then_close
 
     async with serve_app(ts.app()) as url:
         client = TaskServiceClient(url, ts.api_key, http=httpx.AsyncClient(event_hooks={"request": [count]}))
-        boards = [BreakerBoard(redis_client, prefix=key_prefix, instance=name) for name in ("a", "b")]
+        boards = [SharedBreakers(redis_client, prefix=key_prefix, instance=name) for name in ("a", "b")]
         guards = [ServiceGuard("task-service", b, fail_max=3, reset_timeout=0.5, max_open_wait=0,
                                retry=RetryPolicy(max_attempts=1)) for b in boards]  # fmt: skip
         for b in boards:

@@ -30,23 +30,24 @@ import asyncio
 import os
 import time
 
-import server._engine as _engine
+# Fault injection into the engine's subprocess: the one run method every workflow goes through.
+import server.engine._run as _run
 
-_drive = _engine.Engine._drive
+_drive = _run.WorkflowRun._drive
 
 
-async def _misbehaving_drive(self, rec, control):
+async def _misbehaving_drive(self, rec):
     if rec.brief == "poison":
         os._exit(70)
-    if rec.brief == "hog" and self.consumer == "alpha":
+    if rec.brief == "hog" and self.deps.consumer == "alpha":
         await asyncio.sleep(0.5)  # the reply to start_workflow goes out first
         end = time.monotonic() + 120
         while time.monotonic() < end:
             pass
-    return await _drive(self, rec, control)
+    return await _drive(self, rec)
 
 
-_engine.Engine._drive = _misbehaving_drive
+_run.WorkflowRun._drive = _misbehaving_drive
 """
 
 

@@ -10,20 +10,22 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Orchestrator, Sandbox, Settings
 from tests.server.clients import connect
-from tests.server.conftest import structured
+from tests.server.conftest import OpenOrchestrator, structured
 
 
 @pytest.fixture
-async def pair(settings: Settings) -> AsyncIterator[tuple[Orchestrator, Orchestrator, str]]:
+async def pair(
+    open_orch: OpenOrchestrator, standins: Sandbox, settings: Settings
+) -> AsyncIterator[tuple[Orchestrator, Orchestrator, str]]:
     """Instance A runs workflows; instance B only serves MCP; both share Redis and the key prefix."""
     settings_b = settings.model_copy(update={"instance_id": settings.instance_id + "-b"})
     async with (
-        Orchestrator.open(settings, with_sandbox=True) as a,
-        Orchestrator.open(settings_b, with_engine=False, http=("127.0.0.1", 0)) as b,
+        open_orch(sandbox=standins) as a,
+        open_orch(engine=False, base=settings_b) as b,
     ):
         assert b.keys is not None
         key, _ = await b.keys.create("watcher", ["*"], "read")
@@ -91,5 +93,5 @@ async def test_subscribing_to_a_hidden_workflow_is_refused(
     async with connect(b, "ws", other) as cb:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pytest.raises(Exception, match="unknown resource"):
+            with pytest.raises(MCPError, match="unknown resource"):
                 await cb.session.subscribe_resource(f"workflow://{wid}/state")

@@ -16,13 +16,12 @@ from mcp.client.extension import ClaimContext, ClientExtension, NotificationBind
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict
 
-from server._mcp import build_mcp_server
-from server._models import WorkflowStatus
-from server._runtime import Orchestrator
-from server._service import Caller
-from server._tasks_ext import TASKS_EXTENSION, WorkflowTasks
+from adapters import Status
+from server import Caller, Orchestrator
+from server.core import WorkflowStatus
+from server.mcp import TASKS_EXTENSION, TasksExtension, build_mcp_server
 from tests.server.clients import connect, stdio_client
-from tests.server.conftest import structured
+from tests.server.conftest import OpenOrchestrator, structured
 
 
 class Wire(BaseModel):
@@ -220,14 +219,14 @@ async def test_tasks_work_over_stdio(redis_url: str, key_prefix: str, tmp_path: 
 
 async def test_working_status_message_says_where_the_production_is(orch: Orchestrator) -> None:
     """queued/running/paused map to working with a message a person can read: phase, step, percent, waits."""
-    tasks = WorkflowTasks(orch.service, Caller())
+    tasks = TasksExtension(orch.service, Caller())
     now = time.time()
     base: dict[str, Any] = {"workflow_id": "wf-0123456789abcdef", "project_id": "p", "workflow": "movie_production",
             "phase": "character_development", "step": "character_creator", "percent": 42.0, "message": "running",
             "agents_running": ["character_creator", "voice_creator"], "pending_decisions": [], "last_error": "",
             "created_at": now - 60, "updated_at": now}  # fmt: skip
     running = await tasks.task(
-        WorkflowStatus(**base, status="running", waiting_reason="brain (circuit open)")
+        WorkflowStatus(**base, status=Status.RUNNING, waiting_reason="brain (circuit open)")
     )
     assert running["status"] == "working"
     assert running["statusMessage"] == (
@@ -295,7 +294,9 @@ async def test_another_projects_task_is_not_found(orch: Orchestrator) -> None:
     """A key scoped to another project gets 'not found' from tasks/get, tasks/update and tasks/cancel."""
     async with Client(orch.mcp, extensions=[TasksClient()]) as client:
         handle = await start(client, project_id="alpha", workflow="preview")
-    stranger = build_mcp_server(orch.service, default_caller=Caller(name="beta-key", projects=("beta",)))
+    stranger = build_mcp_server(
+        orch.service, orch.store, orch.notifier, default_caller=Caller(name="beta-key", projects=("beta",))
+    )
     async with Client(stranger, extensions=[TasksClient()]) as other:
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: get(other, handle.task_id),
@@ -441,10 +442,12 @@ class TasksListener(TasksClient):
         return [NotificationBinding(method="notifications/tasks", params_type=TaskNote, handler=heard)]
 
 
-async def test_notifications_tasks_reach_a_listen_stream_on_another_instance(orch: Orchestrator) -> None:
+async def test_notifications_tasks_reach_a_listen_stream_on_another_instance(
+    open_orch: OpenOrchestrator, orch: Orchestrator
+) -> None:
     """A listen stream on instance B with taskIds hears input_required and completed of a task run on A."""
     settings_b = orch.settings.model_copy(update={"instance_id": orch.settings.instance_id + "-b"})
-    async with Orchestrator.open(settings_b, with_engine=False) as b:
+    async with open_orch(engine=False, http=False, base=settings_b) as b:
         ears = TasksListener()
         async with (
             Client(orch.mcp, extensions=[TasksClient()]) as ca,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from server._runtime import Orchestrator
-from server.settings import Settings
+from server import Orchestrator
 from tests.server.tasks_rpc import TASKS, RawTasksClient, RpcError
 from tests.server.test_processes import Services, server, services
 
@@ -111,47 +109,40 @@ async def test_raw_client_without_the_extension_and_other_errors(
         assert (await tasks.cancel(wid))["resultType"] == "complete"
 
 
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[Orchestrator]:
-    """An orchestrator with API keys on its HTTP port and no engine (workflows stay where the test puts them)."""
-    async with Orchestrator.open(settings, with_engine=False, http=("127.0.0.1", 0)) as orch:
-        yield orch
-
-
-async def test_keys_scopes_and_roles_hold_for_tasks_over_http(served: Orchestrator) -> None:
+async def test_keys_scopes_and_roles_hold_for_tasks_over_http(front_door: Orchestrator) -> None:
     """Another project's task is not found; a read key cannot answer or cancel; the decider is recorded."""
-    keys = served.keys
+    keys = front_door.keys
     assert keys is not None
     mine, _ = await keys.create("a-decider", ["proj-a"], "decide")
     reader, _ = await keys.create("a-reader", ["proj-a"], "read")
     other, _ = await keys.create("b-admin", ["proj-b"], "admin")
     async with httpx.AsyncClient(timeout=30) as http:
-        a = RawTasksClient(served.http_url, http, bearer=mine)
+        a = RawTasksClient(front_door.http_url, http, bearer=mine)
         created = await a.call_tool("start_workflow", {"project_id": "proj-a", "workflow": "preview"})
         wid = created["taskId"]
         pending = [{"id": "d-1", "question": "Which cut?", "options": ["short", "long"], "kind": "choice",
                     "context": {}}]  # fmt: skip
-        await served.store.update(
+        await front_door.store.update(
             wid, {"status": "waiting_decision", "pending": pending}, event="test.waiting"
         )
-        b = RawTasksClient(served.http_url, http, bearer=other)
+        b = RawTasksClient(front_door.http_url, http, bearer=other)
         answer = {"d-1": {"action": "accept", "content": {"choice": "long"}}}
         for call in (b.get(wid), b.update(wid, answer), b.cancel(wid)):
             with pytest.raises(RpcError) as err:
                 await call
             assert err.value.code == -32602
             assert "not found" in err.value.message
-        r = RawTasksClient(served.http_url, http, bearer=reader)
+        r = RawTasksClient(front_door.http_url, http, bearer=reader)
         assert (await r.get(wid))["status"] == "input_required"
         for call in (r.update(wid, answer), r.cancel(wid)):
             with pytest.raises(RpcError) as err:
                 await call
             assert "permission_denied" in err.value.message
-        assert await served.store.decisions(wid) == {}
+        assert await front_door.store.decisions(wid) == {}
         await a.update(wid, answer)
         with pytest.raises(RpcError) as err:
             await a.update(wid, {"d-1": {"action": "accept", "content": {"choice": "short"}}})
         assert "already taken" in err.value.message
-    ledger = await served.store.decisions(wid)
+    ledger = await front_door.store.decisions(wid)
     assert ledger["d-1"]["choice"] == "long"
     assert ledger["d-1"]["by"] == "a-decider"

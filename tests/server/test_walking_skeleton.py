@@ -6,23 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-import anyio
 from mcp import Client, StdioServerParameters
 
 from adapters import AnyRedis
-from server._runtime import Orchestrator
-from tests.server.conftest import error_text, structured
+from server import Orchestrator, Sandbox
+from tests.server.conftest import error_text, structured, wait_status
 
 
-async def _until_done(client: Client, wid: str) -> dict[str, object]:
-    with anyio.fail_after(30):
-        while True:
-            status = structured(await client.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5}))
-            if status["status"] in {"completed", "failed", "cancelled"}:
-                return status
-
-
-async def test_preview_runs_to_completion_in_process(orch: Orchestrator) -> None:
+async def test_preview_runs_to_completion_in_process(standins: Sandbox, orch: Orchestrator) -> None:
     """start_workflow returns at once; the engine runs the graph; get_status reports completion."""
     async with Client(orch.mcp) as client:
         start = structured(
@@ -32,14 +23,14 @@ async def test_preview_runs_to_completion_in_process(orch: Orchestrator) -> None
         )
         assert start["status"] == "queued"
         assert start["resources"]["state"] == f"workflow://{start['workflow_id']}/state"
-        status = await _until_done(client, start["workflow_id"])
+        status = await wait_status(client, start["workflow_id"], limit=30)
     assert status["status"] == "completed", status
     assert status["percent"] == 100
     result = status["result"]
     assert isinstance(result, dict)
     assert "heist on the moon" in result["logline"]
     assert str(result["keyframe_url"]).endswith(".png")
-    ts = orch.sandbox["task_service"]
+    ts = standins.task_service
     assert ts.submits_by_key == {f"{start['workflow_id']}:keyframe": 1}
     events = [e["what"] for e in await orch.store.events(start["workflow_id"])]
     assert events[0] == "workflow.created"
@@ -105,7 +96,7 @@ async def test_preview_over_stdio_subprocess(redis_url: str, key_prefix: str, tm
                 "start_workflow", {"project_id": "p2", "workflow": "preview", "brief": "rain"}
             )
         )
-        status = await _until_done(client, start["workflow_id"])
+        status = await wait_status(client, start["workflow_id"], limit=30)
         assert status["status"] == "completed", status
         listed = structured(await client.call_tool("list_workflows", {"project_id": "p2"}))
         assert [w["workflow_id"] for w in listed["workflows"]] == [start["workflow_id"]]
