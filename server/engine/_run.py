@@ -158,8 +158,9 @@ class WorkflowRun:
             await self._quarantine(rec, attempts[:-1])
             return
         log.info("engine.run_claimed", reason=self.ticket.reason, attempt=len(attempts))
-        # A turn of the CPU gate while it computes, oldest workflow first (given back while it waits outside).
-        async with RunTurn(deps.gate, rec.created_at).running():
+        # A turn of the CPU gate while it computes: projects in turn, oldest workflow first within one (given
+        # back while it waits outside).
+        async with RunTurn(deps.gate, rec.created_at, rec.project_id).running():
             ending["handed_back"] = await self._drive(rec)
 
     async def _release(self, ending: dict[str, bool]) -> None:
