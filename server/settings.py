@@ -63,6 +63,14 @@ class Settings(BaseSettings):
         default=16, ge=1, le=100_000,
         description="runs of this process that compute at once; runs waiting on outside services take no turn",
     )  # fmt: skip
+    worker_cpu_turns_min: int = Field(
+        default=2, ge=1, le=100_000, description="the fewest turns the loop-lag control goes down to"
+    )
+    worker_loop_lag_target_ms: float = Field(
+        default=10.0, ge=0, le=10_000,
+        description="while two or more projects compute, turns shrink until the event loop's lag (p90) is "
+        "below this; 0: always WORKER_CPU_TURNS",
+    )  # fmt: skip
     lease_seconds: float = Field(default=30.0, gt=0.5)
     retention_days: float = Field(default=30.0, gt=0)
     checkpoint_ttl_days: float | None = Field(default=None, gt=0)

@@ -3,7 +3,7 @@
 Owns: the worker pool (`Engine`), one run and every way it ends (`server.engine._run`), the ports a run's
 nodes call (`RunPorts`: the outside services behind their guards, the memo, the deliverables folder), the
 Task Service's jobs (`JobRef`, `TaskServiceJobs`), budgets, poison-run attempts, the memory mark, the
-state ceiling, and the integrity mark a run checks before it acts.
+CPU turns' loop-lag control, the state ceiling, and the integrity mark a run checks before it acts.
 
 May import: `server.core`, `server.telemetry`, `adapters`, `graphs`. Never the MCP surface, the web or
 the process: the engine hears of callers only through Redis (the queue, the records, pause/cancel).
@@ -22,6 +22,7 @@ from server.engine._jobs import (
 from server.engine._memory import MemoryMark
 from server.engine._ports import RunPorts, ServiceClients
 from server.engine._state_cap import SizeCappedSerializer
+from server.engine._turns import LoopLagControl
 
 __all__ = [
     "JOB_ENDED",
@@ -29,6 +30,7 @@ __all__ = [
     "BudgetCounters",
     "Engine",
     "JobRef",
+    "LoopLagControl",
     "MemoryMark",
     "RunPorts",
     "ServiceClients",

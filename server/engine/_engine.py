@@ -21,6 +21,7 @@ from graphs import WORKFLOWS, Ports
 from server.engine._attempts import RunAttempts
 from server.engine._memory import MemoryMark
 from server.engine._run import RunDeps, WorkflowRun
+from server.engine._turns import LoopLagControl
 from server.telemetry import Metrics
 
 __all__ = ["Engine"]
@@ -44,7 +45,9 @@ class Engine:
         max_attempts: runs of one workflow that may end their worker (process death, hang) in a row before
             the workflow is quarantined.
         memory: the high-water mark above which no new run is claimed (None: no mark).
-        cpu_turns: runs of this process that compute at once.
+        cpu_turns: runs of this process that compute at once (one project alone; fewer while projects compete).
+        cpu_turns_min: the fewest turns while projects compete.
+        loop_lag_target: while projects compete, the event loop's p90 lag the turns aim at (0: fixed turns).
     """
 
     def __init__(
@@ -62,6 +65,8 @@ class Engine:
         max_attempts: int = 3,
         memory: MemoryMark | None = None,
         cpu_turns: int = 1000,
+        cpu_turns_min: int = 2,
+        loop_lag_target: float = 0.0,
     ) -> None:
         self.store = store
         self.saver = saver
@@ -78,6 +83,8 @@ class Engine:
         self._slot = asyncio.Event()
         self.stats = {"runs_started": 0, "runs_finished": 0, "reclaimed": 0, "quarantined": 0}
         self.gate = CpuGate(cpu_turns)
+        self.turns = LoopLagControl(self.gate, most=cpu_turns, least=cpu_turns_min, target=loop_lag_target,
+                                    metrics=self.metrics)  # fmt: skip
         self.attempts = RunAttempts(store)
         self._deps = RunDeps(
             store=store, saver=saver, make_ports=make_ports, graph=self.graph, attempts=self.attempts,
@@ -99,7 +106,8 @@ class Engine:
     async def start(self) -> None:
         """Create the consumer group; start claiming runs, renewing leases and hearing pause/cancel."""
         await self.store.ensure_group()
-        for coro in (self._claim_loop(), self._heartbeat_loop(), self.store.follow_control(self.control)):
+        for coro in (self._claim_loop(), self._heartbeat_loop(), self.store.follow_control(self.control),
+                     self.turns.run()):  # fmt: skip
             self._background(coro)
         log.info("engine.started", consumer=self.consumer, concurrency=self.concurrency)
 

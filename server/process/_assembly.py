@@ -406,6 +406,7 @@ async def _start_engine(
     engine = Engine(store, orch.saver, ports, consumer=orch.consumer, concurrency=s.worker_concurrency,
                     lease_seconds=s.lease_seconds, metrics=orch.metrics, audit=orch.audit,
                     max_attempts=s.run_max_attempts, cpu_turns=s.worker_cpu_turns,
+                    cpu_turns_min=s.worker_cpu_turns_min, loop_lag_target=s.worker_loop_lag_target_ms / 1000,
                     memory=MemoryMark(s.memory_high_water_bytes))  # fmt: skip
     await engine.start()
     # Half the shutdown grace drains the runs; what has not reached a step boundary by then is cancelled and
