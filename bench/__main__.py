@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import EmbeddedCluster, EmbeddedRedis, free_port
-from bench import checkpointer, concurrency, critical_path, frontdoor, peer, scaleout
+from bench import checkpointer, concurrency, critical_path, fairness, frontdoor, peer, scaleout
 from bench._report import append_section
 
-BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "scaleout", "checkpointer"]
+BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "scaleout", "checkpointer", "fairness"]
 
 
 @dataclass
@@ -78,6 +78,13 @@ def _checkpointer(run: Run) -> None:
     run.parts.append("### 5. Checkpointer\n\n" + result.table())
 
 
+def _fairness(run: Run) -> None:
+    flood, latency = (50, 0.5) if run.args.quick else (200, 1.0)
+    result = asyncio.run(fairness.run(run.server.url, run.tmp / "fair", flood=flood, latency=latency))
+    run.headline.append(result.headline())
+    run.parts.append(result.table())
+
+
 # In the order they run, with the name their wall time is reported under.
 _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "frontdoor": ("benchmarks 1-3 (front door, both sides)", _frontdoor),
@@ -85,6 +92,7 @@ _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "concurrency": ("benchmark 4 (concurrency)", _concurrency),
     "scaleout": ("benchmark 8 (scale-out)", _scaleout),
     "checkpointer": ("benchmark 5 (checkpointer)", _checkpointer),
+    "fairness": ("benchmark 9 (fairness)", _fairness),
 }
 
 
@@ -105,7 +113,7 @@ def main() -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        for sub in ("fd0", "fd1", "conc", "cp", "so"):
+        for sub in ("fd0", "fd1", "conc", "cp", "so", "fair"):
             (tmp / sub).mkdir()
         with EmbeddedRedis(data_dir=tmp / "redis", transport="tcp") as server:
             run = Run(args, tmp, server)
