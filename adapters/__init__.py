@@ -1,10 +1,11 @@
 """Everything that talks to the outside world: Redis (embedded server, checkpointer, stores) and services.
 
 Public: what `graphs` and `server` may use. Everything in a ``_module`` is private to this package.
-Every failure leaves this package as a member of the one error tree in `adapters.errors`.
+Every failure leaves this package as a member of the one error tree in `adapters.errors`; traces (the
+OpenTelemetry API, no SDK) are made through `adapters.tracing`.
 """
 
-from adapters import errors
+from adapters import errors, tracing
 from adapters._auto_movie import PHASES, PROJECT_STATUSES, AutoMovieClient, normalise_genre
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
@@ -79,6 +80,7 @@ __all__ = [
     "outside",
     "place",
     "set_testing",
+    "tracing",
     "translate_http_error",
     "websocket_client",
 ]

@@ -165,6 +165,23 @@ class Settings(BaseSettings):
                 raise ValueError(msg) from exc
         return self
 
+    # -- traces: the standard OpenTelemetry variables (the exporter reads the rest of OTEL_EXPORTER_OTLP_*) ----
+    otel_sdk_disabled: bool = Field(default=False, description="true: no traces whatever else is set")
+    otel_traces_exporter: str = Field(
+        default="", description="otlp | console | none; unset: otlp when an OTLP endpoint is set, else none"
+    )
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP base URL (/v1/traces is added)"
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(default="", description="OTLP/HTTP traces URL, as it is")
+    otel_exporter_otlp_protocol: str = Field(default="", description="only http/protobuf is installed")
+    otel_service_name: str = Field(default="movie-orchestrator", description="service.name of the spans")
+
+    @property
+    def otel_endpoint(self) -> str:
+        """The OTLP endpoint traces go to ("" when none is set)."""
+        return self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+
     # -- work that cannot run away (see the README's "Limits") ----------------------------------------
     run_max_attempts: int = Field(
         default=3, ge=1, le=100,

@@ -113,6 +113,9 @@ async def _serve_stdio(args: argparse.Namespace, settings: Settings) -> int:
     if shutdown.received:
         # Stopped by a signal with everything closed in order. The SDK's stdin reader is a thread blocked in
         # read() until the client writes or closes stdin; waiting for it would hold the exit until the grace.
+        from server.telemetry import shutdown_tracing
+
+        shutdown_tracing()
         sys.stderr.flush()
         os._exit(0)
     return 0
@@ -330,18 +333,36 @@ def _keys_arguments(keys: argparse.ArgumentParser) -> None:
     kr.add_argument("name")
 
 
+def _configure_tracing(settings: Settings) -> None:
+    """Traces exported when the OTEL_* variables ask for it (engine children inherit them)."""
+    import socket
+
+    from server.telemetry import configure_tracing
+
+    configure_tracing(
+        service_name=settings.otel_service_name, instance=settings.instance_id or f"{socket.gethostname()}-{os.getpid()}",
+        sdk_disabled=settings.otel_sdk_disabled, exporter=settings.otel_traces_exporter, endpoint=settings.otel_endpoint,
+        protocol=settings.otel_exporter_otlp_protocol,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    from server.telemetry import configure_logging
+    from server.telemetry import configure_logging, shutdown_tracing
 
     args = _parser().parse_args(argv)
     base = Settings()
     configure_logging(args.log_format or base.log_format, base.log_level, base.log_file)
+    if args.command in {"serve", "demo"}:
+        _configure_tracing(base)
     runners = {"serve": _serve, "sandbox": _sandbox, "keys": _keys}
-    with contextlib.suppress(KeyboardInterrupt):
-        if args.command == "demo":
-            from server.process._demo import run_demo
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            if args.command == "demo":
+                from server.process._demo import run_demo
 
-            return _run_loop(run_demo(args), base.event_loop)
-        return _run_loop(runners[args.command](args), base.event_loop)
-    return 130
+                return _run_loop(run_demo(args), base.event_loop)
+            return _run_loop(runners[args.command](args), base.event_loop)
+        return 130
+    finally:
+        shutdown_tracing()
