@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pybreaker
 import structlog
 
+from adapters import tracing
 from adapters._cpu_gate import outside
 from adapters._redis import AnyRedis, follow
 from adapters.errors import CircuitOpenError, TransientError
@@ -255,17 +256,20 @@ class ServiceGuard:
         fn: Callable[[], Awaitable[T]],
         *,
         on_wait: Callable[[str], Awaitable[None]] | None = None,
+        operation: str = "call",
     ) -> T:
         """Run `fn` with retries; while the breaker is open, wait (announcing it) instead of failing.
 
-        The run's CPU turn goes to another run while this waits on the service (`outside()`).
+        The run's CPU turn goes to another run while this waits on the service (`outside()`). The call is one
+        span (``<service> <operation>``), its retries and breaker waits events of it.
 
         Raises:
             TransientError: still failing after every retry, or the breaker stayed open too long.
             PermanentError, RecoverableError: from `fn`, never retried.
         """
         async with outside():
-            return await self._call(fn, on_wait)
+            with tracing.span(f"{self.name} {operation}", attributes={"peer.service": self.name}):
+                return await self._call(fn, on_wait)
 
     async def _call(
         self, fn: Callable[[], Awaitable[T]], on_wait: Callable[[str], Awaitable[None]] | None
@@ -280,6 +284,7 @@ class ServiceGuard:
                 if waited >= self.max_open_wait:
                     raise
                 reason = f"waiting for {self.name}: circuit open after repeated failures"
+                tracing.event("breaker.open_wait", mo_waited=waited)
                 if on_wait is not None:
                     await on_wait(reason)
                 pause = max(0.05, min(self.breaker.reset_timeout, 5.0))
@@ -290,6 +295,7 @@ class ServiceGuard:
                 if attempt >= self.retry.max_attempts:
                     raise
                 delay = self.retry.delay(attempt)
+                tracing.event("retry", mo_attempt=attempt, mo_error=str(exc)[:200])
                 log.info(
                     "resilience.retry_scheduled",
                     service=self.name,

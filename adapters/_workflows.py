@@ -63,7 +63,9 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
-_JSON_FIELDS = ("options", "pending", "agents_running", "result", "services", "decided")
+_JSON_FIELDS = ("options", "pending", "agents_running", "result", "services", "decided", "trace")
+# Fields added after records existed: a record without one is not a removal (a present value is verified).
+_MAY_BE_MISSING = frozenset({"trace"})
 _GROUP = "workers"
 # Returns {1, used} when counted, {0, used} when refused. The TTL keeps the counters no longer than
 # the workflow's other keys (it is refreshed on every charge).
@@ -119,6 +121,8 @@ class WorkflowRecord:
     # (server/engine/_anchor.py).
     mark: str = ""
     decided: list[str] = field(default_factory=list)
+    # The W3C context of the production's root span (every run of it is a child): steers nothing.
+    trace: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> WorkflowRecord:
@@ -160,12 +164,13 @@ class StoreEvent(NamedTuple):
 
 @dataclass(frozen=True)
 class RunTicket:
-    """One claimed entry of the run queue."""
+    """One claimed entry of the run queue (`trace`: the W3C context of the request that queued it)."""
 
     entry_id: str
     workflow_id: str
     reason: str
     correlation_id: str
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @translates_redis_errors
@@ -242,7 +247,7 @@ class WorkflowStore:
         for k, v in raw.items():
             name = _s(k)
             fields[name] = self._open(v, "record", wid, name)
-        missing = sorted(set(WorkflowRecord.__dataclass_fields__) - set(fields))
+        missing = sorted(set(WorkflowRecord.__dataclass_fields__) - set(fields) - _MAY_BE_MISSING)
         if missing:
             msg = f"record of workflow {wid!r} lacks the fields {missing}: they were removed outside the orchestrator"
             raise IntegrityError(msg)
@@ -286,13 +291,21 @@ class WorkflowStore:
         idempotency_key: str | None = None,
         forked_from: str = "",
         enqueue: bool = True,
+        wid: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        queued_by: Mapping[str, str] | None = None,
     ) -> tuple[WorkflowRecord, bool]:
         """Create a workflow and enqueue its first run; with a known idempotency key return that one.
+
+        Args:
+            wid: the new workflow's id (`new_id()`), when the caller needed it before.
+            trace: the W3C context of the production's root span, kept in the record.
+            queued_by: the W3C context of the request, carried by the queue entry.
 
         Returns:
             The record, and whether it was created by this call.
         """
-        wid = self._new_id()
+        wid = wid or self._new_id()
         if idempotency_key:
             earlier = await self._claim_idempotency_key(project_id, idempotency_key, wid)
             if earlier is not None:
@@ -300,13 +313,14 @@ class WorkflowStore:
         now = _now()
         rec = WorkflowRecord(id=wid, project_id=project_id, workflow=workflow, status=Status.QUEUED, created_at=now,
                              updated_at=now, created_by=created_by, brief=brief, options=options,
-                             forked_from=forked_from, correlation_id=correlation_id, message="waiting for a worker")  # fmt: skip
+                             forked_from=forked_from, correlation_id=correlation_id, message="waiting for a worker",
+                             trace=dict(trace or {}))  # fmt: skip
         pipe = self.client.pipeline(transaction=self._transactional)
         pipe.hset(self.key(wid), mapping=self._enc(wid, rec.to_hash()))
         pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
         pipe.zadd(f"{self.prefix}:wfs", {wid: now})
         self._event(pipe, wid, "workflow.created", created_by, correlation_id, workflow=workflow)
-        start = {"wid": wid, "reason": "start", "cid": correlation_id}
+        start = self._entry_fields(wid, "start", correlation_id, queued_by)
         if self._transactional:  # MULTI/EXEC: an engine sees the start and the record together
             if enqueue:
                 pipe.xadd(self.queue_key, start)
@@ -321,6 +335,10 @@ class WorkflowStore:
             await self.client.xadd(self.queue_key, start)
         await self.client.publish(self.channel(wid), "created")
         return rec, True
+
+    def new_id(self) -> str:
+        """A new workflow id (for a caller that needs it before `create`)."""
+        return self._new_id()
 
     async def _claim_idempotency_key(self, project_id: str, key: str, wid: str) -> WorkflowRecord | None:
         """Claim `key` for the new workflow `wid`; the workflow an earlier call created with it, if it lives."""
@@ -340,6 +358,18 @@ class WorkflowStore:
         """The record, or None for an unknown workflow."""
         raw = await self.client.hgetall(self.key(wid))
         return self._record(wid, raw) if raw else None
+
+    async def trace_of(self, wid: str) -> dict[str, str]:
+        """The W3C context of the workflow's production span (``{}``: none, or no such workflow).
+
+        Raises:
+            IntegrityError: the field was written or changed outside the orchestrator.
+        """
+        raw = await self.client.hget(self.key(wid), "trace")
+        if raw is None:
+            return {}
+        value = json.loads(self._open(raw, "record", wid, "trace") or "{}")
+        return value if isinstance(value, dict) else {}
 
     async def list_workflows(
         self, *, project_ids: list[str] | None, status: str | None, cursor: float | None, limit: int
@@ -717,9 +747,20 @@ class WorkflowStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def enqueue(self, wid: str, reason: str, correlation_id: str) -> None:
-        """Queue a run of the workflow (start, resume, retry)."""
-        await self.client.xadd(self.queue_key, {"wid": wid, "reason": reason, "cid": correlation_id})
+    @staticmethod
+    def _entry_fields(
+        wid: str, reason: str, correlation_id: str, trace: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        entry = {"wid": wid, "reason": reason, "cid": correlation_id}
+        if trace:
+            entry["tp"] = json.dumps(dict(trace))
+        return entry
+
+    async def enqueue(
+        self, wid: str, reason: str, correlation_id: str, *, trace: Mapping[str, str] | None = None
+    ) -> None:
+        """Queue a run of the workflow (start, resume, retry); `trace`: the W3C context of who queued it."""
+        await self.client.xadd(self.queue_key, self._entry_fields(wid, reason, correlation_id, trace))
 
     @staticmethod
     def _tickets(rows: Any) -> list[RunTicket]:
@@ -728,7 +769,12 @@ class WorkflowStore:
             if raw is None:
                 continue
             d = {_s(k): _s(v) for k, v in raw.items()}
-            out.append(RunTicket(_s(entry_id), d.get("wid", ""), d.get("reason", ""), d.get("cid", "")))
+            try:
+                trace = json.loads(d["tp"]) if "tp" in d else {}
+            except ValueError:
+                trace = {}
+            out.append(RunTicket(_s(entry_id), d.get("wid", ""), d.get("reason", ""), d.get("cid", ""),
+                                 trace if isinstance(trace, dict) else {}))  # fmt: skip
         return out
 
     async def claim(self, consumer: str, count: int, block_ms: int) -> list[RunTicket]:

@@ -23,6 +23,7 @@ from adapters import (
     Status,
     WorkflowRecord,
     WorkflowStore,
+    tracing,
 )
 from graphs import BUDGETS, WORKFLOWS, BudgetLimits, registry, validate_options
 from server.core._caller import Caller
@@ -164,6 +165,8 @@ class OrchestratorService:
         if not isinstance(workflow_id, str) or not _WID_RE.match(workflow_id):
             raise InvalidArgumentError("workflow_id", "must look like 'wf-' followed by 16 hex digits")
         rec = await self.store.get(workflow_id)
+        if rec is not None:
+            tracing.annotate(mo_workflow_id=workflow_id, mo_project_id=rec.project_id)
         if rec is not None and not caller.sees(rec.project_id):
             await self._audit.record(
                 "access.denied", caller=caller.name, workflow_id=workflow_id, reason="project scope"
@@ -222,6 +225,10 @@ class OrchestratorService:
         if not caller.sees(project_id):
             msg = f"unknown project {project_id!r}"
             raise NotFoundError(msg, project_id=project_id)
+        wid = self.store.new_id()
+        # The production's root span: every run of it, anywhere, is its child (its context is in the record).
+        root = tracing.start(f"production {workflow}", mo_workflow_id=wid, mo_project_id=project_id,
+                             mo_workflow=workflow)  # fmt: skip
         rec, created = await self.store.create(
             project_id=project_id,
             workflow=workflow,
@@ -230,7 +237,13 @@ class OrchestratorService:
             created_by=caller.name,
             correlation_id=caller.correlation_id,
             idempotency_key=idempotency_key,
+            wid=wid,
+            trace=tracing.carrier_of(root),
+            queued_by=tracing.carrier(),
         )
+        if root is not None and created:  # an idempotent repeat's root is dropped, never exported
+            root.end()
+        tracing.annotate(mo_workflow_id=rec.id, mo_project_id=project_id)
         log.info("service.workflow_started", workflow_id=rec.id, project_id=project_id, created=created)
         return StartResult(
             workflow_id=rec.id,
@@ -353,7 +366,7 @@ class OrchestratorService:
             correlation_id=caller.correlation_id,
             event_data={"decision_id": decision_id, "choice": choice, "comment": comment},
         )
-        await self.store.enqueue(workflow_id, "decision", caller.correlation_id)
+        await self.store.enqueue(workflow_id, "decision", caller.correlation_id, trace=tracing.carrier())
         await self._audit.record("decision.submitted", caller=caller.name, workflow_id=workflow_id,
                                  decision_id=decision_id, choice=choice)  # fmt: skip
         return DecisionResult(accepted=True, reason="recorded; the workflow resumes", workflow_id=workflow_id,
@@ -449,7 +462,7 @@ class OrchestratorService:
             who=caller.name,
             correlation_id=caller.correlation_id,
         )
-        await self.store.enqueue(workflow_id, "resume", caller.correlation_id)
+        await self.store.enqueue(workflow_id, "resume", caller.correlation_id, trace=tracing.carrier())
         return _status(await self.store.get(workflow_id) or rec)
 
     async def cancel(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
@@ -476,6 +489,8 @@ class OrchestratorService:
                 who=caller.name,
                 correlation_id=caller.correlation_id,
             )
+            tracing.ended(f"production {rec.workflow} ended", rec.trace, rec.created_at, mo_workflow_id=rec.id,
+                          mo_project_id=rec.project_id, mo_status=str(Status.CANCELLED))  # fmt: skip
         # Also when the record said queued: a run may have been claimed already and would otherwise
         # write its next status over "cancelled".
         await self.store.publish_control(workflow_id, "cancel")
@@ -497,7 +512,7 @@ class OrchestratorService:
             who=caller.name,
             correlation_id=caller.correlation_id,
         )
-        await self.store.enqueue(workflow_id, "retry", caller.correlation_id)
+        await self.store.enqueue(workflow_id, "retry", caller.correlation_id, trace=tracing.carrier())
         return _status(await self.store.get(workflow_id) or rec)
 
     async def fork(self, caller: Caller, workflow_id: str, checkpoint_id: str) -> StartResult:
@@ -509,16 +524,22 @@ class OrchestratorService:
         await self._require(caller, "operate", "fork workflows")
         src = await self._visible(caller, workflow_id)
         tup = await self.checkpoints_of.one(workflow_id, checkpoint_id)
+        wid = self.store.new_id()
+        # A fork is a production of its own, linked to the one it came from.
+        root = tracing.start(f"production {src.workflow}", links=tracing.link_of(src.trace), mo_workflow_id=wid,
+                             mo_project_id=src.project_id, mo_workflow=src.workflow, mo_forked_from=workflow_id)  # fmt: skip
         rec, _ = await self.store.create(
             project_id=src.project_id, workflow=src.workflow, brief=src.brief, options=src.options,
             created_by=caller.name, correlation_id=caller.correlation_id, forked_from=f"{workflow_id}@{checkpoint_id}",
-            enqueue=False,
+            enqueue=False, wid=wid, trace=tracing.carrier_of(root),
         )  # fmt: skip
+        if root is not None:
+            root.end()
         await self.checkpoints_of.copy(tup, rec.id)
         await self.store.update(rec.id, {}, event="workflow.forked", who=caller.name,
                                 correlation_id=caller.correlation_id,
                                 event_data={"from": workflow_id, "checkpoint_id": checkpoint_id})  # fmt: skip
-        await self.store.enqueue(rec.id, "fork", caller.correlation_id)
+        await self.store.enqueue(rec.id, "fork", caller.correlation_id, trace=tracing.carrier())
         return StartResult(workflow_id=rec.id, status=Status.QUEUED, project_id=rec.project_id,
                            workflow=rec.workflow, created=True, resources=self.resources(rec.id))  # fmt: skip
 

@@ -80,6 +80,7 @@ class Engine:
         self._deferred: dict[str, RunTicket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        self._halted = asyncio.Event()
         self._slot = asyncio.Event()
         self.stats = {"runs_started": 0, "runs_finished": 0, "reclaimed": 0, "quarantined": 0}
         self.gate = CpuGate(cpu_turns)
@@ -89,7 +90,8 @@ class Engine:
         self._deps = RunDeps(
             store=store, saver=saver, make_ports=make_ports, graph=self.graph, attempts=self.attempts,
             gate=self.gate, metrics=self.metrics, audit=audit, consumer=consumer, lease_ms=self.lease_ms,
-            durability=durability, max_attempts=max_attempts, stopping=self._stopping, background=self._background,
+            durability=durability, max_attempts=max_attempts, stopping=self._stopping, halted=self._halted,
+            background=self._background,
             stats=self.stats,
         )  # fmt: skip
         # Why this instance claims no new runs now ("" while it claims); /readyz shows it.
@@ -126,6 +128,17 @@ class Engine:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("engine.stopped", consumer=self.consumer)
+
+    async def halt(self) -> None:
+        """Stop at once as a killed process would (tests of crashes): every run and loop is cancelled and
+        nothing is written, handed back, acknowledged or released; the leases lapse and other instances
+        reclaim the runs."""
+        self._halted.set()
+        tasks = [t for _, t, _ in self._running.values()] + list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.warning("engine.halted", consumer=self.consumer)
 
     def health(self) -> dict[str, Any]:
         """What /readyz says of this engine: whether it claims new runs, why not, how many it runs."""
@@ -240,7 +253,7 @@ class Engine:
             self.metrics.runs_active.set(len(self._running))
             self._slot.set()
             deferred = self._deferred.pop(wid, None)
-            if deferred is not None and not self._stopping.is_set():
+            if deferred is not None and not self._stopping.is_set() and not self._halted.is_set():
                 self._spawn(deferred)
 
         task.add_done_callback(done)

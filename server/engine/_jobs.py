@@ -31,6 +31,7 @@ from adapters import (
     TransientError,
     WorkflowStore,
     outside,
+    tracing,
 )
 from graphs import BudgetPort
 
@@ -173,7 +174,7 @@ class TaskServiceJobs:
             answer = await self._guard.call(
                 lambda: self._client.submit(
                     self._pid, task_type, task_data, idempotency_key=key, callback_url=self._callback(job, nonce),
-                    metadata={"workflow_id": self._wid, "step": step_key, **_graph_position()},
+                    metadata={"workflow_id": self._wid, "step": step_key, **_graph_position(), **tracing.carrier()},
                     correlation_id=self._cid,
                 ),
                 on_wait=self._on_wait,

@@ -134,7 +134,9 @@ class GuardedBrain:
 
     async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         """Call a Brain tool with retries and the breaker."""
-        return await self._guard.call(lambda: self._client.call(tool, args), on_wait=self._on_wait)
+        return await self._guard.call(
+            lambda: self._client.call(tool, args), on_wait=self._on_wait, operation=tool
+        )
 
 
 class GuardedAutoMovie:
@@ -148,7 +150,9 @@ class GuardedAutoMovie:
         if self._client is None:
             return {"id": project_id, "genre": "other", "projectSettings": {}, "progress": {}}
         client = self._client
-        return await self._guard.call(lambda: client.get_project(project_id, correlation_id=self._cid))
+        return await self._guard.call(
+            lambda: client.get_project(project_id, correlation_id=self._cid), operation="get_project"
+        )
 
     async def write_progress(self, project_id: str, phase: str, completed: list[str], percent: float) -> None:
         """Write progress; failures are logged, never raised (progress must not stop a production)."""
@@ -157,7 +161,10 @@ class GuardedAutoMovie:
         client = self._client
         try:
             await self._guard.call(
-                lambda: client.write_progress(project_id, phase, completed, percent, correlation_id=self._cid)
+                lambda: client.write_progress(
+                    project_id, phase, completed, percent, correlation_id=self._cid
+                ),
+                operation="write_progress",
             )
         except OutsideError as exc:
             log.warning("auto_movie.progress_not_written", phase=phase, error=str(exc)[:200])
@@ -168,7 +175,10 @@ class GuardedAutoMovie:
             return
         client = self._client
         try:
-            await self._guard.call(lambda: client.update_status(project_id, status, correlation_id=self._cid))
+            await self._guard.call(
+                lambda: client.update_status(project_id, status, correlation_id=self._cid),
+                operation="update_status",
+            )
         except OutsideError as exc:
             log.warning("auto_movie.status_not_written", status=status, error=str(exc)[:200])
 

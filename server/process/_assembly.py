@@ -39,6 +39,7 @@ from adapters import (
     TaskServiceClient,
     WorkflowStore,
     open_redis,
+    tracing,
 )
 from graphs import BudgetLimits, LocalWriter, WriterPort
 from server.core import Caller, Checkpoints, Deliverables, OrchestratorService, current_caller
@@ -309,8 +310,18 @@ def _pool(settings: Settings) -> httpx.Limits:
     return httpx.Limits(max_connections=n, max_keepalive_connections=n)
 
 
+def _http(
+    service: str, timeout: float, verify: ssl.SSLContext, limits: httpx.Limits | None = None
+) -> httpx.AsyncClient:
+    """The HTTP client of an outside service: a CLIENT span per request, with traceparent, when tracing is on."""
+    inner = httpx.AsyncHTTPTransport(
+        verify=verify, limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    )  # httpx's own defaults
+    return httpx.AsyncClient(timeout=timeout, transport=tracing.TracingTransport(inner, service))
+
+
 async def _task_service_client(stack: contextlib.AsyncExitStack, settings: Settings) -> TaskServiceClient:
-    http = httpx.AsyncClient(timeout=30, verify=_tls_context(settings), limits=_pool(settings))
+    http = _http("task-service", 30, _tls_context(settings), _pool(settings))
     client = TaskServiceClient(
         settings.task_service_url, settings.task_service_api_key.get_secret_value(), http=http
     )
@@ -337,12 +348,12 @@ async def _service_clients(
         auto_movie = AutoMovieClient(
             settings.auto_movie_url, api_token=settings.auto_movie_token.get_secret_value(),
             payload_email=settings.payload_email, payload_password=settings.payload_password.get_secret_value(),
-            http=httpx.AsyncClient(timeout=30, verify=verify, limits=_pool(settings)),
+            http=_http("auto-movie", 30, verify, _pool(settings)),
         )  # fmt: skip
         stack.push_async_callback(auto_movie.aclose)
     writer: WriterPort = (
         LLMWriter(settings.llm_url, settings.llm_api_key.get_secret_value(), settings.llm_model,
-                  http=httpx.AsyncClient(timeout=120, verify=verify))
+                  http=_http("llm", 120, verify))
         if settings.llm_url else LocalWriter()
     )  # fmt: skip
     return ServiceClients(tasks=tasks, brain=brain, auto_movie=auto_movie, writer=writer, guards=guards)
