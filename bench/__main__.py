@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import EmbeddedCluster, EmbeddedRedis, free_port
-from bench import checkpointer, concurrency, critical_path, fairness, frontdoor, peer, scaleout
+from bench import checkpointer, concurrency, critical_path, fairness, frontdoor, peer, scaleout, tracing
 from bench._report import append_section
 
-BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "scaleout", "checkpointer", "fairness"]
+BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "scaleout", "checkpointer", "fairness", "tracing"]
 
 
 @dataclass
@@ -85,6 +85,14 @@ def _fairness(run: Run) -> None:
     run.parts.append(result.table())
 
 
+def _tracing(run: Run) -> None:
+    result = asyncio.run(
+        tracing.run(run.server.url, run.tmp / "trace", productions=5 if run.args.quick else 10)
+    )
+    run.headline.append(result.headline())
+    run.parts.append(result.table())
+
+
 # In the order they run, with the name their wall time is reported under.
 _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "frontdoor": ("benchmarks 1-3 (front door, both sides)", _frontdoor),
@@ -93,6 +101,7 @@ _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "scaleout": ("benchmark 8 (scale-out)", _scaleout),
     "checkpointer": ("benchmark 5 (checkpointer)", _checkpointer),
     "fairness": ("benchmark 9 (fairness)", _fairness),
+    "tracing": ("benchmark 10 (tracing cost)", _tracing),
 }
 
 
@@ -113,7 +122,7 @@ def main() -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        for sub in ("fd0", "fd1", "conc", "cp", "so", "fair"):
+        for sub in ("fd0", "fd1", "conc", "cp", "so", "fair", "trace"):
             (tmp / sub).mkdir()
         with EmbeddedRedis(data_dir=tmp / "redis", transport="tcp") as server:
             run = Run(args, tmp, server)
