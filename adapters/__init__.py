@@ -19,9 +19,10 @@ from adapters._embedded_redis import (
     free_port,
 )
 from adapters._integrity import SignedSerializer, Signer, place
-from adapters._keys import ROLES, KeyInfo, KeyStore, SecurityAudit
+from adapters._keys import KEEP, ROLES, KeyInfo, KeyStore, SecurityAudit
 from adapters._llm import LLMWriter
 from adapters._pipeliner import ScriptPipeliner
+from adapters._quotas import Limits, QuotaStore, Tenancy, TenantUsage
 from adapters._redis import AnyRedis, ChannelHub, Watchers, connect_redis, follow, is_cluster_url, open_redis
 from adapters._resilience import RetryPolicy, ServiceGuard, SharedBreakers, set_testing
 from adapters._tasks import TASK_DATA_KEYS, TaskServiceClient, translate_http_error
@@ -37,6 +38,7 @@ from adapters._ws_mcp import websocket_client
 from adapters.errors import *  # noqa: F403 - the whole error tree is public
 
 __all__ = [
+    "KEEP",
     "PHASES",
     "PROJECT_STATUSES",
     "ROLES",
@@ -52,6 +54,8 @@ __all__ = [
     "KeyInfo",
     "KeyStore",
     "LLMWriter",
+    "Limits",
+    "QuotaStore",
     "RedisCheckpointSaver",
     "RetryPolicy",
     "RunTicket",
@@ -65,6 +69,8 @@ __all__ = [
     "Status",
     "StoreEvent",
     "TaskServiceClient",
+    "Tenancy",
+    "TenantUsage",
     "Watchers",
     "WorkflowRecord",
     "WorkflowStore",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,13 @@ class ScriptPipeliner:
 
     async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """Run `script` with `keys` and `args`; returns its reply or raises its error."""
+        return await self.submit(script, keys, args)
+
+    def submit(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Awaitable[Any]:
+        """Queue a call now and return what to await for its reply: calls submitted one after the other, then
+        awaited, share one round trip."""
         if self._direct:
-            return await script(keys=keys, args=args)
+            return asyncio.ensure_future(script(keys=keys, args=args))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Call(script, keys, args, future))
@@ -63,7 +69,7 @@ class ScriptPipeliner:
             # Wait for the rest of this loop turn so concurrent callers join the batch.
             self._scheduled = True
             loop.call_soon(self._kick)
-        return await future
+        return future
 
     def _kick(self) -> None:
         self._scheduled = False

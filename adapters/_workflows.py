@@ -44,6 +44,7 @@ from redis.exceptions import ResponseError
 
 from adapters._integrity import Signer, place
 from adapters._pipeliner import ScriptPipeliner
+from adapters._quotas import QuotaStore
 from adapters._redis import AnyRedis, ChannelHub, follow, translates_redis_errors
 from adapters.errors import IntegrityError
 
@@ -184,6 +185,8 @@ class WorkflowStore:
         signer: signs every record field (and verifies it on read) when given.
         pipeliner: shares round trips of record updates with other script calls (the checkpointer's).
         new_id: makes the id of a new workflow (default ``wf-`` and 16 random hex digits).
+        quotas: told of every status written (a workflow's place in its project's queue; its reservation is
+            released when it ends).
     """
 
     def __init__(
@@ -195,8 +198,10 @@ class WorkflowStore:
         signer: Signer | None = None,
         pipeliner: ScriptPipeliner | None = None,
         new_id: Callable[[], str] | None = None,
+        quotas: QuotaStore | None = None,
     ) -> None:
         self._new_id = new_id or (lambda: f"wf-{uuid.uuid4().hex[:16]}")
+        self.quotas = quotas
         # redis-py's stubs type replies as unions of bytes/str/None/Awaitable; replies are bytes here.
         self.client: Any = client
         self.prefix = prefix
@@ -340,6 +345,24 @@ class WorkflowStore:
         """A new workflow id (for a caller that needs it before `create`)."""
         return self._new_id()
 
+    async def find_idempotent(self, project_id: str, key: str) -> WorkflowRecord | None:
+        """The live workflow an earlier start of the project created with this idempotency key, if any."""
+        existing = await self.client.get(f"{self.prefix}:idem:{project_id}:{key}")
+        return await self.get(_s(existing)) if existing is not None else None
+
+    async def statuses(self, wids: list[str]) -> dict[str, str | None]:
+        """The status of each workflow (None: no record), read in one round trip.
+
+        Raises:
+            IntegrityError: a status was written or changed outside the orchestrator.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for wid in wids:
+            pipe.hget(self.key(wid), "status")
+        raws = await pipe.execute()
+        return {wid: (self._open(raw, "record", wid, "status") if raw is not None else None)
+                for wid, raw in zip(wids, raws, strict=True)}  # fmt: skip
+
     async def _claim_idempotency_key(self, project_id: str, key: str, wid: str) -> WorkflowRecord | None:
         """Claim `key` for the new workflow `wid`; the workflow an earlier call created with it, if it lives."""
         idem = f"{self.prefix}:idem:{project_id}:{key}"
@@ -472,7 +495,16 @@ class WorkflowStore:
         last = events[-1].what if events else "updated"
         note = f"{last}|{fields.get('status', '')}|{fields.get('percent', '')}"
         head = [self.channel(wid), note, self.retention_seconds if ended else 0, len(enc)]
-        await self._pipeliner.call(self._update_script, keys, head + args)
+        updated = self._pipeliner.submit(self._update_script, keys, head + args)
+        if self.quotas is not None and "status" in fields:
+            # Submitted beside the update: the same round trip (another slot on a cluster: its own call).
+            reported = self.quotas.status_changed(wid, queued=fields["status"] == Status.QUEUED, ended=ended)
+            try:
+                await updated
+            finally:
+                await reported
+        else:
+            await updated
 
     async def events(self, wid: str, *, after: str = "", count: int = 1000) -> list[dict[str, Any]]:
         """The audit log of a workflow, oldest first (only the entries after the id `after`, when given):
