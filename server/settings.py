@@ -165,6 +165,25 @@ class Settings(BaseSettings):
                 raise ValueError(msg) from exc
         return self
 
+    # -- quotas (0: no limit); a key's own (keys create/quota --max-in-flight/--starts-per-minute) replace QUOTA_KEY_*
+    quota_project_max_in_flight: int = Field(
+        default=250, ge=0, description="productions of one project queued, running, waiting or paused at once"
+    )
+    quota_project_starts_per_minute: int = Field(
+        default=300, ge=0, description="productions one project may start (or fork) in any 60 s"
+    )
+    quota_key_max_in_flight: int = Field(
+        default=0, ge=0, description="in flight per API key, unless the key sets its own"
+    )
+    quota_key_starts_per_minute: int = Field(
+        default=0, ge=0, description="starts per API key in any 60 s, unless the key sets its own"
+    )
+    quota_sweep_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often reservations of workflows that ended in a crash are given back",
+    )
+
     # -- traces: the standard OpenTelemetry variables (the exporter reads the rest of OTEL_EXPORTER_OTLP_*) ----
     otel_sdk_disabled: bool = Field(default=False, description="true: no traces whatever else is set")
     otel_traces_exporter: str = Field(

@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,9 @@ from adapters import (
     BrainClient,
     EmbeddedRedis,
     KeyStore,
+    Limits,
     LLMWriter,
+    QuotaStore,
     RedisCheckpointSaver,
     RetryPolicy,
     ScriptPipeliner,
@@ -42,7 +44,15 @@ from adapters import (
     tracing,
 )
 from graphs import BudgetLimits, LocalWriter, WriterPort
-from server.core import Caller, Checkpoints, Deliverables, OrchestratorService, current_caller
+from server.core import (
+    Caller,
+    Checkpoints,
+    Deliverables,
+    OrchestratorService,
+    QuotaPolicy,
+    current_caller,
+    sweep_quotas,
+)
 from server.engine import (
     BudgetCounters,
     Engine,
@@ -229,8 +239,9 @@ async def _assemble(
     ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
     saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl, pipeliner=pipeliner,
                                  serde=SizeCappedSerializer(JsonPlusSerializer(), settings.state_max_bytes), signer=signer)  # fmt: skip
+    quotas = QuotaStore(redis, prefix, pipeliner=pipeliner)
     store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
-                          signer=signer, pipeliner=pipeliner)  # fmt: skip
+                          signer=signer, pipeliner=pipeliner, quotas=quotas)  # fmt: skip
     secret = (settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret is not None
               else await store.deployment_secret("webhook-secret"))  # one per deployment, shared through Redis  # fmt: skip
     audit = SecurityAudit(redis, prefix)
@@ -242,18 +253,21 @@ async def _assemble(
     stack.push_async_callback(breakers.stop)
     tasks_client = await _task_service_client(stack, settings)
     notifier = await _notifier(stack, redis, store, prefix, default_caller)
+    metrics = Metrics()
     service = OrchestratorService(
         store, checkpoints=Checkpoints(saver), audit=audit, watch=notifier.watch,
         brief_max_chars=settings.brief_max_chars, budgets=_deployment_budgets(settings),
         cancel_jobs=lambda wid: cancel_jobs(store, tasks_client, wid), health=breakers.states,
-        notice_backstop_seconds=settings.notice_backstop_seconds,
+        notice_backstop_seconds=settings.notice_backstop_seconds, quotas=quotas, quota_policy=_quota_policy(settings),
+        metrics=metrics,
     )  # fmt: skip
+    _background(stack, sweep_quotas(quotas, store, consumer, settings.quota_sweep_seconds))
     mcp = build_mcp_server(
         service, store, notifier, default_caller=default_caller, integrity_keys=integrity_keys
     )
     orch = Orchestrator(
         settings=settings, redis=redis, store=store, saver=saver, service=service, mcp=mcp, keys=keys, audit=audit,
-        notifier=notifier, breakers=breakers, metrics=Metrics(), budgets=BudgetCounters(store, service.budgets),
+        notifier=notifier, breakers=breakers, metrics=metrics, budgets=BudgetCounters(store, service.budgets),
         engine=None, consumer=consumer, webhook_secret=secret, integrity_keys=integrity_keys, redis_url=url,
     )  # fmt: skip
     return orch, await _service_clients(stack, settings, breakers, tasks_client)
@@ -286,6 +300,25 @@ async def _notifier(
     await notifier.start()
     stack.push_async_callback(notifier.stop)
     return notifier
+
+
+def _quota_policy(settings: Settings) -> QuotaPolicy:
+    return QuotaPolicy(
+        project=Limits(settings.quota_project_max_in_flight, settings.quota_project_starts_per_minute, "settings"),
+        key=Limits(settings.quota_key_max_in_flight, settings.quota_key_starts_per_minute, "settings"),
+    )  # fmt: skip
+
+
+def _background(stack: contextlib.AsyncExitStack, coro: Coroutine[Any, Any, None]) -> None:
+    """A task of the process's, cancelled (and awaited) when the process closes."""
+    task = asyncio.create_task(coro)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(cancel)
 
 
 def _deployment_budgets(settings: Settings) -> BudgetLimits:
@@ -380,7 +413,7 @@ async def _serve_http(
             return children.memory(mark)
 
     health = Health(
-        orch.store, orch.breakers, orch.metrics, orch.keys,
+        orch.store, orch.breakers, orch.metrics, orch.keys, quotas=orch.service.quotas,
         engine=lambda: orch.engine.health() if orch.engine is not None else None,
         engines=processes_view,
         resident_bytes=lambda: orch.engine.memory.rss if orch.engine is not None and orch.engine.memory else None,
