@@ -63,7 +63,14 @@ class ScaleoutResult:
             return ""
         base = self.b1[0].rps or float("nan")
         parts = [f"{t.label} {t.rps / base:.2f}x" for t in self.b1[1:]]
-        return "- Scale-out (benchmark 1 against one instance on single Redis): " + ", ".join(parts) + "."
+        cluster = next(
+            (t.rps / base for t in self.b1[1:] if "1 instance" in t.label and "cluster" in t.label), None
+        )
+        goal = (f" (one instance on the cluster: target >= 0.9x: {'met' if cluster >= 0.9 else 'NOT met'})"
+                if cluster is not None else "")  # fmt: skip
+        return (
+            "- Scale-out (benchmark 1 against one instance on single Redis): " + ", ".join(parts) + goal + "."
+        )
 
     def table(self) -> str:
         """Markdown for BENCHMARKS.md."""
