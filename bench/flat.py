@@ -101,13 +101,13 @@ class FlatResult:
 
 
 async def run(redis_url: str, tmp: Path, *, window: float = 40.0, job_latency: float = 2.0,
-              sizes: tuple[int, ...] = SIZES) -> FlatResult:  # fmt: skip
+              sizes: tuple[int, ...] = SIZES, redis_pids: list[int] | None = None) -> FlatResult:  # fmt: skip
     """Benchmark 10 at each size, one after the other, each with its own key prefix."""
     out = FlatResult(window=window, job_latency=job_latency)
     for n in sizes:
         (tmp / f"flat{n}").mkdir(exist_ok=True)
         out.runs.append(await concurrency.run(redis_url, tmp / f"flat{n}", workflows=n, window=window,
-                                              job_latency=job_latency))  # fmt: skip
+                                              job_latency=job_latency, redis_pids=redis_pids))  # fmt: skip
     out.plot()
     return out
 
