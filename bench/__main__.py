@@ -60,7 +60,9 @@ def _critical_path(run: Run) -> None:
 def _concurrency(run: Run) -> None:
     sizes, window = ((10, 100), 30.0) if run.args.quick else (flat.SIZES, 40.0)
     pids = [run.server.pid] if run.server.pid else None
-    result = asyncio.run(flat.run(run.server.url, run.tmp / "conc", window=window, sizes=sizes, redis_pids=pids))
+    result = asyncio.run(
+        flat.run(run.server.url, run.tmp / "conc", window=window, sizes=sizes, redis_pids=pids)
+    )
     largest = result.runs[-1]
     run.headline += [largest.headline(), result.headline()]
     run.parts += [largest.table(), result.table()]

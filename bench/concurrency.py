@@ -298,7 +298,16 @@ async def _servers(
     pids, urls = [], []
     for i in range(instances):
         mine = {**env, "INSTANCE_ID": f"bench-{i}", "LOG_FILE": str(tmp / f"concurrency-server-{i}.log")}
-        serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / f"c{i}")]
+        serve_args = [
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--no-auth",
+            "--engine-processes",
+            "0",
+            "--data-dir",
+            str(tmp / f"c{i}"),
+        ]
         pid, lines = await stack.enter_async_context(_process(serve_args, mine, "listening on"))
         pids.append(pid)
         urls.append(next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0])

@@ -255,7 +255,7 @@ async def run(
     label = (f"`serve --http --engine-processes {engine_processes}` (MCP in one process, workflows in "
              f"{engine_processes} more)" if engine_processes else "`serve --http` (one process)")  # fmt: skip
     out = FrontDoorResult(label=label)
-    extra = ["--engine-processes", str(engine_processes)] if engine_processes else []
+    extra = ["--engine-processes", str(engine_processes)]  # 0 too: the default depends on the cores
     async with _server(redis_url, tmp, *extra) as url:
         c = RawMcp(url)
         async with c.http:
