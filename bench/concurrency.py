@@ -123,6 +123,20 @@ class ConcurrencyResult:
         return "\n".join(lines)
 
 
+def one_process_server(data_dir: Path) -> list[str]:
+    """The arguments of a `serve --http` process that runs its engine itself (whatever the cores)."""
+    return [
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--no-auth",
+        "--engine-processes",
+        "0",
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
 @contextlib.asynccontextmanager
 async def _process(args: list[str], env: dict[str, str], marker: str) -> AsyncIterator[tuple[int, list[str]]]:
     """A subprocess of ours; yields its pid and its stderr/stdout lines up to the one containing `marker`."""
@@ -298,16 +312,7 @@ async def _servers(
     pids, urls = [], []
     for i in range(instances):
         mine = {**env, "INSTANCE_ID": f"bench-{i}", "LOG_FILE": str(tmp / f"concurrency-server-{i}.log")}
-        serve_args = [
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--no-auth",
-            "--engine-processes",
-            "0",
-            "--data-dir",
-            str(tmp / f"c{i}"),
-        ]
+        serve_args = one_process_server(tmp / f"c{i}")
         pid, lines = await stack.enter_async_context(_process(serve_args, mine, "listening on"))
         pids.append(pid)
         urls.append(next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0])

@@ -21,7 +21,7 @@ import psutil
 
 from adapters import EmbeddedCluster, EmbeddedRedis
 from bench import concurrency
-from bench.concurrency import _cpu, _process
+from bench.concurrency import _cpu, _process, one_process_server
 from bench.frontdoor import NODES, WORKFLOW, RawMcp, _pct, _side_load, _wait_done
 
 __all__ = ["ScaleoutResult", "run"]
@@ -174,16 +174,7 @@ async def _throughput(
                 "INSTANCE_ID": f"so-{i}",
                 "LOG_FILE": str(tmp / f"scaleout-{label[:6]}-{i}.log"),
             }
-            args = [
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--no-auth",
-                "--engine-processes",
-                "0",
-                "--data-dir",
-                str(tmp / f"so{i}"),
-            ]
+            args = one_process_server(tmp / f"so{i}")
             pid, lines = await stack.enter_async_context(_process(args, env, "listening on"))
             pids.append(pid)
             url = next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0]
