@@ -113,6 +113,16 @@ class Orchestrator:
         """The media folder (deliverables, the stand-ins' files)."""
         return self.settings.media_root
 
+    async def stop_engine(self, drain_seconds: float) -> None:
+        """Stop this process's engine now: runs get `drain_seconds` to reach a step boundary, then are
+        cancelled; every run it held is handed back to the queue (the next instance takes it at once).
+
+        Leaving the `open` block stops it too, with half the shutdown grace to drain; this is for a
+        process whose client has gone and which should let go of its work without that wait.
+        """
+        if self.engine is not None:
+            await self.engine.stop(drain_seconds)
+
     def hand_back_blocking(self, timeout: float = 3.0) -> int:
         """Give the runs this process holds back to the run queue, from a thread other than the loop's.
 
@@ -133,8 +143,7 @@ class Orchestrator:
             try:
                 store = WorkflowStore(client, prefix=prefix)
                 for t in tickets:
-                    await store.enqueue(t.workflow_id, "handed_back", t.correlation_id)
-                    await store.finish(t, consumer)
+                    await store.hand_back(t, consumer)
             finally:
                 await client.aclose()
 
