@@ -85,7 +85,7 @@ class RunDeps:
     durability: str
     max_attempts: int
     stopping: asyncio.Event
-    background: Callable[[Coroutine[Any, Any, Any]], None]
+    background: Callable[[Coroutine[Any, Any, Any]], object]
     stats: dict[str, int]
 
 

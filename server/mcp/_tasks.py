@@ -243,10 +243,14 @@ class TasksExtension(Extension):
             "total": int(st.result.get("agent_executions", len(agents))),
             "by_agent": dict(sorted(Counter(agents).items())),
         }
+        # What the call would have answered had it waited, valid against the output schema of every tool
+        # that answers with a task (start_workflow and fork_workflow: StartResult; retry_step:
+        # WorkflowStatus; the two share no field of different meaning), then the production's summary.
+        # Clients that validate a task's result against the tool's schema (Inspector, TypeScript SDK)
+        # accept it; the extra keys are allowed by those schemas.
         structured = {
-            "workflow_id": wid,
-            "project_id": st.project_id,
-            "workflow": st.workflow,
+            **st.model_dump(mode="json"),
+            "created": True,
             "outcome": st.result.get("outcome", "completed"),
             "phases": list(st.result.get("phases") or []),
             "deliverables": deliverables,

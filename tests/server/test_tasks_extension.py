@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import anyio
+import jsonschema
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -199,6 +200,21 @@ async def _drive_preview_to_completed(client: Client) -> dict[str, Any]:
     assert task["status"] == "completed", task
     assert task["result"]["structuredContent"]["workflow_id"] == handle.task_id
     return task
+
+
+async def test_a_completed_tasks_result_is_valid_for_every_tool_that_answers_with_a_task(
+    orch: Orchestrator,
+) -> None:
+    """A validating client checks a task's result against the tool's outputSchema: it passes for each."""
+    async with Client(orch.mcp, extensions=[TasksClient()]) as client:
+        task = await _drive_preview_to_completed(client)
+        schemas = {t.name: t.output_schema for t in (await client.list_tools()).tools}
+    sc = task["result"]["structuredContent"]
+    for tool in ("start_workflow", "fork_workflow", "retry_step"):
+        jsonschema.validate(sc, schemas[tool])
+    assert sc["status"] == "completed"
+    assert sc["deliverables"]
+    assert sc["summary"] == sc["result"]
 
 
 @pytest.mark.parametrize("transport", ["http", "ws-auto"])
