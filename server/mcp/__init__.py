@@ -10,6 +10,7 @@ process: transports (stdio, Streamable HTTP, WebSocket) run this server; it does
 """
 
 from server.mcp._app import APP_META, APP_URI
+from server.mcp._inline import ElicitationAnswers
 from server.mcp._progress import PLAIN_REPLY, describe, event_log
 from server.mcp._sdk import lowlevel
 from server.mcp._server import build_mcp_server
@@ -21,6 +22,7 @@ __all__ = [
     "APP_URI",
     "PLAIN_REPLY",
     "TASKS_EXTENSION",
+    "ElicitationAnswers",
     "RedisNotifier",
     "TasksExtension",
     "build_mcp_server",

@@ -51,7 +51,7 @@ from server.engine import (
     SizeCappedSerializer,
     cancel_jobs,
 )
-from server.mcp import RedisNotifier, build_mcp_server
+from server.mcp import ElicitationAnswers, RedisNotifier, build_mcp_server
 from server.process._workers import EngineProcesses
 from server.settings import Settings
 from server.telemetry import Metrics
@@ -86,6 +86,7 @@ class Orchestrator:
         redis_url: the Redis this process uses (the embedded one's, when it started one).
         http_url: the HTTP port's base URL ("" without one).
         engine_processes: the engine child processes (``--engine-processes``).
+        default_caller: who calls when the transport authenticated nobody.
     """
 
     settings: Settings
@@ -107,6 +108,7 @@ class Orchestrator:
     redis_url: str = field(repr=False)
     http_url: str = ""
     engine_processes: EngineProcesses | None = None
+    default_caller: Caller = field(default_factory=Caller)
 
     @property
     def media_root(self) -> Any:
@@ -263,6 +265,7 @@ async def _assemble(
         settings=settings, redis=redis, store=store, saver=saver, service=service, mcp=mcp, keys=keys, audit=audit,
         notifier=notifier, breakers=breakers, metrics=Metrics(), budgets=BudgetCounters(store, service.budgets),
         engine=None, consumer=consumer, webhook_secret=secret, integrity_keys=integrity_keys, redis_url=url,
+        default_caller=default_caller,
     )  # fmt: skip
     return orch, await _service_clients(stack, settings, breakers, tasks_client)
 
@@ -387,7 +390,7 @@ async def _serve_http(
         orch.mcp, keys=orch.keys if auth else None, health=health,
         webhooks=WebhookReceiver(orch.store, orch.webhook_secret, orch.metrics, orch.audit),
         board=Board(orch.service, orch.notifier, Deliverables(s.media_root)).routes(),
-        trusted_proxies=s.trusted_proxy_list,
+        trusted_proxies=s.trusted_proxy_list, answers=ElicitationAnswers(orch.service, orch.default_caller),
     )  # fmt: skip
     host, port = bind
     # Open requests (status long-polls, board streams) get a share of the shutdown grace, then are closed.

@@ -20,7 +20,11 @@ async def test_a_run_stopped_midway_is_taken_by_the_next_engine_at_once(
 ) -> None:
     """Stopping an engine mid-production hands the run back; a fresh engine finishes it within seconds."""
     async with open_orch(sandbox=standins, lease_seconds=LEASE) as first, Client(first.mcp) as c:
-        args = {"project_id": "p", "brief": "x", "options": {"scenes": 2, "characters": 1, "auto_approve": True}}
+        args = {
+            "project_id": "p",
+            "brief": "x",
+            "options": {"scenes": 2, "characters": 1, "auto_approve": True},
+        }
         wid = structured(await c.call_tool("start_workflow", args))["workflow_id"]
         await wait_status(c, wid, where=lambda st: st["status"] == "running" and st["percent"] > 0)
         await first.stop_engine(drain_seconds=0.0)

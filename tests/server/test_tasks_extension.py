@@ -396,35 +396,6 @@ async def test_a_failed_workflow_is_a_failed_task_naming_step_and_retry(orch: Or
         assert again.status == "working"
 
 
-async def test_handshake_era_client_sending_params_task_gets_todays_result(orch: Orchestrator) -> None:
-    """A 2025-11-25 client (experimental Tasks: params.task, tasks/result) gets a plain tool result and no tasks.
-
-    The server advertises no `capabilities.tasks`, so such clients (VS Code) do not send params.task; one that
-    does anyway has it ignored: start_workflow still returns at once with its workflow id.
-    """
-    async with Client(orch.mcp, mode="legacy") as client:
-        assert client.server_capabilities.tasks is None
-        call = types.CallToolRequest(
-            params=types.CallToolRequestParams(
-                name="start_workflow",
-                arguments={"project_id": "p1", "workflow": "preview"},
-                task=types.TaskMetadata(ttl=60_000),
-            )
-        )
-        result = await client.session.send_request(call, types.CallToolResult)
-        assert not result.is_error
-        assert result.structured_content is not None
-        wid = result.structured_content["workflow_id"]
-        with pytest.raises(MCPError) as err:
-            await send(
-                client, types.GetTaskPayloadRequest(params=types.GetTaskPayloadRequestParams(task_id=wid))
-            )
-        assert err.value.error.code == types.METHOD_NOT_FOUND
-        with pytest.raises(MCPError) as err:
-            await send(client, GetTask(params=TaskIdParams(task_id=wid)))
-        assert err.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
-
-
 class TaskNote(BaseModel):
     """notifications/tasks params, every key kept."""
 
