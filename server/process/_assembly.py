@@ -390,7 +390,8 @@ async def _serve_http(
         orch.mcp, keys=orch.keys if auth else None, health=health,
         webhooks=WebhookReceiver(orch.store, orch.webhook_secret, orch.metrics, orch.audit),
         board=Board(orch.service, orch.notifier, Deliverables(s.media_root)).routes(),
-        trusted_proxies=s.trusted_proxy_list, answers=ElicitationAnswers(orch.service, orch.default_caller),
+        trusted_proxies=s.trusted_proxy_list, notifier=orch.notifier,
+        answers=ElicitationAnswers(orch.service, orch.default_caller),
     )  # fmt: skip
     host, port = bind
     # Open requests (status long-polls, board streams) get a share of the shutdown grace, then are closed.
