@@ -22,7 +22,6 @@ protocol version, or at 2026-07-28 from a client that did not declare the extens
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +34,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from adapters import TERMINAL, Status, WorkflowStore
+from adapters import TERMINAL, OrchestratorError, Status, WorkflowStore
 from server.core import Caller, OrchestratorService, WorkflowStatus, current_caller
 from server.mcp._inline import InlineDecisions, answer_request_id, declares_form, form
 from server.mcp._progress import PLAIN_REPLY, WaitFeed
@@ -233,8 +232,14 @@ class HandshakeTasks:
             except (NoBackChannelError, MCPError) as exc:
                 log.info("tasks.decision_not_asked", task_id=st.workflow_id, error=str(exc))
                 return
-            with contextlib.suppress(MCPError):
+            try:
                 await self._inline.record(caller, st.workflow_id, d.id, result)
+            except OrchestratorError as exc:
+                # An answer the ledger refuses (not one of the options): asked again at the next change.
+                asked.discard(d.id)
+                log.info(
+                    "tasks.decision_answer_refused", task_id=st.workflow_id, decision_id=d.id, error=str(exc)
+                )
 
 
 def _advertise(result: HandlerResult) -> HandlerResult:
