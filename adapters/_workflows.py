@@ -784,7 +784,9 @@ class WorkflowStore:
         if holder is not None and _s(holder) == consumer:
             await self.client.delete(self.lease_key(ticket.workflow_id))
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.queue_key, {"wid": ticket.workflow_id, "reason": "handed_back", "cid": ticket.correlation_id})
+        pipe.xadd(
+            self.queue_key, {"wid": ticket.workflow_id, "reason": "handed_back", "cid": ticket.correlation_id}
+        )
         pipe.xack(self.queue_key, _GROUP, ticket.entry_id)
         pipe.xdel(self.queue_key, ticket.entry_id)
         await pipe.execute()
