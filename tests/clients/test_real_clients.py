@@ -132,8 +132,9 @@ def test_inspector_legacy_era_stdio_one_server_process_per_call(node: Path, stdi
     driver = [str(node), str(DRIVERS / "inspector_production.mjs"), "--era", "legacy", "--deadline", "90"]
     s = run_driver([*driver, "--cmd", json.dumps(stdio_argv)])
     _ok(s)
-    # ~3 s of start-up per CLI call (Node, then Python with the stand-ins); the production itself does not wait.
-    assert s["seconds"] < 4 * s["cli_calls"] + 10, s
+    # ~3 s of start-up per CLI call (Node, then Python with the stand-ins), more on a loaded machine; the
+    # production itself does not wait (a stall waited out a lease: 20 s or more each time).
+    assert s["seconds"] < 7 * s["cli_calls"] + 10, s
 
 
 # -- LangChain -----------------------------------------------------------------------------------------------------
