@@ -12,7 +12,6 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel, ConfigDict
 
 from server import Orchestrator
 from tests.server.conftest import OpenOrchestrator, structured
@@ -22,27 +21,12 @@ RELATED = "io.modelcontextprotocol/related-task"
 _START = {"project_id": "p", "brief": "a fox", "options": {"scenes": 1, "characters": 1}}
 
 
-class Wire(BaseModel):
-    """Any result, every key kept as it came over the wire."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-async def send(client: Client, request: types.Request[Any, Any]) -> dict[str, Any]:
-    """A request as the SDK builds it; the result as a plain dict."""
-    return (await client.session.send_request(request, Wire)).model_dump(by_alias=True)
-
-
 def _as_task(name: str, arguments: dict[str, Any]) -> types.CallToolRequest:
     return types.CallToolRequest(
         params=types.CallToolRequestParams(
             name=name, arguments=arguments, task=types.TaskMetadata(ttl=60_000)
         )
     )
-
-
-def _task_id(wid: str) -> types.GetTaskRequestParams:
-    return types.GetTaskRequestParams(task_id=wid)
 
 
 async def _workflows(orch: Orchestrator) -> set[str]:
