@@ -17,6 +17,7 @@ from adapters._embedded_redis import (
     find_redis_server,
     free_port,
 )
+from adapters._http_sessions import HttpSessions
 from adapters._integrity import SignedSerializer, Signer, place
 from adapters._keys import ROLES, KeyInfo, KeyStore, SecurityAudit
 from adapters._llm import LLMWriter
@@ -48,6 +49,7 @@ __all__ = [
     "CpuGate",
     "EmbeddedCluster",
     "EmbeddedRedis",
+    "HttpSessions",
     "KeyInfo",
     "KeyStore",
     "LLMWriter",

@@ -779,6 +779,24 @@ class WorkflowStore:
         if holder is not None and _s(holder) == consumer:
             await self.client.delete(self.lease_key(ticket.workflow_id))
 
+    async def hand_back(self, ticket: RunTicket, consumer: str) -> None:
+        """Give a held run to any instance now: a fresh queue entry, the held one acknowledged.
+
+        The lease goes first: an instance that claims the fresh entry a moment later must find the
+        workflow free, not wait a lease out. Should this process die between the steps, the held
+        entry is still unacknowledged and is reclaimed as any dead instance's is.
+        """
+        holder = await self.client.get(self.lease_key(ticket.workflow_id))
+        if holder is not None and _s(holder) == consumer:
+            await self.client.delete(self.lease_key(ticket.workflow_id))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(
+            self.queue_key, {"wid": ticket.workflow_id, "reason": "handed_back", "cid": ticket.correlation_id}
+        )
+        pipe.xack(self.queue_key, _GROUP, ticket.entry_id)
+        pipe.xdel(self.queue_key, ticket.entry_id)
+        await pipe.execute()
+
     async def queue_depth(self) -> int:
         """Entries waiting or held in the run queue."""
         return int(await self.client.xlen(self.queue_key))

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+# How long runs get to reach a step boundary once a stdio client has closed stdin (then cancelled and handed
+# back: a cancelled step re-runs from its checkpoint, and its outside jobs are found again, not resubmitted).
+_EOF_DRAIN_SECONDS = 0.5
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
@@ -110,6 +114,11 @@ async def _serve_stdio(args: argparse.Namespace, settings: Settings) -> int:
             t.cancel()
         if not signalled.done() or signalled.cancelled():
             await asyncio.gather(stdio, signalled, return_exceptions=True)
+        if not shutdown.received:
+            # The client closed stdin: nobody waits on this process, and one-shot clients (a process per
+            # call) start the next one within seconds. Hand the runs back now, so that process takes
+            # them at once; a client that kills us ~2 s after closing stdin must not catch us draining.
+            await orch.stop_engine(drain_seconds=_EOF_DRAIN_SECONDS)
     if shutdown.received:
         # Stopped by a signal with everything closed in order. The SDK's stdin reader is a thread blocked in
         # read() until the client writes or closes stdin; waiting for it would hold the exit until the grace.
