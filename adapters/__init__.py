@@ -18,6 +18,7 @@ from adapters._embedded_redis import (
     find_redis_server,
     free_port,
 )
+from adapters._http_sessions import HttpSessions
 from adapters._integrity import SignedSerializer, Signer, place
 from adapters._keys import KEEP, ROLES, KeyInfo, KeyStore, SecurityAudit
 from adapters._llm import LLMWriter
@@ -51,6 +52,7 @@ __all__ = [
     "CpuGate",
     "EmbeddedCluster",
     "EmbeddedRedis",
+    "HttpSessions",
     "KeyInfo",
     "KeyStore",
     "LLMWriter",

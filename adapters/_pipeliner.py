@@ -1,10 +1,11 @@
-"""Automatic pipelining of Lua script calls: concurrent callers share round trips.
+"""Automatic pipelining: concurrent callers share round trips, for Lua script calls and single commands.
 
-Under load many workflows checkpoint at the same moment. Each caller still awaits its own result,
-but calls queued in the same event-loop turn go out together in one pipeline, so the per-command
-costs of the client (pool checkout, socket write, read wake-up) are paid once per batch instead of
-once per call. With one caller alone, a call is one pipeline of one command: no added latency.
-On Redis Cluster redis-py does not pipeline scripts, so calls go out one by one there.
+Under load many workflows checkpoint, read their memo and record their jobs at the same moment. Each
+caller still awaits its own result, but calls queued in the same event-loop turn go out together in one
+pipeline, so the per-command costs of the client (pool checkout, socket write, read wake-up) are paid once
+per batch instead of once per call. With one caller alone, a call is one pipeline of one command: no added
+latency. On Redis Cluster redis-py does not pipeline scripts, so script calls go out one by one there (and
+single commands too: a cluster pipeline splits by node anyway).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ __all__ = ["ScriptPipeliner"]
 
 @dataclass(slots=True)
 class _Call:
-    script: AsyncScript
+    script: AsyncScript | None  # None: `args` is one plain command
     keys: list[Any]
     args: list[Any]
     future: asyncio.Future[Any]
 
 
 class ScriptPipeliner:
-    """Runs ``EVALSHA`` calls for many concurrent callers in shared pipelines.
+    """Runs ``EVALSHA`` calls and single commands for many concurrent callers in shared pipelines.
 
     Args:
         client: the redis-py asyncio client (plain or cluster).
@@ -62,14 +63,21 @@ class ScriptPipeliner:
         awaited, share one round trip."""
         if self._direct:
             return asyncio.ensure_future(script(keys=keys, args=args))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Call(script, keys, args, future))
+        return self._queued(_Call(script, keys, args, asyncio.get_running_loop().create_future()))
+
+    async def command(self, *args: Any) -> Any:
+        """Run one command (``"HGET", key, field``); returns its reply, parsed as redis-py parses it."""
+        if self._direct:
+            return await self._client.execute_command(*args)
+        return await self._queued(_Call(None, [], list(args), asyncio.get_running_loop().create_future()))
+
+    def _queued(self, call: _Call) -> asyncio.Future[Any]:
+        self._queue.append(call)
         if not self._scheduled and self._inflight < self._max_inflight:
             # Wait for the rest of this loop turn so concurrent callers join the batch.
             self._scheduled = True
-            loop.call_soon(self._kick)
-        return future
+            asyncio.get_running_loop().call_soon(self._kick)
+        return call.future
 
     def _kick(self) -> None:
         self._scheduled = False
@@ -96,7 +104,10 @@ class ScriptPipeliner:
         self.pipelines += 1
         pipe = self._client.pipeline(transaction=False)
         for c in batch:
-            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+            if c.script is None:
+                pipe.execute_command(*c.args)
+            else:
+                pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
         replies = await pipe.execute(raise_on_error=False)
         retry: list[_Call] = []
         for c, reply in zip(batch, replies, strict=True):
@@ -109,13 +120,17 @@ class ScriptPipeliner:
             else:
                 c.future.set_result(reply)
         if retry:
-            # First use on this server (or after a restart / SCRIPT FLUSH): load, then run again.
-            for script in {id(c.script): c.script for c in retry}.values():
-                await self._client.script_load(script.script)
-            for c in retry:
-                if c.future.done():
-                    continue
-                try:
-                    c.future.set_result(await c.script(keys=c.keys, args=c.args))
-                except Exception as exc:
-                    c.future.set_exception(exc)
+            await self._load_and_run(retry)
+
+    async def _load_and_run(self, retry: list[_Call]) -> None:
+        """First use of scripts on this server (or after a restart or SCRIPT FLUSH): load them, then run."""
+        scripts = {id(c.script): c.script for c in retry if c.script is not None}
+        for script in scripts.values():
+            await self._client.script_load(script.script)
+        for c in retry:
+            if c.future.done() or c.script is None:
+                continue
+            try:
+                c.future.set_result(await c.script(keys=c.keys, args=c.args))
+            except Exception as exc:
+                c.future.set_exception(exc)

@@ -379,7 +379,7 @@ class WorkflowStore:
 
     async def get(self, wid: str) -> WorkflowRecord | None:
         """The record, or None for an unknown workflow."""
-        raw = await self.client.hgetall(self.key(wid))
+        raw = await self._pipeliner.command("HGETALL", self.key(wid))
         return self._record(wid, raw) if raw else None
 
     async def trace_of(self, wid: str) -> dict[str, str]:
@@ -543,11 +543,11 @@ class WorkflowStore:
             IntegrityError: the answer standing in Redis fails its signature.
         """
         key = self.key(wid, "decisions")
-        if await self.client.hsetnx(
-            key, decision_id, self._seal(json.dumps(answer), "decision", wid, decision_id)
+        if await self._pipeliner.command(
+            "HSETNX", key, decision_id, self._seal(json.dumps(answer), "decision", wid, decision_id)
         ):
             return True, answer
-        stored = await self.client.hget(key, decision_id)
+        stored = await self._pipeliner.command("HGET", key, decision_id)
         return False, json.loads(self._open(stored, "decision", wid, decision_id)) if stored else answer
 
     async def decisions(self, wid: str) -> dict[str, dict[str, Any]]:
@@ -556,7 +556,7 @@ class WorkflowStore:
         Raises:
             IntegrityError: an answer was written or changed outside the orchestrator.
         """
-        raw = await self.client.hgetall(self.key(wid, "decisions"))
+        raw = await self._pipeliner.command("HGETALL", self.key(wid, "decisions"))
         return {_s(k): json.loads(self._open(v, "decision", wid, _s(k))) for k, v in raw.items()}
 
     async def verify_workflow(self, wid: str) -> dict[str, int]:
@@ -602,13 +602,13 @@ class WorkflowStore:
         Raises:
             IntegrityError: the entry was written or changed outside the orchestrator.
         """
-        raw = await self.client.hget(self.key(wid, "memo"), key)
+        raw = await self._pipeliner.command("HGET", self.key(wid, "memo"), key)
         return json.loads(self._open(raw, "memo", wid, key)) if raw else None
 
     async def memo_put(self, wid: str, key: str, value: Any) -> None:
         """Memoise an agent result (signed with its workflow and key; it expires with the workflow)."""
-        await self.client.hset(
-            self.key(wid, "memo"), key, self._seal(json.dumps(value, default=str), "memo", wid, key)
+        await self._pipeliner.command(
+            "HSET", self.key(wid, "memo"), key, self._seal(json.dumps(value, default=str), "memo", wid, key)
         )
 
     # -- outside jobs -------------------------------------------------------------------------
@@ -621,7 +621,7 @@ class WorkflowStore:
         Raises:
             IntegrityError: the entry was written or changed outside the orchestrator.
         """
-        v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        v = await self._pipeliner.command("HGET", self.key(wid, "jobs"), idempotency_key)
         if v is None:
             return None
         nonce, job_id, forgotten = self._job_value(wid, idempotency_key, v)
@@ -640,7 +640,7 @@ class WorkflowStore:
     async def remember_job(self, wid: str, idempotency_key: str, job_id: str, nonce: str = "") -> None:
         """Record the outside job of a step (``job_id`` "" before submitting, so its webhook is expected)."""
         value = self._seal(f"{nonce}:{job_id}", "job", wid, idempotency_key)
-        await self.client.hset(self.key(wid, "jobs"), idempotency_key, value)
+        await self._pipeliner.command("HSET", self.key(wid, "jobs"), idempotency_key, value)
 
     async def forget_job(self, wid: str, idempotency_key: str) -> None:
         """Mark a step's job as failed (a retry submits anew); the entry stays, so entries never go missing."""
@@ -668,7 +668,7 @@ class WorkflowStore:
         """
         field = self._result_field(idempotency_key, task_id)
         value = self._seal(json.dumps(result), "job-result", wid, idempotency_key, task_id)
-        stored = await self.client.hsetnx(self.key(wid, "jobs"), field, value)
+        stored = await self._pipeliner.command("HSETNX", self.key(wid, "jobs"), field, value)
         if stored:
             await self.client.publish(self._job_channel(wid, task_id), "done")
         return bool(stored)
@@ -679,7 +679,9 @@ class WorkflowStore:
         Raises:
             IntegrityError: the result was written or changed outside the orchestrator.
         """
-        raw = await self.client.hget(self.key(wid, "jobs"), self._result_field(idempotency_key, task_id))
+        raw = await self._pipeliner.command(
+            "HGET", self.key(wid, "jobs"), self._result_field(idempotency_key, task_id)
+        )
         return json.loads(self._open(raw, "job-result", wid, idempotency_key, task_id)) if raw else None
 
     async def wait_job_result(
@@ -687,7 +689,9 @@ class WorkflowStore:
     ) -> None:
         """Sleep until the job's webhook arrives or `wait_seconds` pass (needs `job_notices` started)."""
         with self.job_notices.watch(self._job_channel(wid, task_id)) as notices:
-            if await self.client.hexists(self.key(wid, "jobs"), self._result_field(idempotency_key, task_id)):
+            if await self._pipeliner.command(
+                "HEXISTS", self.key(wid, "jobs"), self._result_field(idempotency_key, task_id)
+            ):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(notices.get(), wait_seconds)
@@ -736,11 +740,11 @@ class WorkflowStore:
 
     async def keep_last_attempt(self, wid: str) -> None:
         """Forget every attempt but the newest (the current run finished a step)."""
-        await self.client.ltrim(self.key(wid, "attempts"), -1, -1)
+        await self._pipeliner.command("LTRIM", self.key(wid, "attempts"), -1, -1)
 
     async def clear_attempts(self, wid: str) -> None:
         """Forget the workflow's attempts (its run ended with its process alive)."""
-        await self.client.delete(self.key(wid, "attempts"))
+        await self._pipeliner.command("DEL", self.key(wid, "attempts"))
 
     # -- budgets ------------------------------------------------------------------------------
 
@@ -792,7 +796,8 @@ class WorkflowStore:
         self, wid: str, reason: str, correlation_id: str, *, trace: Mapping[str, str] | None = None
     ) -> None:
         """Queue a run of the workflow (start, resume, retry); `trace`: the W3C context of who queued it."""
-        await self.client.xadd(self.queue_key, self._entry_fields(wid, reason, correlation_id, trace))
+        fields = self._entry_fields(wid, reason, correlation_id, trace)
+        await self._pipeliner.command("XADD", self.queue_key, "*", *(x for kv in fields.items() for x in kv))
 
     @staticmethod
     def _tickets(rows: Any) -> list[RunTicket]:
@@ -836,9 +841,9 @@ class WorkflowStore:
 
     async def take_lease(self, wid: str, consumer: str, lease_ms: int) -> bool:
         """Own the workflow's lease unless another live instance holds it."""
-        if await self.client.set(self.lease_key(wid), consumer, nx=True, px=lease_ms):
+        if await self._pipeliner.command("SET", self.lease_key(wid), consumer, "NX", "PX", lease_ms):
             return True
-        holder = await self.client.get(self.lease_key(wid))
+        holder = await self._pipeliner.command("GET", self.lease_key(wid))
         return holder is not None and _s(holder) == consumer
 
     async def finish(self, ticket: RunTicket, consumer: str) -> None:
@@ -850,6 +855,28 @@ class WorkflowStore:
         holder = await self.client.get(self.lease_key(ticket.workflow_id))
         if holder is not None and _s(holder) == consumer:
             await self.client.delete(self.lease_key(ticket.workflow_id))
+
+    async def hand_back(
+        self, ticket: RunTicket, consumer: str, *, trace: Mapping[str, str] | None = None
+    ) -> None:
+        """Give a held run to any instance now: a fresh queue entry (carrying `trace`, the W3C context of the run
+        that gave it back), the held one acknowledged.
+
+        The lease goes first: an instance that claims the fresh entry a moment later must find the
+        workflow free, not wait a lease out. Should this process die between the steps, the held
+        entry is still unacknowledged and is reclaimed as any dead instance's is.
+        """
+        holder = await self.client.get(self.lease_key(ticket.workflow_id))
+        if holder is not None and _s(holder) == consumer:
+            await self.client.delete(self.lease_key(ticket.workflow_id))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(
+            self.queue_key,
+            self._entry_fields(ticket.workflow_id, "handed_back", ticket.correlation_id, trace),
+        )
+        pipe.xack(self.queue_key, _GROUP, ticket.entry_id)
+        pipe.xdel(self.queue_key, ticket.entry_id)
+        await pipe.execute()
 
     async def queue_depth(self) -> int:
         """Entries waiting or held in the run queue."""

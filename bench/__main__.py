@@ -16,10 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import EmbeddedCluster, EmbeddedRedis, free_port
-from bench import checkpointer, concurrency, critical_path, fairness, frontdoor, peer, scaleout, tracing
+from bench import checkpointer, costmodel, critical_path, fairness, flat, frontdoor, peer, scaleout, tracing
 from bench._report import append_section
 
-BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "scaleout", "checkpointer", "fairness", "tracing"]
+BENCHMARKS = [
+    "frontdoor",
+    "critical_path",
+    "concurrency",
+    "costmodel",
+    "scaleout",
+    "checkpointer",
+    "fairness",
+    "tracing",
+]
 
 
 @dataclass
@@ -58,12 +67,26 @@ def _critical_path(run: Run) -> None:
 
 
 def _concurrency(run: Run) -> None:
-    workflows, window = (100, 40.0) if run.args.quick else (1000, 50.0)
+    sizes, window = ((10, 100), 30.0) if run.args.quick else (flat.SIZES, 40.0)
     pids = [run.server.pid] if run.server.pid else None
-    conc = asyncio.run(concurrency.run(run.server.url, run.tmp / "conc", workflows=workflows, window=window,
-                                       redis_pids=pids))  # fmt: skip
-    run.headline.append(conc.headline())
-    run.parts.append(conc.table())
+    result = asyncio.run(
+        flat.run(run.server.url, run.tmp / "conc", window=window, sizes=sizes, redis_pids=pids)
+    )
+    largest = result.runs[-1]
+    run.headline += [largest.headline(), result.headline()]
+    run.parts += [largest.table(), result.table()]
+
+
+def _costmodel(run: Run) -> None:
+    workflows, productions = (50, 5) if run.args.quick else (100, 10)
+    run.parts.append(asyncio.run(costmodel.run(workflows=workflows, productions=productions)).table())
+
+
+def _long(run: Run) -> None:
+    pids = [run.server.pid] if run.server.pid else None
+    result = asyncio.run(flat.long_run(run.server.url, run.tmp / "long", redis_pids=pids))
+    run.headline.append(result.headline())
+    run.parts.append(result.table())
 
 
 def _scaleout(run: Run) -> None:
@@ -97,11 +120,12 @@ def _tracing(run: Run) -> None:
 _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "frontdoor": ("benchmarks 1-3 (front door, both sides)", _frontdoor),
     "critical_path": ("benchmark 7 (critical path)", _critical_path),
-    "concurrency": ("benchmark 4 (concurrency)", _concurrency),
+    "concurrency": ("benchmarks 4 and 10 (concurrency, cost as the work grows)", _concurrency),
+    "costmodel": ("benchmark 9 (cost of one step)", _costmodel),
     "scaleout": ("benchmark 8 (scale-out)", _scaleout),
     "checkpointer": ("benchmark 5 (checkpointer)", _checkpointer),
-    "fairness": ("benchmark 9 (fairness)", _fairness),
-    "tracing": ("benchmark 10 (tracing cost)", _tracing),
+    "fairness": ("benchmark 11 (fairness)", _fairness),
+    "tracing": ("benchmark 12 (tracing cost)", _tracing),
 }
 
 
@@ -112,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--only", choices=BENCHMARKS, action="append", default=None, help="repeatable")
     parser.add_argument("--no-peer", action="store_true", help="skip the LangGraph Agent Server peer")
+    parser.add_argument("--long", action="store_true",
+                        help="also the long mode: 1,000 productions to completion (not part of the 10 minutes)")  # fmt: skip
     return parser
 
 
@@ -122,12 +148,13 @@ def main() -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        for sub in ("fd0", "fd1", "conc", "cp", "so", "fair", "trace"):
+        for sub in ("fd0", "fd1", "conc", "cp", "so", "long", "fair", "trace"):
             (tmp / sub).mkdir()
         with EmbeddedRedis(data_dir=tmp / "redis", transport="tcp") as server:
             run = Run(args, tmp, server)
-            for name, (title, step) in _STEPS.items():
-                if name in only:
+            steps = [*_STEPS.items(), *([("long", ("benchmark 11 (long mode)", _long))] if args.long else [])]
+            for name, (title, step) in steps:
+                if name in only or name == "long":
                     started = time.monotonic()
                     step(run)
                     run.timed(title, started)

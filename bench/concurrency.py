@@ -52,6 +52,7 @@ class ConcurrencyResult:
     sample_errors: int = 0
     last_sample_error: str = ""
     peak_rss_mb: float = 0.0
+    base_rss_mb: float = 0.0
     agent_executions: int = 0
     redis_bytes_per_workflow: float = 0.0
     redis_label: str = "Redis"
@@ -120,6 +121,20 @@ class ConcurrencyResult:
                 f"/metrics could not be read {self.sample_errors} times: {self.last_sample_error[:200]}"
             )
         return "\n".join(lines)
+
+
+def one_process_server(data_dir: Path) -> list[str]:
+    """The arguments of a `serve --http` process that runs its engine itself (whatever the cores)."""
+    return [
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--no-auth",
+        "--engine-processes",
+        "0",
+        "--data-dir",
+        str(data_dir),
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -243,17 +258,22 @@ def _cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _rss(servers: list[psutil.Process]) -> int:
+    """Resident bytes of the servers and their children."""
+    rss = 0
+    for server in servers:
+        with contextlib.suppress(psutil.Error):
+            rss += sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])
+    return rss
+
+
 async def _sample(
     servers: list[psutil.Process], metrics_urls: list[str], out: ConcurrencyResult, stop: asyncio.Event
 ) -> None:
     """Peak RSS of the servers (and children) and peak runs executing in their engines, twice a second."""
     async with httpx2.AsyncClient(timeout=30) as http:
         while not stop.is_set():
-            rss = 0
-            for server in servers:
-                with contextlib.suppress(psutil.Error):
-                    rss += sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])
-            out.peak_rss_mb = max(out.peak_rss_mb, rss / 2**20)
+            out.peak_rss_mb = max(out.peak_rss_mb, _rss(servers) / 2**20)
             try:
                 running = sum([int(await _metric(http, u, "mo_runs_active")) for u in metrics_urls])
             except httpx2.HTTPError as exc:
@@ -292,7 +312,7 @@ async def _servers(
     pids, urls = [], []
     for i in range(instances):
         mine = {**env, "INSTANCE_ID": f"bench-{i}", "LOG_FILE": str(tmp / f"concurrency-server-{i}.log")}
-        serve_args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / f"c{i}")]
+        serve_args = one_process_server(tmp / f"c{i}")
         pid, lines = await stack.enter_async_context(_process(serve_args, mine, "listening on"))
         pids.append(pid)
         urls.append(next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0])
@@ -352,6 +372,7 @@ async def run(
             for c in clients:
                 await stack.enter_async_context(c.http)
             servers = [psutil.Process(p) for p in pids]
+            out.base_rss_mb = _rss(servers) / 2**20
             standins = [psutil.Process(sandbox_pid)]
             cpu0 = (_cpu(servers), _cpu(standins), _cpu(redis_procs))
             stop = asyncio.Event()

@@ -1,4 +1,4 @@
-"""Benchmark 9: fair share between projects (issue 23's measurement).
+"""Benchmark 11: fair share between projects (issue 23's measurement).
 
 One orchestrator with the stand-ins in process (as the issue measured it), Task Service jobs of latency L.
 Project B's production alone, then three rounds, each in a fresh orchestrator: a flood of N productions of
@@ -41,7 +41,7 @@ class Round:
 
 @dataclass
 class FairnessResult:
-    """Figures of benchmark 9."""
+    """Figures of benchmark 11."""
 
     flood: int
     latency: float
@@ -73,7 +73,7 @@ class FairnessResult:
     def table(self) -> str:
         """Markdown for BENCHMARKS.md."""
         lines = [
-            "### 9. Fairness between projects\n",
+            "### 11. Fairness between projects\n",
             f"One process with the stand-ins in it, Task Service jobs of L = {self.latency:g} s; `movie_production` "
             f"(auto_approve, default size). B's production alone took {self.alone:.1f} s; then {self.flood} of "
             f"project A were started at once (in {self.started_in:.1f} s at most) and B's production 1.5 s later, "
@@ -173,7 +173,7 @@ async def _flooded(orch: Orchestrator, flood: int, out: FairnessResult) -> Round
 async def run(
     redis_url: str, tmp: Path, *, flood: int = 200, latency: float = 1.0, rounds: int = 3
 ) -> FairnessResult:
-    """Run benchmark 9 on `redis_url`: each round in an orchestrator and key prefix of its own."""
+    """Run benchmark 11 on `redis_url`: each round in an orchestrator and key prefix of its own."""
     out = FairnessResult(flood=flood, latency=latency)
     configure_logging("json", "warning", str(tmp / "fairness.log"))  # in process: not on the report's stdout
     for i in range(rounds):

@@ -30,14 +30,14 @@ _SERVER = "-m server serve"
 _PARTS = [
     ("MCP SDK request path (dispatch, middleware, extensions, tool lookup; tools below)",
      r"ServerRunner\._on_request \(mcp/"),
-    ("our MCP tools (get_status, start_workflow, ...)", r"_run \(server/_mcp\.py"),
+    ("our MCP tools (get_status, start_workflow, ...)", r"Tools\.run \(server/mcp/_tools\.py|as_tool_error \(server/mcp/_tools\.py"),
     ("HTTP (uvicorn, Starlette, the SDK's Streamable HTTP transport)", r"run_asgi \(uvicorn/"),
-    ("engine runs (claim to end, LangGraph included)", r"Engine\._run \(server/_engine\.py"),
+    ("engine runs (claim to end, LangGraph included)", r"WorkflowRun\.execute \(server/engine/_run\.py"),
     ("LangGraph Pregel loop", r"Pregel\.astream \(pregel/"),
     ("checkpointer writes and reads", r"RedisCheckpointSaver\.\w+ \(adapters/_checkpointer\.py"),
     ("workflow record reads (HGETALL + verify)", r"WorkflowStore\.get \(adapters/_workflows\.py"),
     ("integrity (HMAC sign/verify, places)", r"\(adapters/_integrity\.py"),
-    ("status writes of runs", r"_RunWriter\._flush \(server/_engine\.py"),
+    ("status writes of runs", r"StatusWriter\._flush \(server/engine/_status_writer\.py"),
     ("pub/sub follower (change notices)", r"follow \(adapters/_redis\.py"),
     ("Redis client (send, parse)", r"\(redis/"),
 ]  # fmt: skip

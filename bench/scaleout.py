@@ -21,7 +21,7 @@ import psutil
 
 from adapters import EmbeddedCluster, EmbeddedRedis
 from bench import concurrency
-from bench.concurrency import _cpu, _process
+from bench.concurrency import _cpu, _process, one_process_server
 from bench.frontdoor import NODES, WORKFLOW, RawMcp, _pct, _side_load, _wait_done
 
 __all__ = ["ScaleoutResult", "run"]
@@ -63,7 +63,14 @@ class ScaleoutResult:
             return ""
         base = self.b1[0].rps or float("nan")
         parts = [f"{t.label} {t.rps / base:.2f}x" for t in self.b1[1:]]
-        return "- Scale-out (benchmark 1 against one instance on single Redis): " + ", ".join(parts) + "."
+        cluster = next(
+            (t.rps / base for t in self.b1[1:] if "1 instance" in t.label and "cluster" in t.label), None
+        )
+        goal = (f" (one instance on the cluster: target >= 0.9x: {'met' if cluster >= 0.9 else 'NOT met'})"
+                if cluster is not None else "")  # fmt: skip
+        return (
+            "- Scale-out (benchmark 1 against one instance on single Redis): " + ", ".join(parts) + goal + "."
+        )
 
     def table(self) -> str:
         """Markdown for BENCHMARKS.md."""
@@ -167,7 +174,7 @@ async def _throughput(
                 "INSTANCE_ID": f"so-{i}",
                 "LOG_FILE": str(tmp / f"scaleout-{label[:6]}-{i}.log"),
             }
-            args = ["serve", "--http", "127.0.0.1:0", "--no-auth", "--data-dir", str(tmp / f"so{i}")]
+            args = one_process_server(tmp / f"so{i}")
             pid, lines = await stack.enter_async_context(_process(args, env, "listening on"))
             pids.append(pid)
             url = next(ln for ln in lines if "listening on" in ln).split("listening on ")[1].split()[0]

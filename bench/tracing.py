@@ -1,4 +1,4 @@
-"""Benchmark 10: what traces cost.
+"""Benchmark 12: what traces cost.
 
 One orchestrator with the stand-ins in process (Task Service jobs of 50 ms), N default-size productions at
 once, driven through the service (no MCP requests: their SDK spans are not ours), in alternating rounds with
@@ -53,7 +53,7 @@ class _Encoding(SpanExporter):
 
 @dataclass
 class TracingResult:
-    """Figures of benchmark 10."""
+    """Figures of benchmark 12."""
 
     productions: int
     cpu_off: list[float] = field(default_factory=list)  # CPU seconds per production, per round
@@ -82,10 +82,10 @@ class TracingResult:
     def table(self) -> str:
         """Markdown for BENCHMARKS.md."""
         if self.error or not self.cpu_on:
-            return f"### 10. Tracing cost\n\nNot measured: {self.error}"
+            return f"### 12. Tracing cost\n\nNot measured: {self.error}"
         off, on = statistics.median(self.cpu_off), statistics.median(self.cpu_on)
         return "\n".join([
-            "### 10. Tracing cost\n",
+            "### 12. Tracing cost\n",
             f"{self.productions} default-size `movie_production`s at once in one process with the stand-ins (jobs of "
             "50 ms), driven through the service; rounds alternate tracing off and on (on: SDK provider, batch "
             "processor, every span encoded as OTLP protobuf and dropped). CPU of the whole process (stand-ins "
@@ -129,7 +129,7 @@ def _span_cost(n: int = 20_000) -> float:
 
 
 async def run(redis_url: str, tmp: Path, *, productions: int = 10, rounds: int = 2) -> TracingResult:
-    """Run benchmark 10 on `redis_url` in a key prefix of its own."""
+    """Run benchmark 12 on `redis_url` in a key prefix of its own."""
     out = TracingResult(productions=productions)
     configure_logging("json", "warning", str(tmp / "tracing.log"))
     exporter = _Encoding()

@@ -58,20 +58,30 @@ _MAX_COMMENT = 2_000
 _STATUSES = frozenset(Status)
 
 
+def _open_decisions(rec: WorkflowRecord) -> list[dict[str, Any]]:
+    """The decisions still open. The record lists those taken (written with each answer), while the open ones
+    it lists were written by the run that parked, which has not resumed yet when an answer comes."""
+    return [p for p in rec.pending if p.get("id") not in rec.decided]
+
+
 def _status(
     rec: WorkflowRecord, services: dict[str, str] | None = None, position: tuple[int, int] | None = None
 ) -> WorkflowStatus:
+    pending = [Decision.model_validate(p) for p in _open_decisions(rec)]
+    status, message = rec.status, rec.message
+    if status == Status.WAITING_DECISION and rec.pending and not pending:
+        status, message = Status.QUEUED, "decision received, resuming"
     return WorkflowStatus(
         workflow_id=rec.id,
         project_id=rec.project_id,
         workflow=rec.workflow,
-        status=rec.status,
+        status=status,
         phase=rec.phase,
         step=rec.step,
         percent=rec.percent,
-        message=rec.message,
+        message=message,
         agents_running=rec.agents_running,
-        pending_decisions=[Decision.model_validate(p) for p in rec.pending],
+        pending_decisions=pending,
         last_error=rec.last_error,
         waiting_reason=rec.waiting_reason,
         services=services or {},
@@ -643,7 +653,7 @@ class OrchestratorService:
         rec = await self._visible(caller, workflow_id)
         return {
             "workflow_id": workflow_id,
-            "pending": rec.pending,
+            "pending": _open_decisions(rec),
             "answered": await self.store.decisions(workflow_id),
         }
 

@@ -78,6 +78,9 @@ class Engine:
         self._graphs: dict[str, Any] = {}
         self._running: dict[str, tuple[RunTicket, asyncio.Task[None], RunControl]] = {}
         self._deferred: dict[str, RunTicket] = {}
+        # Entries claimed, or left deferred, once stopping began: handed back when the stop ends.
+        self._leftover: list[RunTicket] = []
+        self._claimer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._halted = asyncio.Event()
@@ -108,14 +111,26 @@ class Engine:
     async def start(self) -> None:
         """Create the consumer group; start claiming runs, renewing leases and hearing pause/cancel."""
         await self.store.ensure_group()
-        for coro in (self._claim_loop(), self._heartbeat_loop(), self.store.follow_control(self.control),
-                     self.turns.run()):  # fmt: skip
+        self._claimer = self._background(self._claim_loop())
+        for coro in (self._heartbeat_loop(), self.store.follow_control(self.control), self.turns.run()):
             self._background(coro)
         log.info("engine.started", consumer=self.consumer, concurrency=self.concurrency)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Stop claiming; drain running runs at their next step boundary, hand back the rest."""
+        """Stop claiming; drain running runs at their next step boundary, hand back the rest.
+
+        Everything this instance holds when it returns is back in the queue as a fresh entry with its
+        lease released, so the next instance (or the next process on the same data) takes it at once.
+        """
+        if self._stopping.is_set():
+            return
         self._stopping.set()
+        self._slot.set()
+        if self._claimer is not None and not self._claimer.done():
+            # Let the claim loop end after its current read (200 ms): a read cancelled midway could
+            # leave an entry delivered to nobody until the lease runs out.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._claimer), 1.0)
         for _, _, control in self._running.values():
             control.request_drain("shutdown")
         running = [t for _, t, _ in self._running.values()]
@@ -124,6 +139,7 @@ class Engine:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self._hand_back_leftovers()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -163,12 +179,30 @@ class Engine:
             task.cancel()
         return True
 
+    async def _hand_back_leftovers(self) -> None:
+        leftovers = [*self._leftover, *self._deferred.values()]
+        self._leftover.clear()
+        self._deferred.clear()
+        for ticket in leftovers:
+            try:
+                await self.store.hand_back(ticket, self.consumer)
+            except Exception:
+                # Still unacknowledged: reclaimed after the lease, as a dead instance's would be.
+                log.exception("engine.hand_back_failed", workflow_id=ticket.workflow_id)
+        if leftovers:
+            log.info("engine.runs_handed_back", count=len(leftovers),
+                     workflows=sorted({t.workflow_id for t in leftovers}))  # fmt: skip
+
     def held(self) -> list[RunTicket]:
         """The queue entries this instance holds (safe to call from another thread: retried if the loop
         changes them meanwhile)."""
         for _ in range(10):
             try:
-                return [t for t, _, _ in list(self._running.values())] + list(self._deferred.values())
+                return [
+                    *(t for t, _, _ in list(self._running.values())),
+                    *self._deferred.values(),
+                    *self._leftover,
+                ]
             except RuntimeError:  # changed size during iteration
                 continue
         return []
@@ -233,6 +267,10 @@ class Engine:
 
     def _spawn(self, ticket: RunTicket) -> None:
         wid = ticket.workflow_id
+        if self._stopping.is_set():
+            # Claimed by the read in flight when the stop began: not run here, handed back by `stop`.
+            self._leftover.append(ticket)
+            return
         if wid in self._running:
             # One run per workflow at a time. The run in progress may end before seeing what this entry
             # asks for (a retry, a decision), so run again when it ends; a second duplicate is redundant.
@@ -253,15 +291,16 @@ class Engine:
             self.metrics.runs_active.set(len(self._running))
             self._slot.set()
             deferred = self._deferred.pop(wid, None)
-            if deferred is not None and not self._stopping.is_set() and not self._halted.is_set():
+            if deferred is not None and not self._halted.is_set():
                 self._spawn(deferred)
 
         task.add_done_callback(done)
 
-    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _heartbeat_loop(self) -> None:
         while True:

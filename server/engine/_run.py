@@ -88,7 +88,7 @@ class RunDeps:
     max_attempts: int
     stopping: asyncio.Event
     halted: asyncio.Event
-    background: Callable[[Coroutine[Any, Any, Any]], None]
+    background: Callable[[Coroutine[Any, Any, Any]], object]
     stats: dict[str, int]
 
 
@@ -191,10 +191,8 @@ class WorkflowRun:
         with contextlib.suppress(Exception):
             if ending["handed_back"]:
                 # Give the run to any instance right away instead of waiting for the lease.
-                await deps.store.enqueue(
-                    self.wid, "handed_back", self.ticket.correlation_id, trace=self.trace
-                )
-            if not ending["leave_pending"]:
+                await deps.store.hand_back(self.ticket, deps.consumer, trace=self.trace)
+            elif not ending["leave_pending"]:
                 await deps.store.finish(self.ticket, deps.consumer)
         structlog.contextvars.unbind_contextvars("workflow_id", "run_id", "correlation_id")
 

@@ -10,17 +10,20 @@ process: transports (stdio, Streamable HTTP, WebSocket) run this server; it does
 """
 
 from server.mcp._app import APP_META, APP_URI
+from server.mcp._inline import ElicitationAnswers
 from server.mcp._progress import PLAIN_REPLY, describe, event_log
 from server.mcp._sdk import lowlevel
 from server.mcp._server import build_mcp_server
-from server.mcp._subscriptions import RedisNotifier
+from server.mcp._subscriptions import HTTP_SESSION, RedisNotifier
 from server.mcp._tasks import TASKS_EXTENSION, TasksExtension
 
 __all__ = [
     "APP_META",
     "APP_URI",
+    "HTTP_SESSION",
     "PLAIN_REPLY",
     "TASKS_EXTENSION",
+    "ElicitationAnswers",
     "RedisNotifier",
     "TasksExtension",
     "build_mcp_server",

@@ -7,18 +7,23 @@ fix (or the deletion, once the SDK offers the hook) is made here and nowhere els
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import mcp_types as types
+from mcp.server.context import ServerMiddleware
 from mcp.server.lowlevel.server import HandlerEntry, Server
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.message import ServerMessageMetadata
 
 __all__ = [
+    "add_middleware",
     "add_request_handler",
     "connection_state",
     "lowlevel",
     "progress_listener",
     "request_handler",
+    "send_unanswered_request",
 ]
 
 # The SDK keeps the listener of a request's progress on its (possibly wrapped) dispatch context.
@@ -77,3 +82,36 @@ def progress_listener(session: Any) -> bool | None:
             return any(getattr(dctx, a) is not None for a in known)
         dctx = getattr(dctx, "_inner", None)
     return None
+
+
+def add_middleware(mcp: MCPServer, middleware: ServerMiddleware[Any]) -> None:
+    """Wrap every inbound request (innermost of the middleware so far).
+
+    Why: the 2025-11-25 experimental tasks change ``initialize`` (``capabilities.tasks``), ``tools/list``
+    (``execution.taskSupport``) and a ``tools/call`` carrying ``params.task`` (a ``CreateTaskResult``, which
+    the SDK's own result check would refuse as a ``CallToolResult``). ``Server.middleware`` is public but
+    provisional, on the low-level server that `MCPServer` does not expose (see `lowlevel`).
+    """
+    lowlevel(mcp).middleware.append(middleware)
+
+
+async def send_unanswered_request(
+    session: Any, request_id: types.RequestId, method: str, params: Mapping[str, Any]
+) -> bool:
+    """Write a server-to-client request on this request's own stream without waiting for its answer.
+
+    Why: stateless Streamable HTTP (handshake era) can carry a request on the SSE answer of a POST, but the
+    client's answer is a POST of its own that may reach any instance, so the SDK refuses to send it
+    (``NoBackChannelError``). We send it with an id that names what it asks, and the HTTP port records the
+    answer wherever it lands. The SDK keeps the request's dispatch context privately on the session
+    (``_request_outbound``; its dispatcher's ``_write``). The public hook would be a fire-and-forget
+    ``send_request``. Returns False when this request has no such stream (nothing sent).
+    """
+    dctx = getattr(session, "_request_outbound", None)
+    dispatcher = getattr(dctx, "_dispatcher", None)
+    related = getattr(dctx, "request_id", None)
+    if dispatcher is None or related is None:
+        return False
+    message = types.JSONRPCRequest(jsonrpc="2.0", id=request_id, method=method, params=dict(params))
+    await dispatcher._write(message, ServerMessageMetadata(related_request_id=related))
+    return True

@@ -11,13 +11,15 @@ from adapters import WorkflowStore
 from server.core import Caller, OrchestratorService, current_caller
 from server.mcp._app import production_app
 from server.mcp._browse import install_browsing
+from server.mcp._handshake_tasks import HandshakeTasks
 from server.mcp._inline import request_state_security
 from server.mcp._progress import set_level_handler
 from server.mcp._prompts import install_prompts
 from server.mcp._resources import register_resources
-from server.mcp._sdk import add_request_handler
+from server.mcp._sdk import add_middleware, add_request_handler
 from server.mcp._subscriptions import RedisNotifier
 from server.mcp._task_listen import install_task_notifications
+from server.mcp._task_view import TaskView
 from server.mcp._tasks import TasksExtension
 from server.mcp._tools import Tools, register_tools
 from server.mcp._waiting import StatusWaiter
@@ -56,7 +58,9 @@ def build_mcp_server(
     def caller() -> Caller:
         return current_caller.get() or fallback
 
-    tasks = TasksExtension(service, fallback)
+    # Both generations' tasks, on the same workflows: the 2026-07-28 extension, the 2025-11-25 draft.
+    handshake = HandshakeTasks(TaskView(service, fallback), service, store, fallback)
+    tasks = TasksExtension(service, fallback, handshake)
     mcp = MCPServer(
         name="movie-orchestrator",
         instructions=_INSTRUCTIONS,
@@ -67,6 +71,7 @@ def build_mcp_server(
             request_state_security(integrity_keys, lambda: caller().name) if integrity_keys else None
         ),
     )
+    add_middleware(mcp, handshake.middleware)
     add_request_handler(mcp, "resources/subscribe", types.SubscribeRequestParams, notifier.on_subscribe)
     add_request_handler(mcp, "resources/unsubscribe", types.UnsubscribeRequestParams, notifier.on_unsubscribe)
     add_request_handler(mcp, "logging/setLevel", types.SetLevelRequestParams, set_level_handler)

@@ -6,14 +6,22 @@ Each instance listens there and tells its own subscribers:
 - handshake-era clients (``resources/subscribe``) through `send_resource_updated` on their session.
 Events a server publishes itself (``ctx.notify_resource_updated``) go through ``P:mcp-events`` so
 they reach subscribers on every instance too.
+
+Handshake-era clients of Streamable HTTP have no connection to deliver on: their session (the
+``Mcp-Session-Id`` the HTTP port issues on ``initialize``) keeps its subscriptions in Redis
+(`adapters.HttpSessions`), and the standalone GET stream of that session, on whichever instance it is
+open, sends the updates (`server.web`). A subscription over HTTP without a session is refused: it
+would be accepted and never delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import mcp_types as types
@@ -21,13 +29,22 @@ import structlog
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from adapters import AnyRedis, ChannelHub
+from adapters import AnyRedis, ChannelHub, HttpSessions
 
-__all__ = ["RedisNotifier", "RedisSubscriptionBus"]
+__all__ = ["HTTP_SESSION", "RedisNotifier", "RedisSubscriptionBus"]
 
 log = structlog.get_logger(__name__)
 
 _WID_IN_URI = re.compile(r"^workflow://([^/]+)/")
+
+# Set by the HTTP port for a request that may subscribe: the request's session id ("" when it carries no
+# session this server knows, so a subscription there is refused); unset on every other transport.
+HTTP_SESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("mo_http_session", default=None)
+_NO_SESSION = (
+    "resources/subscribe over Streamable HTTP needs a session: send the Mcp-Session-Id this server issued on "
+    "initialize with every request, and open the GET stream the updates are sent on (an unknown or expired "
+    "session: initialize again). At 2026-07-28 subscribe with subscriptions/listen."
+)
 
 
 class RedisSubscriptionBus:
@@ -69,6 +86,7 @@ class RedisNotifier(ChannelHub):
         self, redis: AnyRedis, prefix: str, may_see: Callable[[str], Awaitable[bool]] | None = None
     ) -> None:
         self.events_channel = f"{prefix}:mcp-events"
+        self.http_sessions = HttpSessions(redis, prefix, self.events_channel)
         super().__init__(
             redis, "subscriptions", patterns=[f"{prefix}:changed:*"], channels=[self.events_channel]
         )
@@ -83,18 +101,34 @@ class RedisNotifier(ChannelHub):
     # -- handshake-era handlers -----------------------------------------------------------------
 
     async def on_subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
-        """``resources/subscribe``: remember the session for the URI."""
+        """``resources/subscribe``: remember the session for the URI (an HTTP session: in Redis)."""
         uri = str(params.uri)
+        http = HTTP_SESSION.get()
+        if http == "":
+            raise MCPError(code=types.INVALID_REQUEST, message=_NO_SESSION)
         match = _WID_IN_URI.match(uri)
         if match and self._may_see is not None and not await self._may_see(match.group(1)):
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {uri!r}")
-        self.sessions.setdefault(uri, set()).add(ctx.session)
+        if http is not None:
+            await self.http_sessions.subscribe(http, uri)
+        else:
+            self.sessions.setdefault(uri, set()).add(ctx.session)
         return types.EmptyResult()
 
     async def on_unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         """``resources/unsubscribe``: forget the session for the URI."""
-        self.sessions.get(str(params.uri), set()).discard(ctx.session)
+        http = HTTP_SESSION.get()
+        if http:
+            await self.http_sessions.unsubscribe(http, str(params.uri))
+        elif http is None:
+            self.sessions.get(str(params.uri), set()).discard(ctx.session)
         return types.EmptyResult()
+
+    @contextlib.contextmanager
+    def session_changes(self, sid: str) -> Iterator[asyncio.Queue[str]]:
+        """Notices of an HTTP session's changes (its subscriptions, or its end) from any instance."""
+        with self.watch(f"http-session:{sid}") as queue:
+            yield queue
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -139,7 +173,9 @@ class RedisNotifier(ChannelHub):
                     self._deliver(ResourceUpdated(uri=uri))
             return
         event = json.loads(data)
-        if event.get("kind") == "resource_updated":
+        if event.get("kind") == "http_session":
+            self.deliver(f"http-session:{event.get('sid', '')}", "changed")
+        elif event.get("kind") == "resource_updated":
             self._deliver(ResourceUpdated(uri=event["uri"]))
         elif event.get("kind") == "ResourcesListChanged":
             self._deliver(ResourcesListChanged())

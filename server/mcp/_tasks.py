@@ -16,46 +16,73 @@ Status mapping (workflow → task)::
     cancelled                   cancelled
 
 Clients that did not declare the extension get today's tool results, and ``-32021`` from ``tasks/*``.
-``tasks/result`` and ``tasks/list`` are not part of the extension and stay unregistered (``-32601``).
+``tasks/result`` and ``tasks/list`` are not part of the extension (``-32601`` at 2026-07-28).
+
+The same methods in the handshake era are the 2025-11-25 experimental tasks, on the same workflows: each
+method here hands a handshake-era request to `server.mcp._handshake_tasks` (which also serves
+``tasks/result`` and ``tasks/list`` there).
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import mcp_types as types
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from pydantic import ConfigDict, Field, ValidationError
 
-from adapters import TERMINAL, OrchestratorError, RequestError, Status
-from server.core import Caller, OrchestratorService, Refusal, WorkflowStatus, current_caller, refused_as
-from server.mcp._task_view import answer, decision_form, deliverable_uris, iso, working_message
+from adapters import TERMINAL
+from server.core import Caller, OrchestratorService, WorkflowStatus, current_caller
+from server.mcp._task_view import TaskView, answer, as_task_error
 
-__all__ = ["TASKS_EXTENSION", "TasksExtension", "declared", "require_declared"]
+__all__ = [
+    "TASKS_EXTENSION",
+    "TASK_TOOLS",
+    "ListTasksParams",
+    "TaskIdParams",
+    "TasksExtension",
+    "declared",
+    "require_declared",
+]
 
 log = structlog.get_logger(__name__)
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 # The tools whose answer is a workflow that goes on running: those answer with a task.
 TASK_TOOLS = frozenset({"start_workflow", "fork_workflow", "retry_step"})
-# A status read costs one HGETALL; a person waiting on a production does not need it faster.
-_POLL_WORKING_MS = 2_000
-_POLL_WAITING_MS = 5_000
 
-T = TypeVar("T")
+Handler = Callable[[ServerRequestContext[Any, Any], Any], Awaitable[HandlerResult]]
 
 
 class TaskIdParams(types.RequestParams):
-    """Params of ``tasks/get`` and ``tasks/cancel``."""
+    """Params of ``tasks/get``, ``tasks/cancel`` and (2025-11-25) ``tasks/result``."""
 
     task_id: str
+
+
+class ListTasksParams(types.PaginatedRequestParams):
+    """Params of ``tasks/list`` (2025-11-25)."""
+
+
+class AnyParams(types.RequestParams):
+    """Params read by the handler itself: a method of one generation only answers the other -32601,
+    whatever its params, so they are checked once the generation is known."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class HandshakeEra(Protocol):
+    """The 2025-11-25 experimental tasks (`server.mcp._handshake_tasks.HandshakeTasks`)."""
+
+    async def get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult: ...
+    async def cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult: ...
+    async def result(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult: ...
+    async def list(self, ctx: ServerRequestContext[Any, Any], params: ListTasksParams) -> HandlerResult: ...
 
 
 class UpdateTaskParams(types.RequestParams):
@@ -86,24 +113,6 @@ def require_declared(ctx: ServerRequestContext[Any, Any]) -> None:
     )
 
 
-def _not_found(task_id: str) -> MCPError:
-    return MCPError(code=types.INVALID_PARAMS, message=f"Failed to retrieve task: task {task_id!r} not found")
-
-
-async def _as_task_error(task_id: str, coro: Awaitable[T]) -> T:
-    """The service's refusals as JSON-RPC errors (another project's task is not found, as in the tools)."""
-
-    def refused(said: Refusal, exc: OrchestratorError) -> Exception:
-        # A workflow id that is wrong, unknown or another project's: the task is not found.
-        if said.field == "workflow_id" or (said.not_found and isinstance(exc, RequestError)
-                                           and exc.details.get("workflow_id")):  # fmt: skip
-            return _not_found(task_id)
-        code = types.INVALID_PARAMS if isinstance(exc, RequestError) else types.INTERNAL_ERROR
-        return MCPError(code=code, message=said.text)
-
-    return await refused_as(coro, refused)
-
-
 class TasksExtension(Extension):
     """Workflows as MCP tasks, through the SDK's Extension API.
 
@@ -114,19 +123,35 @@ class TasksExtension(Extension):
 
     identifier = TASKS_EXTENSION
 
-    def __init__(self, service: OrchestratorService, fallback: Caller) -> None:
+    def __init__(
+        self, service: OrchestratorService, fallback: Caller, handshake: HandshakeEra | None = None
+    ) -> None:
         self._service = service
         self._fallback = fallback
+        self._handshake = handshake
+        self.view = TaskView(service, fallback)
 
     def _who(self) -> Caller:
         return current_caller.get() or self._fallback
 
     def methods(self) -> Sequence[MethodBinding]:
-        """``tasks/get``, ``tasks/update`` and ``tasks/cancel`` (``tasks/result``/``tasks/list`` do not exist)."""
+        """``tasks/get``, ``tasks/update`` and ``tasks/cancel``; in the handshake era (when served) the
+        2025-11-25 ``tasks/get``, ``tasks/cancel``, ``tasks/result`` and ``tasks/list``."""
+        bindings = [MethodBinding("tasks/update", UpdateTaskParams, self._update)]
+        draft = self._handshake
+        if draft is None:
+            return (*bindings, MethodBinding("tasks/get", TaskIdParams, self._get),
+                    MethodBinding("tasks/cancel", TaskIdParams, self._cancel))  # fmt: skip
         return (
-            MethodBinding("tasks/get", TaskIdParams, self._get),
-            MethodBinding("tasks/update", UpdateTaskParams, self._update),
-            MethodBinding("tasks/cancel", TaskIdParams, self._cancel),
+            *bindings,
+            MethodBinding("tasks/get", TaskIdParams, _by_era(self._get, draft.get)),
+            MethodBinding("tasks/cancel", TaskIdParams, _by_era(self._cancel, draft.cancel)),
+            MethodBinding(
+                "tasks/result", AnyParams, _handshake_only("tasks/result", TaskIdParams, draft.result)
+            ),
+            MethodBinding(
+                "tasks/list", AnyParams, _handshake_only("tasks/list", ListTasksParams, draft.list)
+            ),
         )
 
     async def intercept_tool_call(
@@ -148,8 +173,8 @@ class TasksExtension(Extension):
             return result
         wid = str(result.structured_content.get("workflow_id", ""))
         # The record was written before the tool returned: this read is what tasks/get will see.
-        st = await _as_task_error(wid, self._service.get_status(self._who(), wid))
-        task = await self.task(st)
+        st = await as_task_error(wid, self._service.get_status(self._who(), wid))
+        task = await self.view.task(st)
         for key in ("result", "error", "inputRequests"):
             task.pop(key, None)
         if task["status"] == "input_required":
@@ -157,144 +182,34 @@ class TasksExtension(Extension):
         log.info("tasks.created", task_id=wid, tool=params.name, status=task["status"])
         return {"resultType": "task", **task}
 
-    # -- the task view of a workflow ------------------------------------------------------------
-
-    def ttl_ms(self, st: WorkflowStatus) -> int:
-        """Keys of a finished workflow live `retention_seconds` after its end; a running one is kept."""
-        retention = self._service.retention_seconds
-        end = st.updated_at if st.status in TERMINAL else time.time()
-        return int((max(end - st.created_at, 0) + retention) * 1000)
+    # -- the task view (`TaskView`), for the listen streams and the tests -------------------------
 
     async def task(self, st: WorkflowStatus) -> dict[str, Any]:
         """The DetailedTask (wire shape) for a workflow status."""
-        base: dict[str, Any] = {
-            "taskId": st.workflow_id,
-            "createdAt": iso(st.created_at),
-            "lastUpdatedAt": iso(st.updated_at),
-            "ttlMs": self.ttl_ms(st),
-        }
-        if st.status == Status.COMPLETED:
-            return {**base, "status": "completed", "statusMessage": self._done_message(st),
-                    "result": await self._result(st)}  # fmt: skip
-        if st.status == Status.FAILED:
-            where = ": ".join(p for p in (st.phase, st.step) if p) or "its first step"
-            retry = (
-                f"call retry_step with workflow_id={st.workflow_id!r} to re-run it (finished steps are kept)"
-            )
-            message = f"step {where} failed: {st.last_error or 'no detail recorded'}; {retry}"
-            error = {
-                "code": types.INTERNAL_ERROR,
-                "message": message,
-                "data": {"workflow_id": st.workflow_id, "phase": st.phase, "step": st.step,
-                         "last_error": st.last_error, "retry": {"tool": "retry_step",
-                                                                "arguments": {"workflow_id": st.workflow_id}}},
-            }  # fmt: skip
-            return {**base, "status": "failed", "statusMessage": message, "error": error}
-        if st.status == Status.CANCELLED:
-            return {**base, "status": "cancelled", "statusMessage": st.message or "cancelled"}
-        if st.status == Status.WAITING_DECISION:
-            answered = (await self._service.answers(self._who(), st.workflow_id)).keys()
-            open_ = [d for d in st.pending_decisions if d.id not in answered]
-            if open_:
-                questions = "; ".join(d.question for d in open_)
-                return {**base, "status": "input_required", "pollIntervalMs": _POLL_WAITING_MS,
-                        "statusMessage": f"waiting for {len(open_)} decision(s) at "
-                                         f"{st.phase or 'the workflow'}: {questions}",
-                        "inputRequests": {d.id: decision_form(d) for d in open_}}  # fmt: skip
-            return {**base, "status": "working", "pollIntervalMs": _POLL_WORKING_MS,
-                    "statusMessage": "decision received, resuming"}  # fmt: skip
-        poll = _POLL_WAITING_MS if st.status == Status.PAUSED else _POLL_WORKING_MS
-        return {**base, "status": "working", "pollIntervalMs": poll, "statusMessage": working_message(st)}
-
-    @staticmethod
-    def _done_message(st: WorkflowStatus) -> str:
-        outcome = st.result.get("outcome", "completed")
-        made = st.result.get("deliverables") or []
-        return f"{st.workflow} {outcome}: {len(made)} deliverable(s)" + (
-            f" ({', '.join(made)})" if made else ""
-        )
-
-    async def _result(self, st: WorkflowStatus) -> dict[str, Any]:
-        """The production summary as the CallToolResult the task stands for."""
-        wid = st.workflow_id
-        values: dict[str, Any] = {}
-        final = f"workflow://{wid}/state"
-        latest = await self._service.latest_values(self._who(), wid)
-        if latest is not None:
-            checkpoint_id, values = latest
-            final = f"workflow://{wid}/checkpoints/{checkpoint_id}"
-        made = values.get("deliverables") or {}
-        names = st.result.get("deliverables") or sorted(k for k, v in made.items() if v)
-        deliverables = []
-        for name in names:
-            uris = deliverable_uris(made.get(name))
-            if not uris and isinstance(st.result.get(f"{name}_url"), str):
-                uris = [st.result[f"{name}_url"]]
-            # Text deliverables (concept, story, titles) live in the final checkpoint's values.
-            deliverables.append({"name": name, "uris": uris or [final], "inline": not uris})
-        ledger = await self._service.answers(self._who(), wid)
-        decisions = [
-            {"decision_id": k, "choice": v.get("choice"), "comment": v.get("comment", ""),
-             "decided_by": v.get("by", ""), "decided_at": iso(float(v["at"])) if v.get("at") else None}
-            for k, v in ledger.items()
-        ]  # fmt: skip
-        agents = [str(a) for a in values.get("agents_run") or []]
-        executions = {
-            "total": int(st.result.get("agent_executions", len(agents))),
-            "by_agent": dict(sorted(Counter(agents).items())),
-        }
-        structured = {
-            "workflow_id": wid,
-            "project_id": st.project_id,
-            "workflow": st.workflow,
-            "outcome": st.result.get("outcome", "completed"),
-            "phases": list(st.result.get("phases") or []),
-            "deliverables": deliverables,
-            "decisions": decisions,
-            "agent_executions": executions,
-            "summary": st.result,
-            "resources": self._service.resources(wid),
-        }
-        text = (
-            f"{self._done_message(st)}. Phases: {', '.join(structured['phases']) or '-'}. "
-            f"{executions['total']} agent executions, {len(decisions)} decision(s). "
-            f"Details: workflow://{wid}/state"
-        )
-        return {
-            "content": [{"type": "text", "text": text}],
-            "structuredContent": structured,
-            "isError": False,
-        }
+        return await self.view.task(st)
 
     async def visible(self, task_id: str) -> bool:
         """True if the current caller may read the task (unknown and other projects' tasks are not)."""
-        try:
-            await self._service.get_status(self._who(), task_id)
-        except RequestError:
-            return False
-        return True
+        return await self.view.visible(task_id)
 
     async def current(self, task_id: str) -> dict[str, Any] | None:
         """The task as tasks/get would answer it now; None if it is gone or no longer visible."""
-        try:
-            return await self.task(await self._service.get_status(self._who(), task_id))
-        except RequestError:
-            return None
+        return await self.view.current(task_id)
 
     # -- tasks/* --------------------------------------------------------------------------------
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
         require_declared(ctx)
-        st = await _as_task_error(params.task_id, self._service.get_status(self._who(), params.task_id))
-        return {"resultType": "complete", **await _as_task_error(params.task_id, self.task(st))}
+        st = await as_task_error(params.task_id, self._service.get_status(self._who(), params.task_id))
+        return {"resultType": "complete", **await as_task_error(params.task_id, self.view.task(st))}
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
         require_declared(ctx)
         caller = self._who()
-        st = await _as_task_error(params.task_id, self._service.get_status(caller, params.task_id))
+        st = await as_task_error(params.task_id, self._service.get_status(caller, params.task_id))
         # Cooperative: a task already at an end acknowledges and keeps its terminal status.
         if st.status not in TERMINAL:
-            await _as_task_error(params.task_id, self._service.cancel(caller, params.task_id))
+            await as_task_error(params.task_id, self._service.cancel(caller, params.task_id))
             log.info("tasks.cancelled", task_id=params.task_id, caller=caller.name)
         return {"resultType": "complete"}
 
@@ -302,7 +217,7 @@ class TasksExtension(Extension):
         require_declared(ctx)
         caller = self._who()
         wid = params.task_id
-        st = await _as_task_error(wid, self._service.get_status(caller, wid))
+        st = await as_task_error(wid, self._service.get_status(caller, wid))
         answered = await self._service.answers(caller, wid)
         open_ = {d.id: d for d in st.pending_decisions}
         answers: list[tuple[str, str, str]] = []
@@ -328,7 +243,34 @@ class TasksExtension(Extension):
                     raise MCPError(code=types.INVALID_PARAMS, message=msg)
             answers.append((key, choice, comment))
         for key, choice, comment in answers:
-            await _as_task_error(wid, self._service.submit_decision(caller, workflow_id=wid, decision_id=key,
+            await as_task_error(wid, self._service.submit_decision(caller, workflow_id=wid, decision_id=key,
                                                             choice=choice, comment=comment))  # fmt: skip
         log.info("tasks.updated", task_id=wid, answered=[a[0] for a in answers], caller=caller.name)
         return {"resultType": "complete"}
+
+
+def _by_era(modern: Handler, handshake: Handler) -> Handler:
+    """One method of both generations: the extension's at 2026-07-28, the 2025-11-25 draft's before."""
+
+    async def handler(ctx: ServerRequestContext[Any, Any], params: Any) -> HandlerResult:
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return await modern(ctx, params)
+        return await handshake(ctx, params)
+
+    return handler
+
+
+def _handshake_only(method: str, params_type: type[types.RequestParams], handler: Handler) -> Handler:
+    """A method of the 2025-11-25 draft only: -32601 at 2026-07-28 (the extension has no such method)."""
+
+    async def handle(ctx: ServerRequestContext[Any, Any], params: AnyParams) -> HandlerResult:
+        if ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found", data=method)
+        try:
+            typed = params_type.model_validate(params.model_dump(by_alias=True, exclude_none=True))
+        except ValidationError as exc:
+            msg = f"{method}: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
+            raise MCPError(code=types.INVALID_PARAMS, message=msg) from exc
+        return await handler(ctx, typed)
+
+    return handle

@@ -62,7 +62,7 @@ from server.engine import (
     SizeCappedSerializer,
     cancel_jobs,
 )
-from server.mcp import RedisNotifier, build_mcp_server
+from server.mcp import ElicitationAnswers, RedisNotifier, build_mcp_server
 from server.process._workers import EngineProcesses
 from server.settings import Settings
 from server.telemetry import Metrics
@@ -97,6 +97,7 @@ class Orchestrator:
         redis_url: the Redis this process uses (the embedded one's, when it started one).
         http_url: the HTTP port's base URL ("" without one).
         engine_processes: the engine child processes (``--engine-processes``).
+        default_caller: who calls when the transport authenticated nobody.
     """
 
     settings: Settings
@@ -118,11 +119,22 @@ class Orchestrator:
     redis_url: str = field(repr=False)
     http_url: str = ""
     engine_processes: EngineProcesses | None = None
+    default_caller: Caller = field(default_factory=Caller)
 
     @property
     def media_root(self) -> Any:
         """The media folder (deliverables, the stand-ins' files)."""
         return self.settings.media_root
+
+    async def stop_engine(self, drain_seconds: float) -> None:
+        """Stop this process's engine now: runs get `drain_seconds` to reach a step boundary, then are
+        cancelled; every run it held is handed back to the queue (the next instance takes it at once).
+
+        Leaving the `open` block stops it too, with half the shutdown grace to drain; this is for a
+        process whose client has gone and which should let go of its work without that wait.
+        """
+        if self.engine is not None:
+            await self.engine.stop(drain_seconds)
 
     def hand_back_blocking(self, timeout: float = 3.0) -> int:
         """Give the runs this process holds back to the run queue, from a thread other than the loop's.
@@ -144,8 +156,7 @@ class Orchestrator:
             try:
                 store = WorkflowStore(client, prefix=prefix)
                 for t in tickets:
-                    await store.enqueue(t.workflow_id, "handed_back", t.correlation_id)
-                    await store.finish(t, consumer)
+                    await store.hand_back(t, consumer)
             finally:
                 await client.aclose()
 
@@ -269,6 +280,7 @@ async def _assemble(
         settings=settings, redis=redis, store=store, saver=saver, service=service, mcp=mcp, keys=keys, audit=audit,
         notifier=notifier, breakers=breakers, metrics=metrics, budgets=BudgetCounters(store, service.budgets),
         engine=None, consumer=consumer, webhook_secret=secret, integrity_keys=integrity_keys, redis_url=url,
+        default_caller=default_caller,
     )  # fmt: skip
     return orch, await _service_clients(stack, settings, breakers, tasks_client)
 
@@ -422,7 +434,8 @@ async def _serve_http(
         orch.mcp, keys=orch.keys if auth else None, health=health,
         webhooks=WebhookReceiver(orch.store, orch.webhook_secret, orch.metrics, orch.audit),
         board=Board(orch.service, orch.notifier, Deliverables(s.media_root)).routes(),
-        trusted_proxies=s.trusted_proxy_list,
+        trusted_proxies=s.trusted_proxy_list, notifier=orch.notifier,
+        answers=ElicitationAnswers(orch.service, orch.default_caller),
     )  # fmt: skip
     host, port = bind
     # Open requests (status long-polls, board streams) get a share of the shutdown grace, then are closed.

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+# How long runs get to reach a step boundary once a stdio client has closed stdin (then cancelled and handed
+# back: a cancelled step re-runs from its checkpoint, and its outside jobs are found again, not resubmitted).
+_EOF_DRAIN_SECONDS = 0.5
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
@@ -110,6 +114,11 @@ async def _serve_stdio(args: argparse.Namespace, settings: Settings) -> int:
             t.cancel()
         if not signalled.done() or signalled.cancelled():
             await asyncio.gather(stdio, signalled, return_exceptions=True)
+        if not shutdown.received:
+            # The client closed stdin: nobody waits on this process, and one-shot clients (a process per
+            # call) start the next one within seconds. Hand the runs back now, so that process takes
+            # them at once; a client that kills us ~2 s after closing stdin must not catch us draining.
+            await orch.stop_engine(drain_seconds=_EOF_DRAIN_SECONDS)
     if shutdown.received:
         # Stopped by a signal with everything closed in order. The SDK's stdin reader is a thread blocked in
         # read() until the client writes or closes stdin; waiting for it would hold the exit until the grace.
@@ -119,6 +128,21 @@ async def _serve_stdio(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _processes(value: str) -> int:
+    if not value.isdigit():
+        msg = f"--engine-processes wants a number of processes, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(value)
+
+
+def engine_processes_by_default(cores: int | None) -> int:
+    """Engine processes `serve --http` starts when none are asked for: on a host of 4 cores or more, one per
+    core but the one the front door keeps (at most 8); below that none (two busy processes on two cores cost
+    more in switching than they gain: BENCHMARKS.md)."""
+    cores = cores or 1
+    return min(8, cores - 1) if cores >= 4 else 0
 
 
 def _http_refusal(args: argparse.Namespace, host: str) -> str:
@@ -144,6 +168,8 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.http is None and not args.engine_processes:
         return await _serve_stdio(args, settings)
+    if args.engine_processes is None:
+        args.engine_processes = engine_processes_by_default(os.cpu_count())
     host, port = args.http or ("", 0)
     refused = _http_refusal(args, host)
     if refused:
@@ -311,8 +337,9 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--sandbox", action="store_true", help="start the service stand-ins in-process")
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; run no workflows here")
     serve.add_argument(
-        "--engine-processes", type=int, default=0, metavar="N",
-        help="with --http: run workflows in N child processes (one core each) instead of in this one",
+        "--engine-processes", type=_processes, default=None, metavar="N",
+        help="with --http: run workflows in N child processes (one core each) instead of in this one; "
+        "default: one per core but one on hosts with 4 cores or more (at most 8), none below",
     )  # fmt: skip
     serve.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--board-file", help=argparse.SUPPRESS)  # the demo's board address and key

@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from adapters import KeyStore, tracing
 from server.core import Caller, current_caller
 from server.engine import WEBHOOK_PATH
+from server.mcp import ElicitationAnswers, RedisNotifier
 from server.web._auth import ApiKeyMiddleware, authenticate
 from server.web._health import Health
 from server.web._streaming import streamable_http_app
@@ -32,6 +33,8 @@ def build_http_app(
     health: Health,
     board: list[BaseRoute],
     trusted_proxies: list[str],
+    notifier: RedisNotifier,
+    answers: ElicitationAnswers,
 ) -> ASGIApp:
     """The ASGI app of the HTTP port (stateless Streamable HTTP: any instance answers any request).
 
@@ -43,8 +46,10 @@ def build_http_app(
         health: /healthz, /readyz, /metrics.
         board: the production board's routes.
         trusted_proxies: reverse proxies whose X-Forwarded-For names the caller (none: the socket's peer).
+        notifier: this instance's change notices (HTTP sessions' subscriptions are delivered from them).
+        answers: records answers POSTed to decisions asked on stateless HTTP (2025-11-25 tasks).
     """
-    app = streamable_http_app(mcp, host="127.0.0.1")
+    app = streamable_http_app(mcp, host="127.0.0.1", notifier=notifier, answers=answers)
 
     async def ws(websocket: WebSocket) -> None:
         caller: Caller | None = None

@@ -150,10 +150,9 @@ def _trim(result: dict[str, Any]) -> dict[str, Any]:
             kept = dict(list(by_agent.items())[:4])
             kept["…"] = f"{len(by_agent) - 4} more agents (shortened for the README)"
             sc["agent_executions"]["by_agent"] = kept
-        if "summary" in sc:
-            sc["summary"] = (
-                "(the workflow's summary record, as in get_status.result; shortened for the README)"
-            )
+        for key in ("summary", "result"):
+            if key in sc:
+                sc[key] = "(the workflow's summary record, as in get_status.result; shortened for the README)"
     return result
 
 

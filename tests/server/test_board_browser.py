@@ -165,7 +165,7 @@ async def _server(env: dict[str, str], tmp: Path, *args: str) -> AsyncIterator[s
     full = {**os.environ, **env, "LOG_FILE": str(tmp / "front.log"), "LOG_FORMAT": "json",
             "INSTANCE_ID": "front", "TASK_POLL_SECONDS": "0.5"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "serve", "--http", "127.0.0.1:0", "--data-dir", str(tmp / "data"),
+        sys.executable, "-m", "server", "serve", "--http", "127.0.0.1:0", "--engine-processes", "0", "--data-dir", str(tmp / "data"),
         *args, env=full, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None

@@ -46,5 +46,6 @@ async def test_official_conformance_suite(open_orch: OpenOrchestrator, tmp_path:
     text = re.sub(r"\x1b\[[0-9;]*m", "", out.decode(errors="replace"))
     assert proc.returncode == 0, text[-4000:]
     for scenario in ("server-initialize", "logging-set-level", "ping", "completion-complete", "tools-list",
-                     "resources-list", "resources-subscribe", "prompts-list", "dns-rebinding-protection"):  # fmt: skip
+                     "resources-list", "resources-subscribe", "prompts-list", "dns-rebinding-protection",
+                     "server-sse-multiple-streams"):  # fmt: skip
         assert re.search(rf"✓ {scenario}: [1-9]\d* passed, 0 failed", text), scenario

@@ -119,3 +119,26 @@ async def test_request_state_answered_on_another_instance(
     decided = await a.store.decisions(wid)
     assert decided[decision_id]["choice"] == options[0]
     assert decided[decision_id]["by"] == "director"
+
+
+@pytest.mark.parametrize("transport", ["ws", "memory-auto"])
+async def test_status_after_an_inline_answer_shows_it_answered(
+    decider: tuple[Orchestrator, str], transport: str
+) -> None:
+    """Right after a decision answered inline, get_status no longer lists it as pending (issue 24)."""
+    orch, key = decider
+    person = Person()
+    async with connect(orch, transport, key) as plain:
+        wid = structured(await plain.call_tool("start_workflow", _START))["workflow_id"]
+        answered = (await wait_status(plain, wid, ["waiting_decision"]))["pending_decisions"][0]["id"]
+    async with connect(orch, transport, key, elicitation_callback=person.answer) as c:
+        waited = structured(await c.call_tool("get_status", {"workflow_id": wid, "wait_seconds": 5}))
+        again = structured(await c.call_tool("get_status", {"workflow_id": wid}))
+        decisions = await c.read_resource(f"workflow://{wid}/decisions")
+    assert person.asked
+    for st in (waited, again):
+        assert answered not in [d["id"] for d in st["pending_decisions"]], st
+        assert st["status"] != "waiting_decision" or st["pending_decisions"], st
+    text = decisions.contents[0].text  # type: ignore[union-attr]
+    assert answered in text.split('"answered"')[1]
+    assert answered not in text.split('"answered"')[0]

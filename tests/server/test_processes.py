@@ -74,7 +74,7 @@ async def server(name: str, env: dict[str, str], tmp: Path, *args: str) -> Async
     full = {**os.environ, **env, "INSTANCE_ID": name, "LOG_FILE": str(tmp / f"{name}.log"), "LOG_FORMAT": "json",
             "LEASE_SECONDS": "2", "TASK_POLL_SECONDS": "0.5"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "serve", "--http", "127.0.0.1:0", "--no-auth",
+        sys.executable, "-m", "server", "serve", "--http", "127.0.0.1:0", "--no-auth", "--engine-processes", "0",
         "--data-dir", str(tmp / f"{name}-data"), *args, env=full, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None

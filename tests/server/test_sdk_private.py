@@ -17,11 +17,13 @@ from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from server.mcp._sdk import (
+    add_middleware,
     add_request_handler,
     connection_state,
     lowlevel,
     progress_listener,
     request_handler,
+    send_unanswered_request,
 )
 
 
@@ -91,3 +93,41 @@ async def test_progress_listener_tells_an_in_process_caller_who_listens() -> Non
         assert seen["listens"] is True
         await c.call_tool("probe", {})
         assert seen["listens"] is False
+
+
+async def test_a_middleware_added_sees_every_request_and_may_answer_for_the_handler() -> None:
+    """`add_middleware` wraps requests: it sees the method and raw params and its answer goes out as it is
+    (the 2025-11-25 tasks answer a ``tools/call`` with a result the SDK would not produce)."""
+    seen: list[str] = []
+    mcp = _server({})
+
+    async def middleware(ctx: Any, call_next: Any) -> Any:
+        seen.append(ctx.method)
+        if ctx.method == "tools/list":
+            listed = await call_next(ctx)
+            listed["tools"][0]["execution"] = {"taskSupport": "optional"}
+            return listed
+        return await call_next(ctx)
+
+    add_middleware(mcp, middleware)
+    async with Client(mcp, mode="legacy") as c:
+        (tool,) = (await c.list_tools()).tools
+    assert "initialize" in seen
+    assert tool.execution is not None
+    assert tool.execution.task_support == "optional"
+
+
+async def test_an_unanswered_request_rides_the_requests_own_stream() -> None:
+    """`send_unanswered_request` writes a request on the current request's stream, with our id, and does
+    not wait for its answer (which, in the handshake era with a back channel, the client still sends)."""
+    mcp = MCPServer(name="pin")
+    sent: list[bool] = []
+
+    @mcp.tool()
+    async def ask(ctx: Context) -> str:
+        sent.append(await send_unanswered_request(ctx.request_context.session, "mo-pin/1", "ping", {}))
+        return "ok"
+
+    async with Client(mcp, mode="legacy") as c:
+        await c.call_tool("ask", {})
+    assert sent == [True]

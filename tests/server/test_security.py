@@ -115,6 +115,13 @@ async def test_https_and_wss(tls_server: tuple[Orchestrator, str, ssl.SSLContext
             await default.get(orch.http_url + "/healthz")
 
 
+def test_engine_processes_by_default_leave_small_hosts_in_one_process() -> None:
+    """`serve --http` runs its engine in child processes by default only on hosts of 4 cores or more."""
+    from server.process.cli import engine_processes_by_default
+
+    assert [engine_processes_by_default(n) for n in (None, 1, 2, 3, 4, 8, 16, 64)] == [0, 0, 0, 0, 3, 7, 8, 8]
+
+
 @pytest.mark.parametrize(
     ("argv", "why"),
     [(["serve", "--http", "0.0.0.0:8765"], "refusing to serve plain HTTP"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import anyio
+import jsonschema
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -201,6 +202,21 @@ async def _drive_preview_to_completed(client: Client) -> dict[str, Any]:
     return task
 
 
+async def test_a_completed_tasks_result_is_valid_for_every_tool_that_answers_with_a_task(
+    orch: Orchestrator,
+) -> None:
+    """A validating client checks a task's result against the tool's outputSchema: it passes for each."""
+    async with Client(orch.mcp, extensions=[TasksClient()]) as client:
+        task = await _drive_preview_to_completed(client)
+        schemas = {t.name: t.output_schema for t in (await client.list_tools()).tools}
+    sc = task["result"]["structuredContent"]
+    for tool in ("start_workflow", "fork_workflow", "retry_step"):
+        jsonschema.validate(sc, schemas[tool])
+    assert sc["status"] == "completed"
+    assert sc["deliverables"]
+    assert sc["summary"] == sc["result"]
+
+
 @pytest.mark.parametrize("transport", ["http", "ws-auto"])
 async def test_tasks_work_over_http_and_websocket(served: tuple[Orchestrator, str], transport: str) -> None:
     """The same task flow over the network transports of 2026-07-28 (the extension is of that generation)."""
@@ -378,35 +394,6 @@ async def test_a_failed_workflow_is_a_failed_task_naming_step_and_retry(orch: Or
         assert isinstance(again, TaskHandle)
         assert again.task_id == handle.task_id
         assert again.status == "working"
-
-
-async def test_handshake_era_client_sending_params_task_gets_todays_result(orch: Orchestrator) -> None:
-    """A 2025-11-25 client (experimental Tasks: params.task, tasks/result) gets a plain tool result and no tasks.
-
-    The server advertises no `capabilities.tasks`, so such clients (VS Code) do not send params.task; one that
-    does anyway has it ignored: start_workflow still returns at once with its workflow id.
-    """
-    async with Client(orch.mcp, mode="legacy") as client:
-        assert client.server_capabilities.tasks is None
-        call = types.CallToolRequest(
-            params=types.CallToolRequestParams(
-                name="start_workflow",
-                arguments={"project_id": "p1", "workflow": "preview"},
-                task=types.TaskMetadata(ttl=60_000),
-            )
-        )
-        result = await client.session.send_request(call, types.CallToolResult)
-        assert not result.is_error
-        assert result.structured_content is not None
-        wid = result.structured_content["workflow_id"]
-        with pytest.raises(MCPError) as err:
-            await send(
-                client, types.GetTaskPayloadRequest(params=types.GetTaskPayloadRequestParams(task_id=wid))
-            )
-        assert err.value.error.code == types.METHOD_NOT_FOUND
-        with pytest.raises(MCPError) as err:
-            await send(client, GetTask(params=TaskIdParams(task_id=wid)))
-        assert err.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
 
 
 class TaskNote(BaseModel):
