@@ -80,6 +80,15 @@ redis.call('HINCRBY', KEYS[1], ARGV[1], amount)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {1, used + amount}
 """
+# Set a hash field only if it still holds exactly the value read: 1 when set. The values are signed by the
+# caller, who verified what it read, so comparing bytes is comparing signed values.
+_JOB_CAS = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
 _RESULT = "result\x00"  # jobs-hash fields holding a job's result: result\0<step key>\0<task id>
 
 
@@ -215,6 +224,7 @@ class WorkflowStore:
             (resources.files("adapters") / "lua" / "wf_update.lua").read_text()
         )
         self._charge_script = client.register_script(_CHARGE)
+        self._cas_script = client.register_script(_JOB_CAS)
 
     def _enc(self, wid: str, fields: Mapping[str, str]) -> dict[str, str | bytes]:
         if self.signer is None:
@@ -626,6 +636,27 @@ class WorkflowStore:
             return None
         nonce, job_id, forgotten = self._job_value(wid, idempotency_key, v)
         return None if forgotten else (nonce, job_id)
+
+    async def job_entry_raw(self, wid: str, idempotency_key: str) -> tuple[bytes, str, str] | None:
+        """The step's job entry as stored (for `replace_job`), with its nonce and job id; None when the step has
+        no job or its job was forgotten.
+
+        Raises:
+            IntegrityError: the entry was written or changed outside the orchestrator.
+        """
+        raw = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        if raw is None:
+            return None
+        nonce, job_id, forgotten = self._job_value(wid, idempotency_key, raw)
+        return None if forgotten else (raw if isinstance(raw, bytes) else str(raw).encode(), nonce, job_id)
+
+    async def replace_job(self, wid: str, idempotency_key: str, expected: bytes, nonce: str) -> bool:
+        """Make the step's job "being submitted with `nonce`" only if its entry is still exactly `expected`
+        (compare-and-set): of the runs that saw the same lost job, one wins."""
+        value = self._seal(f"{nonce}:", "job", wid, idempotency_key)
+        return bool(
+            await self._cas_script(keys=[self.key(wid, "jobs")], args=[idempotency_key, expected, value])
+        )
 
     def _job_value(self, wid: str, idempotency_key: str, raw: Any) -> tuple[str, str, bool]:
         nonce, _, rest = self._open(raw, "job", wid, idempotency_key).partition(":")
