@@ -78,6 +78,23 @@ class Settings(BaseSettings):
     task_service_url: str = ""
     task_service_api_key: SecretStr = SecretStr("")
     task_poll_seconds: float = Field(default=5.0, gt=0)
+    task_lost_listings: int = Field(
+        default=2, ge=1, le=10,
+        description="complete task listings that do not show a job before it is taken as lost and submitted again",
+    )  # fmt: skip
+    task_lost_confirm_seconds: float = Field(
+        default=2.0, gt=0, description="how far apart the listings that find a job absent must start"
+    )
+    task_unknown_grace_seconds: float = Field(
+        default=300.0, gt=0,
+        description="a job the service does not list while its listings cannot tell (incomplete, changing) is "
+        "waited for this long",
+    )  # fmt: skip
+    breaker_probe_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="while a service's breaker is open, its health route is asked this often",
+    )
     service_connections: int = Field(
         default=16,
         ge=1,

@@ -2,7 +2,7 @@
 
 Owns: the worker pool (`Engine`), one run and every way it ends (`server.engine._run`), the ports a run's
 nodes call (`RunPorts`: the outside services behind their guards, the memo, the deliverables folder), the
-Task Service's jobs (`JobRef`, `TaskServiceJobs`), budgets, poison-run attempts, the memory mark, the
+Task Service's jobs (`JobRef`, `TaskServiceJobs`) and the healing of those it lost (`Healing`), budgets, poison-run attempts, the memory mark, the
 CPU turns' loop-lag control, the state ceiling, and the integrity mark a run checks before it acts.
 
 May import: `server.core`, `server.telemetry`, `adapters`, `graphs`. Never the MCP surface, the web or
@@ -11,6 +11,7 @@ the process: the engine hears of callers only through Redis (the queue, the reco
 
 from server.engine._budget_counters import BudgetCounters, WorkflowBudget, workflow_limits
 from server.engine._engine import Engine
+from server.engine._healing import Healing, JobLost, TaskLists
 from server.engine._jobs import (
     JOB_ENDED,
     WEBHOOK_PATH,
@@ -29,12 +30,15 @@ __all__ = [
     "WEBHOOK_PATH",
     "BudgetCounters",
     "Engine",
+    "Healing",
+    "JobLost",
     "JobRef",
     "LoopLagControl",
     "MemoryMark",
     "RunPorts",
     "ServiceClients",
     "SizeCappedSerializer",
+    "TaskLists",
     "TaskServiceJobs",
     "WorkflowBudget",
     "cancel_jobs",

@@ -56,10 +56,12 @@ from server.core import (
 from server.engine import (
     BudgetCounters,
     Engine,
+    Healing,
     MemoryMark,
     RunPorts,
     ServiceClients,
     SizeCappedSerializer,
+    TaskLists,
     cancel_jobs,
 )
 from server.mcp import ElicitationAnswers, RedisNotifier, build_mcp_server
@@ -379,10 +381,13 @@ async def _service_clients(
 ) -> ServiceClients:
     """The outside services' clients, each behind a guard (breaker shared through Redis, retries, timeout)."""
     verify = _tls_context(settings)
+    # The Task Service's breaker asks its health route while open: back, the next call is the trial at once.
     guards = {
         name: ServiceGuard(name, breakers, retry=RetryPolicy(max_attempts=4, base=0.2, cap=5.0),
                            timeout=300.0 if name == "llm" else 30.0, concurrency=256,
-                           fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_seconds)
+                           fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_seconds,
+                           probe=tasks.healthy if name == "task-service" else None,
+                           probe_seconds=settings.breaker_probe_seconds)
         for name in SERVICES
     }  # fmt: skip
     brain = BrainClient(settings.brain_url or "ws://127.0.0.1:9", api_key=settings.brain_api_key.get_secret_value(),
@@ -455,10 +460,13 @@ async def _start_engine(
     # Job webhooks arrive at any instance; the runs waiting here hear of them through this.
     await store.job_notices.start()
     stack.push_async_callback(store.job_notices.stop)
+    lists = TaskLists(clients.tasks, clients.guards["task-service"])
+    healing = Healing(store, lists, orch.metrics, confirm_seconds=s.task_lost_confirm_seconds,
+                      listings_needed=s.task_lost_listings)  # fmt: skip
     ports = RunPorts(
         store, clients, budgets=orch.budgets, deliverables=Deliverables(s.media_root),
         metrics=orch.metrics, webhook_base=s.webhook_base_url or orch.http_url, webhook_secret=orch.webhook_secret,
-        poll_seconds=s.task_poll_seconds,
+        poll_seconds=s.task_poll_seconds, healing=healing, unknown_grace=s.task_unknown_grace_seconds,
     )  # fmt: skip
     engine = Engine(store, orch.saver, ports, consumer=orch.consumer, concurrency=s.worker_concurrency,
                     lease_seconds=s.lease_seconds, metrics=orch.metrics, audit=orch.audit,

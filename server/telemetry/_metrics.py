@@ -48,5 +48,7 @@ class Metrics:
                                       ["scope", "quota"], registry=r)  # fmt: skip
         self.tenant_in_flight = Gauge("mo_tenant_in_flight", "Productions in flight, by project and by key "
                                       "(the 20 most of each)", ["scope", "tenant"], registry=r)  # fmt: skip
+        self.jobs_lost = Counter("mo_jobs_lost_total", "Task Service jobs it lost, submitted again",
+                                 ["reason"], registry=r)  # fmt: skip
         self.loop_lag = Histogram("mo_event_loop_lag_seconds", "How late the event loop runs a timer", registry=r,
                                   buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))  # fmt: skip
