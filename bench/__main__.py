@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import EmbeddedCluster, EmbeddedRedis, free_port
-from bench import checkpointer, costmodel, critical_path, fairness, flat, frontdoor, peer, scaleout, tracing
+from bench import (
+    checkpointer,
+    costmodel,
+    critical_path,
+    fairness,
+    flat,
+    frontdoor,
+    healing,
+    peer,
+    scaleout,
+    tracing,
+)
 from bench._report import append_section
 
 BENCHMARKS = [
@@ -29,6 +40,8 @@ BENCHMARKS = [
     "fairness",
     "tracing",
 ]
+# Run only when asked for (--only): longer than the whole default set allows.
+ON_REQUEST = ["healing"]
 
 
 @dataclass
@@ -116,6 +129,13 @@ def _tracing(run: Run) -> None:
     run.parts.append(result.table())
 
 
+def _healing(run: Run) -> None:
+    outage = 10.0 if run.args.quick else 60.0
+    result = asyncio.run(healing.run(run.server.url, run.tmp / "heal", outage=outage))
+    run.headline.append(result.headline())
+    run.parts.append(result.table())
+
+
 # In the order they run, with the name their wall time is reported under.
 _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "frontdoor": ("benchmarks 1-3 (front door, both sides)", _frontdoor),
@@ -126,6 +146,7 @@ _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "checkpointer": ("benchmark 5 (checkpointer)", _checkpointer),
     "fairness": ("benchmark 11 (fairness)", _fairness),
     "tracing": ("benchmark 12 (tracing cost)", _tracing),
+    "healing": ("benchmark 13 (healing)", _healing),
 }
 
 
@@ -134,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the short set: smaller loads, L = 0.5 s")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--only", choices=BENCHMARKS, action="append", default=None, help="repeatable")
+    parser.add_argument(
+        "--only", choices=BENCHMARKS + ON_REQUEST, action="append", default=None, help="repeatable"
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the LangGraph Agent Server peer")
     parser.add_argument("--long", action="store_true",
                         help="also the long mode: 1,000 productions to completion (not part of the 10 minutes)")  # fmt: skip
@@ -148,7 +171,7 @@ def main() -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        for sub in ("fd0", "fd1", "conc", "cp", "so", "long", "fair", "trace"):
+        for sub in ("fd0", "fd1", "conc", "cp", "so", "long", "fair", "trace", "heal"):
             (tmp / sub).mkdir()
         with EmbeddedRedis(data_dir=tmp / "redis", transport="tcp") as server:
             run = Run(args, tmp, server)
