@@ -1,13 +1,16 @@
 """The CPU turns' loop-lag control: every turn to one project alone, fewer while projects compete and the
-event loop lags (decisions from given lags: no timing here)."""
+event loop lags (decisions from given lags: no timing here); and in the engine, another project's run is not
+served after a flood's backlog."""
 
 from __future__ import annotations
 
 import asyncio
 
 from adapters import CpuGate, RunTurn
+from server import Caller
 from server.engine import LoopLagControl
 from server.telemetry import Metrics
+from tests.server.conftest import OpenOrchestrator
 
 
 async def _runs_of(gate: CpuGate, projects: list[str], stop: asyncio.Event) -> list[asyncio.Task[None]]:
@@ -63,3 +66,28 @@ def test_a_target_of_zero_keeps_the_turns_fixed() -> None:
     control = LoopLagControl(gate, most=8, least=2, target=0.0, metrics=Metrics())
     gate.runs.update({"A": 1, "B": 1})
     assert control.decide(p90=1.0) == 8
+
+
+async def test_in_the_engine_another_projects_run_is_not_served_after_a_floods_backlog(
+    open_orch: OpenOrchestrator,
+) -> None:
+    """One turn, fixed: 30 runs of project A queued for it before one of B. B's run completes among the first
+    few, not after A's backlog (the order of completions, not their times)."""
+    async with open_orch(http=False, worker_cpu_turns=1, worker_loop_lag_target_ms=0) as orch:
+        caller = Caller()
+        flood = [
+            (
+                await orch.service.start_workflow(caller, project_id="a", workflow="diagnostic_linear")
+            ).workflow_id
+            for _ in range(30)
+        ]
+        b = (
+            await orch.service.start_workflow(caller, project_id="b", workflow="diagnostic_linear")
+        ).workflow_id
+        ends = {}
+        for wid in [*flood, b]:
+            st = await orch.service.wait_status(caller, wid, 60, until=["completed"])
+            assert st.status == "completed", st.last_error
+            ends[wid] = st.updated_at
+    after_b = sum(1 for w in flood if ends[w] > ends[b])
+    assert after_b >= 15, f"only {after_b} of A's 30 runs completed after B's"
