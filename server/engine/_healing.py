@@ -34,6 +34,7 @@ __all__ = ["Healing", "JobLost", "JobWatch", "Listing", "TaskLists"]
 log = structlog.get_logger(__name__)
 
 _PAGE = 100
+OnWait = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,12 @@ class TaskLists:
         self._reuse = reuse_seconds
         self._last: dict[str, Listing] = {}
         self._flying: dict[str, asyncio.Task[Listing]] = {}
+        self._waiting: dict[str, list[OnWait]] = {}
         self.listings = 0  # made (not reused), for tests and metrics
 
-    async def listing(self, project: str, *, after: float) -> Listing:
-        """A listing of the project started at or after the loop time `after` (shared when one is flying)."""
+    async def listing(self, project: str, *, after: float, on_wait: OnWait | None = None) -> Listing:
+        """A listing of the project started at or after the loop time `after` (shared when one is flying);
+        `on_wait` hears why it waits (the service's breaker is open), as each waiter's workflow shows it."""
         loop = asyncio.get_running_loop()
         if after > loop.time():  # a listing that must not start before then (an absence's confirmation)
             await asyncio.sleep(after - loop.time())
@@ -75,15 +78,29 @@ class TaskLists:
         flying = self._flying.get(project)
         if flying is None or flying.done():
             flying = self._flying[project] = loop.create_task(self._list(project))
-        got = await asyncio.shield(flying)
+        waiting = self._waiting.setdefault(project, [])
+        if on_wait is not None:
+            waiting.append(on_wait)
+        try:
+            got = await asyncio.shield(flying)
+        finally:
+            if on_wait is not None and on_wait in waiting:
+                waiting.remove(on_wait)
         if got.started < after:  # it started before what the caller needs to see: one more
-            return await self.listing(project, after=after)
+            return await self.listing(project, after=after, on_wait=on_wait)
         return got
 
     async def _list(self, project: str) -> Listing:
         started = asyncio.get_running_loop().time()
+
+        async def tell(reason: str) -> None:
+            for told in list(self._waiting.get(project, ())):
+                with contextlib.suppress(Exception):
+                    await told(reason)
+
         try:
-            listing = await self._guard.call(lambda: self._pages(project, started), operation="list_tasks")
+            listing = await self._guard.call(lambda: self._pages(project, started), on_wait=tell,
+                                             operation="list_tasks")  # fmt: skip
         finally:
             self._flying.pop(project, None)
         self.listings += 1
@@ -132,9 +149,11 @@ class JobWatch:
     listings_needed: int = 2
     absences: list[float] = field(default_factory=list)
 
-    async def look(self) -> dict[str, Any] | None:
+    async def look(self, on_wait: OnWait | None = None) -> dict[str, Any] | None:
         """The job's row in a listing started now or later, or None when the listing did not show it."""
-        listing = await self.lists.listing(self.project, after=max(self.since, self._next_start()))
+        listing = await self.lists.listing(
+            self.project, after=max(self.since, self._next_start()), on_wait=on_wait
+        )
         row = listing.rows.get(self.task_id)
         if row is not None:
             self.absences.clear()  # it is there: whatever was missed before was not a loss

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -36,13 +36,12 @@ from adapters import (
     tracing,
 )
 from graphs import BudgetPort
-from server.engine._healing import Healing, JobLost
+from server.engine._healing import Healing, JobLost, OnWait
 
 __all__ = ["JOB_ENDED", "JobRef", "TaskServiceJobs", "cancel_jobs", "outcome_of_row", "outcome_of_webhook"]
 
 log = structlog.get_logger(__name__)
 
-OnWait = Callable[[str], Awaitable[None]]
 # Job statuses of the Task Service that are an end.
 JOB_ENDED = frozenset({"completed", "failed", "cancelled"})
 WEBHOOK_PATH = "/webhooks/tasks"
@@ -241,7 +240,7 @@ class TaskServiceJobs:
                 return pushed
             if loop.time() >= next_poll:
                 row = await (
-                    watch.look() if watch is not None
+                    watch.look(self._on_wait) if watch is not None
                     else self._guard.call(lambda: self._client.find(self._pid, task_id), on_wait=self._on_wait)
                 )  # fmt: skip
                 if row is not None and row.get("status") in JOB_ENDED:

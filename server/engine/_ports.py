@@ -27,8 +27,8 @@ from adapters import (
 from graphs import WORKFLOWS, Ports, WriterPort
 from server.core import Deliverables
 from server.engine._budget_counters import BudgetCounters
-from server.engine._healing import Healing
-from server.engine._jobs import OnWait, TaskServiceJobs
+from server.engine._healing import Healing, OnWait
+from server.engine._jobs import TaskServiceJobs
 from server.telemetry import Metrics
 
 __all__ = ["GuardedAutoMovie", "GuardedBrain", "MediaFiles", "RedisMemo", "RunPorts", "ServiceClients"]

@@ -207,3 +207,23 @@ async def test_an_open_breaker_asks_the_health_route_and_closes_as_soon_as_the_s
     with anyio.fail_after(5):
         assert await waiting == "pong"
     assert guard.state == "closed"
+
+
+async def test_every_waiter_of_a_shared_listing_hears_that_the_service_is_down() -> None:
+    """Two jobs' waits share a listing held up by an open breaker: each one's workflow is told why it waits."""
+    guard = ServiceGuard("task-service", SharedBreakers(None), fail_max=1, reset_timeout=0.3)
+    guard.breaker.open()
+    lists = TaskLists(cast(TaskServiceClient, _Pages(["a"])), guard, reuse_seconds=5.0)
+    told: dict[str, list[str]] = {"w1": [], "w2": []}
+
+    def hears(wid: str) -> Any:
+        async def on_wait(reason: str) -> None:
+            told[wid].append(reason)
+
+        return on_wait
+
+    loop = asyncio.get_running_loop()
+    with anyio.fail_after(5):
+        got = await asyncio.gather(*(lists.listing("p", after=loop.time(), on_wait=hears(w)) for w in told))
+    assert got[0] is got[1]
+    assert all(any("circuit open" in r for r in reasons) for reasons in told.values()), told
