@@ -183,6 +183,8 @@ def main() -> int:
                     run.timed(title, started)
     run.timings.append(f"total: {time.monotonic() - t0:.0f} s")
     mode = "`make bench BENCH_ARGS=--quick` (the short set)" if args.quick else "`make bench`"
+    if args.only:
+        mode += f", only {', '.join(args.only)}"
     body = "\n\n".join([
         f"Mode: {mode}.",
         "### Headline: ratios and targets\n\n" + "\n".join(h for h in run.headline if h),
@@ -191,7 +193,9 @@ def main() -> int:
     ])  # fmt: skip
     print(body)
     if not args.no_write:
-        append_section("make bench" + (" --quick" if args.quick else ""), body)
+        # A run of some benchmarks (--only) is named for them: it is not the latest full run the report opens with.
+        picked = f" --only {' '.join(args.only)}" if args.only else ""
+        append_section("make bench" + (" --quick" if args.quick else "") + picked, body)
     return 0
 
 
