@@ -1,10 +1,11 @@
 """Everything that talks to the outside world: Redis (embedded server, checkpointer, stores) and services.
 
 Public: what `graphs` and `server` may use. Everything in a ``_module`` is private to this package.
-Every failure leaves this package as a member of the one error tree in `adapters.errors`.
+Every failure leaves this package as a member of the one error tree in `adapters.errors`; traces (the
+OpenTelemetry API, no SDK) are made through `adapters.tracing`.
 """
 
-from adapters import errors
+from adapters import errors, tracing
 from adapters._auto_movie import PHASES, PROJECT_STATUSES, AutoMovieClient, normalise_genre
 from adapters._brain import BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
@@ -19,9 +20,10 @@ from adapters._embedded_redis import (
 )
 from adapters._http_sessions import HttpSessions
 from adapters._integrity import SignedSerializer, Signer, place
-from adapters._keys import ROLES, KeyInfo, KeyStore, SecurityAudit
+from adapters._keys import KEEP, ROLES, KeyInfo, KeyStore, SecurityAudit
 from adapters._llm import LLMWriter
 from adapters._pipeliner import ScriptPipeliner
+from adapters._quotas import Limits, QuotaStore, Tenancy, TenantUsage
 from adapters._redis import AnyRedis, ChannelHub, Watchers, connect_redis, follow, is_cluster_url, open_redis
 from adapters._resilience import RetryPolicy, ServiceGuard, SharedBreakers, set_testing
 from adapters._tasks import TASK_DATA_KEYS, TaskServiceClient, translate_http_error
@@ -37,6 +39,7 @@ from adapters._ws_mcp import websocket_client
 from adapters.errors import *  # noqa: F403 - the whole error tree is public
 
 __all__ = [
+    "KEEP",
     "PHASES",
     "PROJECT_STATUSES",
     "ROLES",
@@ -53,6 +56,8 @@ __all__ = [
     "KeyInfo",
     "KeyStore",
     "LLMWriter",
+    "Limits",
+    "QuotaStore",
     "RedisCheckpointSaver",
     "RetryPolicy",
     "RunTicket",
@@ -66,6 +71,8 @@ __all__ = [
     "Status",
     "StoreEvent",
     "TaskServiceClient",
+    "Tenancy",
+    "TenantUsage",
     "Watchers",
     "WorkflowRecord",
     "WorkflowStore",
@@ -81,6 +88,7 @@ __all__ = [
     "outside",
     "place",
     "set_testing",
+    "tracing",
     "translate_http_error",
     "websocket_client",
 ]

@@ -19,12 +19,19 @@ import structlog
 
 from adapters._redis import AnyRedis, translates_redis_errors
 
-__all__ = ["ROLES", "KeyInfo", "KeyStore", "SecurityAudit"]
+__all__ = ["KEEP", "ROLES", "KeyInfo", "KeyStore", "SecurityAudit"]
 
 log = structlog.get_logger(__name__)
 
 # read < operate < decide < admin
 ROLES = ("read", "operate", "decide", "admin")
+
+
+class _Keep:
+    """A quota left as it is."""
+
+
+KEEP = _Keep()
 
 
 def _hash(key: str) -> str:
@@ -72,6 +79,9 @@ class KeyInfo:
     expires_at: float | None
     revoked: bool
     last_used: float | None
+    # Quotas of the key's name (None: the deployment's QUOTA_KEY_* default; 0: no limit).
+    max_in_flight: int | None = None
+    starts_per_minute: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able view, with the key's age in days."""
@@ -117,13 +127,25 @@ class KeyStore:
         return f"{self.prefix}:apikeys"
 
     async def create(
-        self, name: str, projects: list[str], role: str, ttl_days: float | None = None
+        self,
+        name: str,
+        projects: list[str],
+        role: str,
+        ttl_days: float | None = None,
+        *,
+        max_in_flight: int | None = None,
+        starts_per_minute: int | None = None,
     ) -> tuple[str, KeyInfo]:
         """A new key; the plaintext is returned once and never stored.
 
+        Args:
+            max_in_flight, starts_per_minute: the quotas of the key's name (None: the deployment's default for
+                keys; 0: no limit).
+
         Raises:
-            ValueError: unknown role, empty name or no projects.
+            ValueError: unknown role, empty name, no projects or a negative quota.
         """
+        _check_quotas(max_in_flight, starts_per_minute)
         if role not in ROLES:
             msg = f"role {role!r} is not one of {ROLES}"
             raise ValueError(msg)
@@ -139,16 +161,47 @@ class KeyStore:
         plaintext = f"mo_{key_id}_{secrets.token_urlsafe(32)}"
         now = time.time()
         info = KeyInfo(
-            key_id, name, projects, role, now, now + ttl_days * 86400 if ttl_days else None, False, None
-        )
+            key_id, name, projects, role, now, now + ttl_days * 86400 if ttl_days else None, False, None,
+            max_in_flight, starts_per_minute,
+        )  # fmt: skip
         digest = _hash(plaintext)
         await self.redis.hset(self._key(digest), mapping={
             "key_id": key_id, "name": name, "projects": json.dumps(projects), "role": role,
             "created_at": str(now), "expires_at": str(info.expires_at or ""), "revoked": "0", "last_used": "",
+            "max_in_flight": _opt(max_in_flight), "starts_per_minute": _opt(starts_per_minute),
         })  # fmt: skip
         await self.redis.hset(self._index, key_id, digest)
-        await self._audit.record("key.created", key_id=key_id, name=name, role=role, projects=projects)
+        await self._audit.record("key.created", key_id=key_id, name=name, role=role, projects=projects,
+                                 max_in_flight=max_in_flight, starts_per_minute=starts_per_minute)  # fmt: skip
         return plaintext, info
+
+    async def set_quota(
+        self,
+        name_or_id: str,
+        *,
+        max_in_flight: int | _Keep | None = KEEP,
+        starts_per_minute: int | _Keep | None = KEEP,
+    ) -> list[str]:
+        """Change the quotas of a key by id, or of every key of a name (None: the deployment's default for
+        keys; 0: no limit; `KEEP`: as it is); returns the key ids changed. Requests already authenticated
+        keep the old values.
+
+        Raises:
+            ValueError: a negative quota.
+        """
+        given = {k: v for k, v in (("max_in_flight", max_in_flight), ("starts_per_minute", starts_per_minute))
+                 if not isinstance(v, _Keep)}  # fmt: skip
+        _check_quotas(*given.values())
+        changed = []
+        for info in await self.list_keys():
+            if name_or_id in {info.key_id, info.name} and given:
+                digest = await self.redis.hget(self._index, info.key_id)
+                await self.redis.hset(
+                    self._key(_text(digest)), mapping={k: _opt(v) for k, v in given.items()}
+                )
+                changed.append(info.key_id)
+                await self._audit.record("key.quota_changed", key_id=info.key_id, name=info.name, **given)
+        return changed
 
     @staticmethod
     def _info(raw: dict[Any, Any]) -> KeyInfo:
@@ -160,6 +213,8 @@ class KeyStore:
             key_id=d["key_id"], name=d["name"], projects=json.loads(d["projects"]), role=d["role"],
             created_at=float(d["created_at"]), expires_at=float(d["expires_at"]) if d.get("expires_at") else None,
             revoked=d.get("revoked") == "1", last_used=float(d["last_used"]) if d.get("last_used") else None,
+            max_in_flight=int(d["max_in_flight"]) if d.get("max_in_flight") else None,
+            starts_per_minute=int(d["starts_per_minute"]) if d.get("starts_per_minute") else None,
         )  # fmt: skip
 
     async def list_keys(self) -> list[KeyInfo]:
@@ -198,7 +253,8 @@ class KeyStore:
             msg = f"no live key named {name!r}"
             raise ValueError(msg)
         newest = max(live, key=lambda k: k.created_at)
-        key, info = await self.create(name, newest.projects, newest.role)
+        key, info = await self.create(name, newest.projects, newest.role, max_in_flight=newest.max_in_flight,
+                                      starts_per_minute=newest.starts_per_minute)  # fmt: skip
         until = time.time() + overlap_hours * 3600
         retiring = []
         for old in live:
@@ -261,3 +317,13 @@ class KeyStore:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _check_quotas(*values: int | None) -> None:
+    if any(v is not None and v < 0 for v in values):
+        msg = "a quota is a number of productions, 0 for no limit (or unset for the deployment's default)"
+        raise ValueError(msg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +56,14 @@ class ScriptPipeliner:
 
     async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """Run `script` with `keys` and `args`; returns its reply or raises its error."""
+        return await self.submit(script, keys, args)
+
+    def submit(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Awaitable[Any]:
+        """Queue a call now and return what to await for its reply: calls submitted one after the other, then
+        awaited, share one round trip."""
         if self._direct:
-            return await script(keys=keys, args=args)
-        return await self._queued(_Call(script, keys, args, asyncio.get_running_loop().create_future()))
+            return asyncio.ensure_future(script(keys=keys, args=args))
+        return self._queued(_Call(script, keys, args, asyncio.get_running_loop().create_future()))
 
     async def command(self, *args: Any) -> Any:
         """Run one command (``"HGET", key, field``); returns its reply, parsed as redis-py parses it."""
@@ -65,13 +71,13 @@ class ScriptPipeliner:
             return await self._client.execute_command(*args)
         return await self._queued(_Call(None, [], list(args), asyncio.get_running_loop().create_future()))
 
-    async def _queued(self, call: _Call) -> Any:
+    def _queued(self, call: _Call) -> asyncio.Future[Any]:
         self._queue.append(call)
         if not self._scheduled and self._inflight < self._max_inflight:
             # Wait for the rest of this loop turn so concurrent callers join the batch.
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)
-        return await call.future
+        return call.future
 
     def _kick(self) -> None:
         self._scheduled = False

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pybreaker
 import structlog
 
+from adapters import tracing
 from adapters._cpu_gate import outside
 from adapters._redis import AnyRedis, follow
 from adapters.errors import CircuitOpenError, TransientError
@@ -204,6 +205,8 @@ class ServiceGuard:
         timeout: seconds one attempt may take.
         concurrency: most calls in flight at once from this instance.
         max_open_wait: longest time `call` waits for an open breaker before giving up.
+        probe: asks the service whether it is back (its health route); while the breaker is open it is asked
+            every `probe_seconds`, and a yes half-opens the breaker at once instead of after `reset_timeout`.
     """
 
     def __init__(
@@ -217,6 +220,8 @@ class ServiceGuard:
         fail_max: int = 5,
         reset_timeout: float = 30.0,
         max_open_wait: float = 3600.0,
+        probe: Callable[[], Awaitable[bool]] | None = None,
+        probe_seconds: float = 2.0,
     ) -> None:
         self.name = name
         self.board = board
@@ -225,8 +230,13 @@ class ServiceGuard:
         self.timeout = timeout
         self.max_open_wait = max_open_wait
         self._sem = asyncio.Semaphore(concurrency)
+        self._probe = probe
+        self._probe_seconds = probe_seconds
+        self._probing = asyncio.Lock()
+        self._probed_at = 0.0
         self.calls = 0
         self.failures = 0
+        self.last_failure_at = 0.0  # monotonic time of the last transient failure (0: none)
 
     @property
     def state(self) -> str:
@@ -248,24 +258,45 @@ class ServiceGuard:
                 raise CircuitOpenError(msg) from exc
             except TransientError:
                 self.failures += 1
+                self.last_failure_at = time.monotonic()
                 raise
+
+    async def _probe_if_open(self) -> None:
+        """Ask the service whether it is back (one caller at a time, at most every `probe_seconds`); a yes
+        half-opens the breaker, so the next call is the trial."""
+        if self._probe is None or self.state != "open":
+            return
+        async with self._probing:
+            if self.state != "open" or time.monotonic() - self._probed_at < self._probe_seconds:
+                return
+            self._probed_at = time.monotonic()
+            try:
+                back = await asyncio.wait_for(self._probe(), self.timeout)
+            except (TimeoutError, OSError):
+                back = False
+            if back and self.state == "open":
+                log.info("breaker.probe_answered", service=self.name)
+                self.breaker.half_open()
 
     async def call(
         self,
         fn: Callable[[], Awaitable[T]],
         *,
         on_wait: Callable[[str], Awaitable[None]] | None = None,
+        operation: str = "call",
     ) -> T:
         """Run `fn` with retries; while the breaker is open, wait (announcing it) instead of failing.
 
-        The run's CPU turn goes to another run while this waits on the service (`outside()`).
+        The run's CPU turn goes to another run while this waits on the service (`outside()`). The call is one
+        span (``<service> <operation>``), its retries and breaker waits events of it.
 
         Raises:
             TransientError: still failing after every retry, or the breaker stayed open too long.
             PermanentError, RecoverableError: from `fn`, never retried.
         """
         async with outside():
-            return await self._call(fn, on_wait)
+            with tracing.span(f"{self.name} {operation}", attributes={"peer.service": self.name}):
+                return await self._call(fn, on_wait)
 
     async def _call(
         self, fn: Callable[[], Awaitable[T]], on_wait: Callable[[str], Awaitable[None]] | None
@@ -280,16 +311,21 @@ class ServiceGuard:
                 if waited >= self.max_open_wait:
                     raise
                 reason = f"waiting for {self.name}: circuit open after repeated failures"
+                tracing.event("breaker.open_wait", mo_waited=waited)
                 if on_wait is not None:
                     await on_wait(reason)
-                pause = max(0.05, min(self.breaker.reset_timeout, 5.0))
+                pause = max(
+                    0.05, min(self.breaker.reset_timeout, 5.0, self._probe_seconds if self._probe else 5.0)
+                )
                 await _sleep(pause)
                 waited += pause
                 attempt = 0
+                await self._probe_if_open()
             except TransientError as exc:
                 if attempt >= self.retry.max_attempts:
                     raise
                 delay = self.retry.delay(attempt)
+                tracing.event("retry", mo_attempt=attempt, mo_error=str(exc)[:200])
                 log.info(
                     "resilience.retry_scheduled",
                     service=self.name,

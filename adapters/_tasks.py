@@ -170,6 +170,14 @@ class TaskServiceClient:
                 return out
             page += 1
 
+    async def list_page(self, project_id: str, *, page: int, limit: int = 100) -> dict[str, Any]:
+        """One page of the project's task list as the service answered it (``tasks``, ``pagination``)."""
+        resp = await self._request(
+            "GET", f"/projects/{project_id}/tasks", params={"page": page, "limit": limit}
+        )
+        data: dict[str, Any] = resp.json()
+        return data
+
     async def task_status(self, task_id: str) -> dict[str, Any] | None:
         """The documented status route; None when it answers 404 (as the current build always does)."""
         try:

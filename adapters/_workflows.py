@@ -44,6 +44,7 @@ from redis.exceptions import ResponseError
 
 from adapters._integrity import Signer, place
 from adapters._pipeliner import ScriptPipeliner
+from adapters._quotas import QuotaStore
 from adapters._redis import AnyRedis, ChannelHub, follow, translates_redis_errors
 from adapters.errors import IntegrityError
 
@@ -63,7 +64,9 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
-_JSON_FIELDS = ("options", "pending", "agents_running", "result", "services", "decided")
+_JSON_FIELDS = ("options", "pending", "agents_running", "result", "services", "decided", "trace")
+# Fields added after records existed: a record without one is not a removal (a present value is verified).
+_MAY_BE_MISSING = frozenset({"trace"})
 _GROUP = "workers"
 # Returns {1, used} when counted, {0, used} when refused. The TTL keeps the counters no longer than
 # the workflow's other keys (it is refreshed on every charge).
@@ -76,6 +79,15 @@ end
 redis.call('HINCRBY', KEYS[1], ARGV[1], amount)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {1, used + amount}
+"""
+# Set a hash field only if it still holds exactly the value read: 1 when set. The values are signed by the
+# caller, who verified what it read, so comparing bytes is comparing signed values.
+_JOB_CAS = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
 """
 _RESULT = "result\x00"  # jobs-hash fields holding a job's result: result\0<step key>\0<task id>
 
@@ -119,6 +131,8 @@ class WorkflowRecord:
     # (server/engine/_anchor.py).
     mark: str = ""
     decided: list[str] = field(default_factory=list)
+    # The W3C context of the production's root span (every run of it is a child): steers nothing.
+    trace: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> WorkflowRecord:
@@ -160,12 +174,13 @@ class StoreEvent(NamedTuple):
 
 @dataclass(frozen=True)
 class RunTicket:
-    """One claimed entry of the run queue."""
+    """One claimed entry of the run queue (`trace`: the W3C context of the request that queued it)."""
 
     entry_id: str
     workflow_id: str
     reason: str
     correlation_id: str
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @translates_redis_errors
@@ -179,6 +194,8 @@ class WorkflowStore:
         signer: signs every record field (and verifies it on read) when given.
         pipeliner: shares round trips of record updates with other script calls (the checkpointer's).
         new_id: makes the id of a new workflow (default ``wf-`` and 16 random hex digits).
+        quotas: told of every status written (a workflow's place in its project's queue; its reservation is
+            released when it ends).
     """
 
     def __init__(
@@ -190,8 +207,10 @@ class WorkflowStore:
         signer: Signer | None = None,
         pipeliner: ScriptPipeliner | None = None,
         new_id: Callable[[], str] | None = None,
+        quotas: QuotaStore | None = None,
     ) -> None:
         self._new_id = new_id or (lambda: f"wf-{uuid.uuid4().hex[:16]}")
+        self.quotas = quotas
         # redis-py's stubs type replies as unions of bytes/str/None/Awaitable; replies are bytes here.
         self.client: Any = client
         self.prefix = prefix
@@ -205,6 +224,7 @@ class WorkflowStore:
             (resources.files("adapters") / "lua" / "wf_update.lua").read_text()
         )
         self._charge_script = client.register_script(_CHARGE)
+        self._cas_script = client.register_script(_JOB_CAS)
 
     def _enc(self, wid: str, fields: Mapping[str, str]) -> dict[str, str | bytes]:
         if self.signer is None:
@@ -242,7 +262,7 @@ class WorkflowStore:
         for k, v in raw.items():
             name = _s(k)
             fields[name] = self._open(v, "record", wid, name)
-        missing = sorted(set(WorkflowRecord.__dataclass_fields__) - set(fields))
+        missing = sorted(set(WorkflowRecord.__dataclass_fields__) - set(fields) - _MAY_BE_MISSING)
         if missing:
             msg = f"record of workflow {wid!r} lacks the fields {missing}: they were removed outside the orchestrator"
             raise IntegrityError(msg)
@@ -286,13 +306,21 @@ class WorkflowStore:
         idempotency_key: str | None = None,
         forked_from: str = "",
         enqueue: bool = True,
+        wid: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        queued_by: Mapping[str, str] | None = None,
     ) -> tuple[WorkflowRecord, bool]:
         """Create a workflow and enqueue its first run; with a known idempotency key return that one.
+
+        Args:
+            wid: the new workflow's id (`new_id()`), when the caller needed it before.
+            trace: the W3C context of the production's root span, kept in the record.
+            queued_by: the W3C context of the request, carried by the queue entry.
 
         Returns:
             The record, and whether it was created by this call.
         """
-        wid = self._new_id()
+        wid = wid or self._new_id()
         if idempotency_key:
             earlier = await self._claim_idempotency_key(project_id, idempotency_key, wid)
             if earlier is not None:
@@ -300,13 +328,14 @@ class WorkflowStore:
         now = _now()
         rec = WorkflowRecord(id=wid, project_id=project_id, workflow=workflow, status=Status.QUEUED, created_at=now,
                              updated_at=now, created_by=created_by, brief=brief, options=options,
-                             forked_from=forked_from, correlation_id=correlation_id, message="waiting for a worker")  # fmt: skip
+                             forked_from=forked_from, correlation_id=correlation_id, message="waiting for a worker",
+                             trace=dict(trace or {}))  # fmt: skip
         pipe = self.client.pipeline(transaction=self._transactional)
         pipe.hset(self.key(wid), mapping=self._enc(wid, rec.to_hash()))
         pipe.zadd(f"{self.prefix}:project:{project_id}:wfs", {wid: now})
         pipe.zadd(f"{self.prefix}:wfs", {wid: now})
         self._event(pipe, wid, "workflow.created", created_by, correlation_id, workflow=workflow)
-        start = {"wid": wid, "reason": "start", "cid": correlation_id}
+        start = self._entry_fields(wid, "start", correlation_id, queued_by)
         if self._transactional:  # MULTI/EXEC: an engine sees the start and the record together
             if enqueue:
                 pipe.xadd(self.queue_key, start)
@@ -321,6 +350,28 @@ class WorkflowStore:
             await self.client.xadd(self.queue_key, start)
         await self.client.publish(self.channel(wid), "created")
         return rec, True
+
+    def new_id(self) -> str:
+        """A new workflow id (for a caller that needs it before `create`)."""
+        return self._new_id()
+
+    async def find_idempotent(self, project_id: str, key: str) -> WorkflowRecord | None:
+        """The live workflow an earlier start of the project created with this idempotency key, if any."""
+        existing = await self.client.get(f"{self.prefix}:idem:{project_id}:{key}")
+        return await self.get(_s(existing)) if existing is not None else None
+
+    async def statuses(self, wids: list[str]) -> dict[str, str | None]:
+        """The status of each workflow (None: no record), read in one round trip.
+
+        Raises:
+            IntegrityError: a status was written or changed outside the orchestrator.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for wid in wids:
+            pipe.hget(self.key(wid), "status")
+        raws = await pipe.execute()
+        return {wid: (self._open(raw, "record", wid, "status") if raw is not None else None)
+                for wid, raw in zip(wids, raws, strict=True)}  # fmt: skip
 
     async def _claim_idempotency_key(self, project_id: str, key: str, wid: str) -> WorkflowRecord | None:
         """Claim `key` for the new workflow `wid`; the workflow an earlier call created with it, if it lives."""
@@ -340,6 +391,18 @@ class WorkflowStore:
         """The record, or None for an unknown workflow."""
         raw = await self._pipeliner.command("HGETALL", self.key(wid))
         return self._record(wid, raw) if raw else None
+
+    async def trace_of(self, wid: str) -> dict[str, str]:
+        """The W3C context of the workflow's production span (``{}``: none, or no such workflow).
+
+        Raises:
+            IntegrityError: the field was written or changed outside the orchestrator.
+        """
+        raw = await self.client.hget(self.key(wid), "trace")
+        if raw is None:
+            return {}
+        value = json.loads(self._open(raw, "record", wid, "trace") or "{}")
+        return value if isinstance(value, dict) else {}
 
     async def list_workflows(
         self, *, project_ids: list[str] | None, status: str | None, cursor: float | None, limit: int
@@ -442,7 +505,16 @@ class WorkflowStore:
         last = events[-1].what if events else "updated"
         note = f"{last}|{fields.get('status', '')}|{fields.get('percent', '')}"
         head = [self.channel(wid), note, self.retention_seconds if ended else 0, len(enc)]
-        await self._pipeliner.call(self._update_script, keys, head + args)
+        updated = self._pipeliner.submit(self._update_script, keys, head + args)
+        if self.quotas is not None and "status" in fields:
+            # Submitted beside the update: the same round trip (another slot on a cluster: its own call).
+            reported = self.quotas.status_changed(wid, queued=fields["status"] == Status.QUEUED, ended=ended)
+            try:
+                await updated
+            finally:
+                await reported
+        else:
+            await updated
 
     async def events(self, wid: str, *, after: str = "", count: int = 1000) -> list[dict[str, Any]]:
         """The audit log of a workflow, oldest first (only the entries after the id `after`, when given):
@@ -564,6 +636,27 @@ class WorkflowStore:
             return None
         nonce, job_id, forgotten = self._job_value(wid, idempotency_key, v)
         return None if forgotten else (nonce, job_id)
+
+    async def job_entry_raw(self, wid: str, idempotency_key: str) -> tuple[bytes, str, str] | None:
+        """The step's job entry as stored (for `replace_job`), with its nonce and job id; None when the step has
+        no job or its job was forgotten.
+
+        Raises:
+            IntegrityError: the entry was written or changed outside the orchestrator.
+        """
+        raw = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        if raw is None:
+            return None
+        nonce, job_id, forgotten = self._job_value(wid, idempotency_key, raw)
+        return None if forgotten else (raw if isinstance(raw, bytes) else str(raw).encode(), nonce, job_id)
+
+    async def replace_job(self, wid: str, idempotency_key: str, expected: bytes, nonce: str) -> bool:
+        """Make the step's job "being submitted with `nonce`" only if its entry is still exactly `expected`
+        (compare-and-set): of the runs that saw the same lost job, one wins."""
+        value = self._seal(f"{nonce}:", "job", wid, idempotency_key)
+        return bool(
+            await self._cas_script(keys=[self.key(wid, "jobs")], args=[idempotency_key, expected, value])
+        )
 
     def _job_value(self, wid: str, idempotency_key: str, raw: Any) -> tuple[str, str, bool]:
         nonce, _, rest = self._open(raw, "job", wid, idempotency_key).partition(":")
@@ -721,11 +814,21 @@ class WorkflowStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def enqueue(self, wid: str, reason: str, correlation_id: str) -> None:
-        """Queue a run of the workflow (start, resume, retry)."""
-        await self._pipeliner.command(
-            "XADD", self.queue_key, "*", "wid", wid, "reason", reason, "cid", correlation_id
-        )
+    @staticmethod
+    def _entry_fields(
+        wid: str, reason: str, correlation_id: str, trace: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        entry = {"wid": wid, "reason": reason, "cid": correlation_id}
+        if trace:
+            entry["tp"] = json.dumps(dict(trace))
+        return entry
+
+    async def enqueue(
+        self, wid: str, reason: str, correlation_id: str, *, trace: Mapping[str, str] | None = None
+    ) -> None:
+        """Queue a run of the workflow (start, resume, retry); `trace`: the W3C context of who queued it."""
+        fields = self._entry_fields(wid, reason, correlation_id, trace)
+        await self._pipeliner.command("XADD", self.queue_key, "*", *(x for kv in fields.items() for x in kv))
 
     @staticmethod
     def _tickets(rows: Any) -> list[RunTicket]:
@@ -734,7 +837,12 @@ class WorkflowStore:
             if raw is None:
                 continue
             d = {_s(k): _s(v) for k, v in raw.items()}
-            out.append(RunTicket(_s(entry_id), d.get("wid", ""), d.get("reason", ""), d.get("cid", "")))
+            try:
+                trace = json.loads(d["tp"]) if "tp" in d else {}
+            except ValueError:
+                trace = {}
+            out.append(RunTicket(_s(entry_id), d.get("wid", ""), d.get("reason", ""), d.get("cid", ""),
+                                 trace if isinstance(trace, dict) else {}))  # fmt: skip
         return out
 
     async def claim(self, consumer: str, count: int, block_ms: int) -> list[RunTicket]:
@@ -779,8 +887,11 @@ class WorkflowStore:
         if holder is not None and _s(holder) == consumer:
             await self.client.delete(self.lease_key(ticket.workflow_id))
 
-    async def hand_back(self, ticket: RunTicket, consumer: str) -> None:
-        """Give a held run to any instance now: a fresh queue entry, the held one acknowledged.
+    async def hand_back(
+        self, ticket: RunTicket, consumer: str, *, trace: Mapping[str, str] | None = None
+    ) -> None:
+        """Give a held run to any instance now: a fresh queue entry (carrying `trace`, the W3C context of the run
+        that gave it back), the held one acknowledged.
 
         The lease goes first: an instance that claims the fresh entry a moment later must find the
         workflow free, not wait a lease out. Should this process die between the steps, the held
@@ -791,7 +902,8 @@ class WorkflowStore:
             await self.client.delete(self.lease_key(ticket.workflow_id))
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(
-            self.queue_key, {"wid": ticket.workflow_id, "reason": "handed_back", "cid": ticket.correlation_id}
+            self.queue_key,
+            self._entry_fields(ticket.workflow_id, "handed_back", ticket.correlation_id, trace),
         )
         pipe.xack(self.queue_key, _GROUP, ticket.entry_id)
         pipe.xdel(self.queue_key, ticket.entry_id)

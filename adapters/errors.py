@@ -18,7 +18,8 @@
         │   └── OptionError           a workflow option (graphs: the options contract)
         ├── NotFoundError             unknown workflow, decision or checkpoint (also: another project's)
         ├── ConflictError             contradicts the current state (decision already taken, ...)
-        └── PermissionDeniedError     the caller's role ranks below what the operation needs
+        ├── PermissionDeniedError     the caller's role ranks below what the operation needs
+        └── QuotaExceededError        a project's or key's quota is used up: names it, the use and when to retry
 
 Adapters translate httpx, websockets, redis and pybreaker exceptions into this tree at the boundary.
 Graph nodes catch `OutsideError` (never the root: a budget or an integrity failure must stop the run).
@@ -43,6 +44,7 @@ __all__ = [
     "OutsideError",
     "PermanentError",
     "PermissionDeniedError",
+    "QuotaExceededError",
     "RecoverableError",
     "RequestError",
     "StateTooLargeError",
@@ -179,3 +181,38 @@ class PermissionDeniedError(RequestError):
     """The caller's role ranks below what the operation needs."""
 
     code = "permission_denied"
+
+
+class QuotaExceededError(RequestError):
+    """A quota of the caller's project or key is used up; nothing was written.
+
+    Attributes:
+        scope: ``project`` or ``key``.
+        tenant: the project id or the key's name.
+        quota: ``max_in_flight`` or ``starts_per_minute``.
+        used: how much of it is in use.
+        limit: the quota.
+        retry_after: seconds until a start is admitted again (None: when one in flight ends).
+    """
+
+    code = "quota_exceeded"
+
+    def __init__(
+        self, scope: str, tenant: str, quota: str, used: int, limit: int, retry_after: float | None, *,
+        source: str = "", action: str = "started",
+    ) -> None:  # fmt: skip
+        if quota == "max_in_flight":
+            use = f"has {used} productions in flight"
+        else:
+            use = f"started {used} productions in the last 60 s"
+        when = (
+            f"Retry in {retry_after:.1f} s." if retry_after is not None
+            else "Retry when one of them completes, fails or is cancelled."
+        )  # fmt: skip
+        set_by = f" ({source})" if source else ""
+        super().__init__(
+            f"{scope} {tenant!r} {use} and its quota {quota} is {limit}{set_by}; nothing was {action}. {when}",
+            scope=scope, tenant=tenant, quota=quota, used=used, limit=limit, retry_after=retry_after,
+        )  # fmt: skip
+        self.scope, self.tenant, self.quota, self.used, self.limit = scope, tenant, quota, used, limit
+        self.retry_after = retry_after

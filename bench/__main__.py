@@ -16,10 +16,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import EmbeddedCluster, EmbeddedRedis, free_port
-from bench import checkpointer, costmodel, critical_path, flat, frontdoor, peer, scaleout
+from bench import (
+    checkpointer,
+    costmodel,
+    critical_path,
+    fairness,
+    flat,
+    frontdoor,
+    healing,
+    peer,
+    scaleout,
+    tracing,
+)
 from bench._report import append_section
 
-BENCHMARKS = ["frontdoor", "critical_path", "concurrency", "costmodel", "scaleout", "checkpointer"]
+BENCHMARKS = [
+    "frontdoor",
+    "critical_path",
+    "concurrency",
+    "costmodel",
+    "scaleout",
+    "checkpointer",
+    "fairness",
+    "tracing",
+]
+# Run only when asked for (--only): longer than the whole default set allows.
+ON_REQUEST = ["healing"]
 
 
 @dataclass
@@ -92,6 +114,28 @@ def _checkpointer(run: Run) -> None:
     run.parts.append("### 5. Checkpointer\n\n" + result.table())
 
 
+def _fairness(run: Run) -> None:
+    flood, latency = (50, 0.5) if run.args.quick else (200, 1.0)
+    result = asyncio.run(fairness.run(run.server.url, run.tmp / "fair", flood=flood, latency=latency))
+    run.headline.append(result.headline())
+    run.parts.append(result.table())
+
+
+def _tracing(run: Run) -> None:
+    result = asyncio.run(
+        tracing.run(run.server.url, run.tmp / "trace", productions=5 if run.args.quick else 10)
+    )
+    run.headline.append(result.headline())
+    run.parts.append(result.table())
+
+
+def _healing(run: Run) -> None:
+    outage = 10.0 if run.args.quick else 60.0
+    result = asyncio.run(healing.run(run.server.url, run.tmp / "heal", outage=outage))
+    run.headline.append(result.headline())
+    run.parts.append(result.table())
+
+
 # In the order they run, with the name their wall time is reported under.
 _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "frontdoor": ("benchmarks 1-3 (front door, both sides)", _frontdoor),
@@ -100,6 +144,9 @@ _STEPS: dict[str, tuple[str, Callable[[Run], None]]] = {
     "costmodel": ("benchmark 9 (cost of one step)", _costmodel),
     "scaleout": ("benchmark 8 (scale-out)", _scaleout),
     "checkpointer": ("benchmark 5 (checkpointer)", _checkpointer),
+    "fairness": ("benchmark 11 (fairness)", _fairness),
+    "tracing": ("benchmark 12 (tracing cost)", _tracing),
+    "healing": ("benchmark 13 (healing)", _healing),
 }
 
 
@@ -108,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the short set: smaller loads, L = 0.5 s")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--only", choices=BENCHMARKS, action="append", default=None, help="repeatable")
+    parser.add_argument(
+        "--only", choices=BENCHMARKS + ON_REQUEST, action="append", default=None, help="repeatable"
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the LangGraph Agent Server peer")
     parser.add_argument("--long", action="store_true",
                         help="also the long mode: 1,000 productions to completion (not part of the 10 minutes)")  # fmt: skip
@@ -122,7 +171,7 @@ def main() -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mo-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        for sub in ("fd0", "fd1", "conc", "cp", "so", "long"):
+        for sub in ("fd0", "fd1", "conc", "cp", "so", "long", "fair", "trace", "heal"):
             (tmp / sub).mkdir()
         with EmbeddedRedis(data_dir=tmp / "redis", transport="tcp") as server:
             run = Run(args, tmp, server)
@@ -134,6 +183,8 @@ def main() -> int:
                     run.timed(title, started)
     run.timings.append(f"total: {time.monotonic() - t0:.0f} s")
     mode = "`make bench BENCH_ARGS=--quick` (the short set)" if args.quick else "`make bench`"
+    if args.only:
+        mode += f", only {', '.join(args.only)}"
     body = "\n\n".join([
         f"Mode: {mode}.",
         "### Headline: ratios and targets\n\n" + "\n".join(h for h in run.headline if h),
@@ -142,7 +193,9 @@ def main() -> int:
     ])  # fmt: skip
     print(body)
     if not args.no_write:
-        append_section("make bench" + (" --quick" if args.quick else ""), body)
+        # A run of some benchmarks (--only) is named for them: it is not the latest full run the report opens with.
+        picked = f" --only {' '.join(args.only)}" if args.only else ""
+        append_section("make bench" + (" --quick" if args.quick else "") + picked, body)
     return 0
 
 

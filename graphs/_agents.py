@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from adapters import tracing
 from adapters.errors import RecoverableError, TransientError
 from graphs._ports import Ports
 from graphs._registry import Agent, registry
@@ -64,7 +65,13 @@ async def _execute(ports: Ports, agent: Agent, inputs: dict[str, Any], key: str)
     if op.kind == "writer":
         return await ports.writer.write(op.name, inputs)
     if op.kind == "task":
-        res = await ports.tasks.run_task(key, op.name, _task_data(op.name, inputs))
+        # submitted to done (its webhook is this span's child, through the job's metadata)
+        with tracing.span(
+            f"job {op.name}", attributes={"mo.job.step_key": key, "mo.task_type": op.name}
+        ) as job:
+            res = await ports.tasks.run_task(key, op.name, _task_data(op.name, inputs))
+            if job is not None:
+                job.set_attribute("mo.task_id", str(res.get("task_id", "")))
         return {out_key: res}
     if op.kind == "brain":
         pid = ports.project_id
@@ -113,10 +120,16 @@ async def _run_chain(ports: Ports, agent_id: str, inputs: dict[str, Any], step: 
         key = f"{step}:{agent.id}"
         cached = await ports.memo.get(key)
         if cached is not None:
+            tracing.event(
+                "agent.memo", mo_agent=agent.id
+            )  # done before a crash or a failed sibling: not run again
             return AgentOutcome(agent.id, dict(cached), "" if agent.id == agent_id else agent_id)
         await ports.budget.charge("agent_executions", where=step)
+        attributes = {"mo.agent": agent.id, "mo.agent.operation": f"{agent.operation.kind}:{agent.operation.name}",
+                      "mo.agent.step": step, **({"mo.agent.alternative_to": agent_id} if agent.id != agent_id else {})}  # fmt: skip
         try:
-            output = await _execute(ports, agent, inputs, key)
+            with tracing.span(f"agent {agent.id}", attributes=attributes):
+                output = await _execute(ports, agent, inputs, key)
         except RecoverableError as exc:
             failures.append(f"{agent.id}: {exc}")
             ports.on_agent(agent.id, "failed", str(exc)[:300])

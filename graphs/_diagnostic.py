@@ -6,6 +6,8 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
+from adapters import tracing
+
 __all__ = ["DIAGNOSTIC_STEPS", "build_diagnostic_linear"]
 
 DIAGNOSTIC_STEPS = 10
@@ -29,7 +31,7 @@ def build_diagnostic_linear() -> StateGraph[DiagnosticState, Any, Any, Any]:
     """The uncompiled diagnostic graph."""
     b: StateGraph[DiagnosticState, Any, Any, Any] = StateGraph(DiagnosticState)
     for i in range(DIAGNOSTIC_STEPS):
-        b.add_node(f"n{i}", _step)
+        b.add_node(f"n{i}", tracing.traced_node(f"n{i}", _step))
     b.add_edge(START, "n0")
     for i in range(DIAGNOSTIC_STEPS - 1):
         b.add_edge(f"n{i}", f"n{i + 1}")

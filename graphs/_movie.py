@@ -21,6 +21,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send, interrupt
 
+from adapters import tracing
 from adapters.errors import OutsideError, PermanentError, TransientError
 from graphs._agents import run_agent
 from graphs._ports import Ports
@@ -533,7 +534,7 @@ Builder = StateGraph[MovieState, Ports, Any, Any]
 
 
 def _add(b: Builder, name: str, fn: Any) -> None:
-    b.add_node(name, fn, retry_policy=_RETRY)
+    b.add_node(name, tracing.traced_node(name, fn), retry_policy=_RETRY)
 
 
 async def concept_from_brief(state: MovieState, runtime: Runtime[Ports]) -> MovieState:

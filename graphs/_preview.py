@@ -14,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
+from adapters import tracing
 from adapters.errors import TransientError
 from graphs._ports import Ports
 
@@ -71,9 +72,9 @@ def build_preview() -> StateGraph[PreviewState, Ports, Any, Any]:
     """The uncompiled preview graph."""
     retry = RetryPolicy(max_attempts=4, initial_interval=0.5, retry_on=TransientError)
     builder: StateGraph[PreviewState, Ports, Any, Any] = StateGraph(PreviewState, context_schema=Ports)
-    builder.add_node("concept", concept)
-    builder.add_node("keyframe", keyframe, retry_policy=retry)
-    builder.add_node("assemble", assemble)
+    builder.add_node("concept", tracing.traced_node("concept", concept))
+    builder.add_node("keyframe", tracing.traced_node("keyframe", keyframe), retry_policy=retry)
+    builder.add_node("assemble", tracing.traced_node("assemble", assemble))
     builder.add_edge(START, "concept")
     builder.add_edge("concept", "keyframe")
     builder.add_edge("keyframe", "assemble")

@@ -63,6 +63,14 @@ class Settings(BaseSettings):
         default=16, ge=1, le=100_000,
         description="runs of this process that compute at once; runs waiting on outside services take no turn",
     )  # fmt: skip
+    worker_cpu_turns_min: int = Field(
+        default=2, ge=1, le=100_000, description="the fewest turns the loop-lag control goes down to"
+    )
+    worker_loop_lag_target_ms: float = Field(
+        default=10.0, ge=0, le=10_000,
+        description="while two or more projects compute, turns shrink until the event loop's lag (p90) is "
+        "below this; 0: always WORKER_CPU_TURNS",
+    )  # fmt: skip
     lease_seconds: float = Field(default=30.0, gt=0.5)
     retention_days: float = Field(default=30.0, gt=0)
     checkpoint_ttl_days: float | None = Field(default=None, gt=0)
@@ -70,6 +78,23 @@ class Settings(BaseSettings):
     task_service_url: str = ""
     task_service_api_key: SecretStr = SecretStr("")
     task_poll_seconds: float = Field(default=5.0, gt=0)
+    task_lost_listings: int = Field(
+        default=2, ge=1, le=10,
+        description="complete task listings that do not show a job before it is taken as lost and submitted again",
+    )  # fmt: skip
+    task_lost_confirm_seconds: float = Field(
+        default=2.0, gt=0, description="how far apart the listings that find a job absent must start"
+    )
+    task_unknown_grace_seconds: float = Field(
+        default=300.0, gt=0,
+        description="a job the service does not list while its listings cannot tell (incomplete, changing) is "
+        "waited for this long",
+    )  # fmt: skip
+    breaker_probe_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="while a service's breaker is open, its health route is asked this often",
+    )
     service_connections: int = Field(
         default=16,
         ge=1,
@@ -156,6 +181,42 @@ class Settings(BaseSettings):
                 msg = f"trusted_proxies: {entry!r} is not an IP address or network (CIDR); use e.g. 10.0.0.5 or 10.0.0.0/24"
                 raise ValueError(msg) from exc
         return self
+
+    # -- quotas (0: no limit); a key's own (keys create/quota --max-in-flight/--starts-per-minute) replace QUOTA_KEY_*
+    quota_project_max_in_flight: int = Field(
+        default=250, ge=0, description="productions of one project queued, running, waiting or paused at once"
+    )
+    quota_project_starts_per_minute: int = Field(
+        default=300, ge=0, description="productions one project may start (or fork) in any 60 s"
+    )
+    quota_key_max_in_flight: int = Field(
+        default=0, ge=0, description="in flight per API key, unless the key sets its own"
+    )
+    quota_key_starts_per_minute: int = Field(
+        default=0, ge=0, description="starts per API key in any 60 s, unless the key sets its own"
+    )
+    quota_sweep_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often reservations of workflows that ended in a crash are given back",
+    )
+
+    # -- traces: the standard OpenTelemetry variables (the exporter reads the rest of OTEL_EXPORTER_OTLP_*) ----
+    otel_sdk_disabled: bool = Field(default=False, description="true: no traces whatever else is set")
+    otel_traces_exporter: str = Field(
+        default="", description="otlp | console | none; unset: otlp when an OTLP endpoint is set, else none"
+    )
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP base URL (/v1/traces is added)"
+    )
+    otel_exporter_otlp_traces_endpoint: str = Field(default="", description="OTLP/HTTP traces URL, as it is")
+    otel_exporter_otlp_protocol: str = Field(default="", description="only http/protobuf is installed")
+    otel_service_name: str = Field(default="movie-orchestrator", description="service.name of the spans")
+
+    @property
+    def otel_endpoint(self) -> str:
+        """The OTLP endpoint traces go to ("" when none is set)."""
+        return self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
 
     # -- work that cannot run away (see the README's "Limits") ----------------------------------------
     run_max_attempts: int = Field(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters import AnyRedis, EmbeddedCluster, EmbeddedRedis, connect_redis
+from tests.traces import Spans
 
 CONFORMANCE_LINES = pytest.StashKey[list[str]]()
 
@@ -60,3 +61,11 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[AnyRedi
     async for key in client.scan_iter(match=f"{key_prefix}*", count=1000):
         await client.delete(key)
     await client.aclose()
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    """Tracing on for this test, with the spans it made (the SDK's in-memory exporter)."""
+    collected = Spans().start()
+    yield collected
+    collected.stop()

@@ -1,10 +1,10 @@
 """The application core: what the service does, whoever asks and however they ask.
 
 Owns: the caller and its rights (`Caller`, `current_caller`), the operations (`OrchestratorService`:
-start, read, steer, decide), their typed results (the tools' output schemas), the checkpoint history,
+start, read, steer, decide), which quotas a start counts against (`QuotaPolicy`), their typed results (the tools' output schemas), the checkpoint history,
 where deliverables live, and how the error tree reads to a caller (`refusal`).
 
-May import: `adapters`, `graphs`. Nothing else of `server` (the MCP surface, the web, the engine and the
+May import: `adapters`, `graphs`, `server.telemetry`. Nothing else of `server` (the MCP surface, the web, the engine and the
 process build on it).
 """
 
@@ -26,6 +26,7 @@ from server.core._models import (
     WorkflowStatus,
     WorkflowSummary,
 )
+from server.core._quotas import QuotaPolicy, sweep_quotas
 from server.core._service import OrchestratorService
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "DecisionResult",
     "Deliverables",
     "OrchestratorService",
+    "QuotaPolicy",
     "Refusal",
     "StartResult",
     "StatusName",
@@ -50,4 +52,5 @@ __all__ = [
     "current_caller",
     "refusal",
     "refused_as",
+    "sweep_quotas",
 ]

@@ -19,11 +19,17 @@ class Caller:
     projects: tuple[str, ...] = ("*",)
     role: str = "admin"
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The API key's name its starts count against ("" without a key: its project's quotas only), and the
+    # key's own quotas (None: the deployment's default for keys).
+    quota_key: str = ""
+    max_in_flight: int | None = None
+    starts_per_minute: int | None = None
 
     @classmethod
     def of_key(cls, key: KeyInfo) -> Caller:
         """The caller an API key stands for."""
-        return cls(name=key.name, projects=tuple(key.projects), role=key.role)
+        return cls(name=key.name, projects=tuple(key.projects), role=key.role, quota_key=key.name,
+                   max_in_flight=key.max_in_flight, starts_per_minute=key.starts_per_minute)  # fmt: skip
 
     def sees(self, project_id: str) -> bool:
         """True if the caller may see the project."""

@@ -19,6 +19,7 @@ from adapters import (
     NotFoundError,
     OrchestratorError,
     PermissionDeniedError,
+    QuotaExceededError,
     RequestError,
     StoreUnavailableError,
 )
@@ -30,6 +31,7 @@ T = TypeVar("T")
 UNAVAILABLE = "the workflow store (Redis) cannot be reached right now; try again shortly"
 
 _HTTP_STATUS: tuple[tuple[type[RequestError], int], ...] = (
+    (QuotaExceededError, 429),
     (NotFoundError, 404),
     (PermissionDeniedError, 403),
     (InvalidArgumentError, 400),
@@ -42,11 +44,13 @@ class Refusal:
     """What a caller is told.
 
     Attributes:
-        code: ``invalid_argument | not_found | permission_denied | conflict | unavailable | integrity_error``.
+        code: ``invalid_argument | not_found | permission_denied | conflict | quota_exceeded | unavailable |
+            integrity_error``.
         message: what was wrong and what is allowed (or what to do).
         http_status: the status of an HTTP answer.
         not_found: the thing asked for does not exist (or is not the caller's to see).
         field: the argument that was wrong (``workflow_id``, ``options.scenes``), when there is one.
+        retry_after: seconds to wait before trying again (a quota), when known.
     """
 
     code: str
@@ -54,6 +58,7 @@ class Refusal:
     http_status: int
     not_found: bool = False
     field: str = ""
+    retry_after: float | None = None
 
     @property
     def text(self) -> str:
@@ -81,7 +86,8 @@ def refusal(exc: BaseException) -> Refusal | None:
     if isinstance(exc, RequestError):
         status = next((code for cls, code in _HTTP_STATUS if isinstance(exc, cls)), 400)
         field = exc.field if isinstance(exc, InvalidArgumentError) else ""
-        return Refusal(exc.code, exc.message, status, isinstance(exc, NotFoundError), field)
+        after = exc.retry_after if isinstance(exc, QuotaExceededError) else None
+        return Refusal(exc.code, exc.message, status, isinstance(exc, NotFoundError), field, after)
     if isinstance(exc, StoreUnavailableError):
         return Refusal("unavailable", UNAVAILABLE, 503)
     if isinstance(exc, IntegrityError):

@@ -77,6 +77,12 @@ class WorkflowStatus(BaseModel):
     updated_at: float
     result: dict[str, Any] = Field(default_factory=dict)
     forked_from: str = ""
+    queue_position: int | None = Field(
+        default=None, description="while queued: its place in its project's own queue (1 is next)"
+    )
+    queued_in_project: int | None = Field(
+        default=None, description="while queued: how many of its project wait"
+    )
 
 
 class WorkflowSummary(BaseModel):

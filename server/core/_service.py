@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -19,10 +20,13 @@ from adapters import (
     NotFoundError,
     OptionError,
     PermissionDeniedError,
+    QuotaExceededError,
+    QuotaStore,
     SecurityAudit,
     Status,
     WorkflowRecord,
     WorkflowStore,
+    tracing,
 )
 from graphs import BUDGETS, WORKFLOWS, BudgetLimits, registry, validate_options
 from server.core._caller import Caller
@@ -39,6 +43,8 @@ from server.core._models import (
     WorkflowStatus,
     WorkflowSummary,
 )
+from server.core._quotas import QuotaPolicy
+from server.telemetry import Metrics
 
 __all__ = ["OrchestratorService"]
 
@@ -58,7 +64,9 @@ def _open_decisions(rec: WorkflowRecord) -> list[dict[str, Any]]:
     return [p for p in rec.pending if p.get("id") not in rec.decided]
 
 
-def _status(rec: WorkflowRecord, services: dict[str, str] | None = None) -> WorkflowStatus:
+def _status(
+    rec: WorkflowRecord, services: dict[str, str] | None = None, position: tuple[int, int] | None = None
+) -> WorkflowStatus:
     pending = [Decision.model_validate(p) for p in _open_decisions(rec)]
     status, message = rec.status, rec.message
     if status == Status.WAITING_DECISION and rec.pending and not pending:
@@ -81,6 +89,8 @@ def _status(rec: WorkflowRecord, services: dict[str, str] | None = None) -> Work
         updated_at=rec.updated_at,
         result=rec.result,
         forked_from=rec.forked_from,
+        queue_position=position[0] if position is not None else None,
+        queued_in_project=position[1] if position is not None else None,
     )
 
 
@@ -129,6 +139,9 @@ class OrchestratorService:
         health: the outside services' circuit states.
         notice_backstop_seconds: a status wait re-reads the record this often, in case a change notice
             was lost (while this instance reconnected to Redis).
+        quotas: the reservations of workflows in flight and of starts (None: no quotas).
+        quota_policy: the quotas of projects and keys.
+        metrics: the process's metrics (quota refusals).
     """
 
     def __init__(
@@ -143,8 +156,14 @@ class OrchestratorService:
         cancel_jobs: Callable[[str], Awaitable[None]] | None = None,
         health: Callable[[], dict[str, str]] | None = None,
         notice_backstop_seconds: float = 5.0,
+        quotas: QuotaStore | None = None,
+        quota_policy: QuotaPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.quotas = quotas
+        self.quota_policy = quota_policy or QuotaPolicy()
+        self._metrics = metrics
         self.checkpoints_of = checkpoints
         self.brief_max_chars = brief_max_chars
         self.budgets = budgets or BudgetLimits()
@@ -174,6 +193,8 @@ class OrchestratorService:
         if not isinstance(workflow_id, str) or not _WID_RE.match(workflow_id):
             raise InvalidArgumentError("workflow_id", "must look like 'wf-' followed by 16 hex digits")
         rec = await self.store.get(workflow_id)
+        if rec is not None:
+            tracing.annotate(mo_workflow_id=workflow_id, mo_project_id=rec.project_id)
         if rec is not None and not caller.sees(rec.project_id):
             await self._audit.record(
                 "access.denied", caller=caller.name, workflow_id=workflow_id, reason="project scope"
@@ -232,24 +253,68 @@ class OrchestratorService:
         if not caller.sees(project_id):
             msg = f"unknown project {project_id!r}"
             raise NotFoundError(msg, project_id=project_id)
-        rec, created = await self.store.create(
-            project_id=project_id,
-            workflow=workflow,
-            brief=brief,
-            options=opts,
-            created_by=caller.name,
-            correlation_id=caller.correlation_id,
-            idempotency_key=idempotency_key,
-        )
+        earlier = await self.store.find_idempotent(project_id, idempotency_key) if idempotency_key else None
+        if earlier is not None:  # a repeat: never counted, never refused
+            return self._started(earlier, created=False)
+        wid = self.store.new_id()
+        async with self._reserved(wid, caller, project_id, start=True) as keep:
+            # The production's root span: every run of it, anywhere, is its child (its context is in the record).
+            root = tracing.start(f"production {workflow}", mo_workflow_id=wid, mo_project_id=project_id,
+                                 mo_workflow=workflow)  # fmt: skip
+            rec, created = await self.store.create(
+                project_id=project_id,
+                workflow=workflow,
+                brief=brief,
+                options=opts,
+                created_by=caller.name,
+                correlation_id=caller.correlation_id,
+                idempotency_key=idempotency_key,
+                wid=wid,
+                trace=tracing.carrier_of(root),
+                queued_by=tracing.carrier(),
+            )
+            keep(created)  # a repeat that won the race: its reservation goes back
+        if root is not None and created:  # an idempotent repeat's root is dropped, never exported
+            root.end()
+        tracing.annotate(mo_workflow_id=rec.id, mo_project_id=project_id)
         log.info("service.workflow_started", workflow_id=rec.id, project_id=project_id, created=created)
-        return StartResult(
-            workflow_id=rec.id,
-            status=rec.status,
-            project_id=rec.project_id,
-            workflow=rec.workflow,
-            created=created,
-            resources=self.resources(rec.id),
-        )
+        return self._started(rec, created=created)
+
+    def _started(self, rec: WorkflowRecord, *, created: bool) -> StartResult:
+        return StartResult(workflow_id=rec.id, status=rec.status, project_id=rec.project_id, workflow=rec.workflow,
+                           created=created, resources=self.resources(rec.id))  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def _reserved(
+        self, wid: str, caller: Caller, project_id: str, *, start: bool, action: str = "started"
+    ) -> AsyncIterator[Callable[[bool], None]]:
+        """A place for `wid` under the quotas of its project and the caller's key for the block; given back if the
+        block fails, or if it says the place is not to be kept.
+
+        Raises:
+            QuotaExceededError: a quota is used up; nothing was written.
+        """
+        if self.quotas is None:
+            yield lambda _: None
+            return
+        try:
+            await self.quotas.reserve(wid, self.quota_policy.tenancy(caller, project_id), counts_as_start=start,
+                                      action=action)  # fmt: skip
+        except QuotaExceededError as exc:
+            if self._metrics is not None:
+                self._metrics.quota_refusals.labels(exc.scope, exc.quota).inc()
+            log.info("service.quota_refused", project_id=project_id, scope=exc.scope, quota=exc.quota,
+                     used=exc.used, limit=exc.limit)  # fmt: skip
+            raise
+        keep = [True]
+        try:
+            yield lambda kept: keep.__setitem__(0, kept)
+        except BaseException:
+            keep[0] = False
+            raise
+        finally:
+            if not keep[0]:
+                await self.quotas.release(wid)
 
     def _options(self, workflow: str, options: dict[str, Any] | None) -> dict[str, Any]:
         """The workflow's options checked against its contract and the deployment's budgets, as stored.
@@ -268,7 +333,14 @@ class OrchestratorService:
     async def get_status(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
         """The workflow's status straight from its Redis record."""
         await self._require(caller, "read", "read workflows")
-        return _status(await self._visible(caller, workflow_id), self._health())
+        return await self._status_of(await self._visible(caller, workflow_id))
+
+    async def _status_of(self, rec: WorkflowRecord) -> WorkflowStatus:
+        """The status of a record, with its place in its project's queue while it is queued."""
+        position = None
+        if rec.status == Status.QUEUED and self.quotas is not None:
+            position = await self.quotas.position(rec.id, rec.project_id)
+        return _status(rec, self._health(), position)
 
     async def seen_by(self, caller: Caller, workflow_id: str) -> WorkflowStatus | None:
         """The status of a workflow the caller may see, else None: for change notices, which are not
@@ -299,7 +371,7 @@ class OrchestratorService:
         with self._watch(workflow_id) as notices:
             current = await self._visible(caller, workflow_id)
             if wait_seconds == 0 or (current.status in stop_at and (until or current.status in TERMINAL)):
-                return _status(current, self._health())
+                return await self._status_of(current)
             percent = current.percent
             deadline = time.monotonic() + wait_seconds
             while (left := deadline - time.monotonic()) > 0:
@@ -322,7 +394,7 @@ class OrchestratorService:
                     current = await self.store.get(workflow_id) or current
                     if not until or current.status in stop_at:
                         break
-            return _status(current, self._health())
+            return await self._status_of(current)
 
     async def submit_decision(
         self,
@@ -363,7 +435,7 @@ class OrchestratorService:
             correlation_id=caller.correlation_id,
             event_data={"decision_id": decision_id, "choice": choice, "comment": comment},
         )
-        await self.store.enqueue(workflow_id, "decision", caller.correlation_id)
+        await self.store.enqueue(workflow_id, "decision", caller.correlation_id, trace=tracing.carrier())
         await self._audit.record("decision.submitted", caller=caller.name, workflow_id=workflow_id,
                                  decision_id=decision_id, choice=choice)  # fmt: skip
         return DecisionResult(accepted=True, reason="recorded; the workflow resumes", workflow_id=workflow_id,
@@ -459,7 +531,7 @@ class OrchestratorService:
             who=caller.name,
             correlation_id=caller.correlation_id,
         )
-        await self.store.enqueue(workflow_id, "resume", caller.correlation_id)
+        await self.store.enqueue(workflow_id, "resume", caller.correlation_id, trace=tracing.carrier())
         return _status(await self.store.get(workflow_id) or rec)
 
     async def cancel(self, caller: Caller, workflow_id: str) -> WorkflowStatus:
@@ -486,6 +558,8 @@ class OrchestratorService:
                 who=caller.name,
                 correlation_id=caller.correlation_id,
             )
+            tracing.ended(f"production {rec.workflow} ended", rec.trace, rec.created_at, mo_workflow_id=rec.id,
+                          mo_project_id=rec.project_id, mo_status=str(Status.CANCELLED))  # fmt: skip
         # Also when the record said queued: a run may have been claimed already and would otherwise
         # write its next status over "cancelled".
         await self.store.publish_control(workflow_id, "cancel")
@@ -500,14 +574,16 @@ class OrchestratorService:
         if rec.status != Status.FAILED:
             msg = f"workflow {workflow_id!r} is {rec.status}; only a failed workflow can retry its step"
             raise ConflictError(msg)
-        await self.store.update(
-            workflow_id,
-            {"status": Status.QUEUED, "message": "retrying the failed step"},
-            event="workflow.retry",
-            who=caller.name,
-            correlation_id=caller.correlation_id,
-        )
-        await self.store.enqueue(workflow_id, "retry", caller.correlation_id)
+        # In flight again: its project's and the caller's key's max_in_flight apply (it is no new start).
+        async with self._reserved(workflow_id, caller, rec.project_id, start=False, action="retried"):
+            await self.store.update(
+                workflow_id,
+                {"status": Status.QUEUED, "message": "retrying the failed step"},
+                event="workflow.retry",
+                who=caller.name,
+                correlation_id=caller.correlation_id,
+            )
+        await self.store.enqueue(workflow_id, "retry", caller.correlation_id, trace=tracing.carrier())
         return _status(await self.store.get(workflow_id) or rec)
 
     async def fork(self, caller: Caller, workflow_id: str, checkpoint_id: str) -> StartResult:
@@ -519,16 +595,23 @@ class OrchestratorService:
         await self._require(caller, "operate", "fork workflows")
         src = await self._visible(caller, workflow_id)
         tup = await self.checkpoints_of.one(workflow_id, checkpoint_id)
-        rec, _ = await self.store.create(
-            project_id=src.project_id, workflow=src.workflow, brief=src.brief, options=src.options,
-            created_by=caller.name, correlation_id=caller.correlation_id, forked_from=f"{workflow_id}@{checkpoint_id}",
-            enqueue=False,
-        )  # fmt: skip
-        await self.checkpoints_of.copy(tup, rec.id)
-        await self.store.update(rec.id, {}, event="workflow.forked", who=caller.name,
-                                correlation_id=caller.correlation_id,
-                                event_data={"from": workflow_id, "checkpoint_id": checkpoint_id})  # fmt: skip
-        await self.store.enqueue(rec.id, "fork", caller.correlation_id)
+        wid = self.store.new_id()
+        async with self._reserved(wid, caller, src.project_id, start=True, action="forked"):
+            # A fork is a production of its own, linked to the one it came from.
+            root = tracing.start(f"production {src.workflow}", links=tracing.link_of(src.trace), mo_workflow_id=wid,
+                                 mo_project_id=src.project_id, mo_workflow=src.workflow, mo_forked_from=workflow_id)  # fmt: skip
+            rec, _ = await self.store.create(
+                project_id=src.project_id, workflow=src.workflow, brief=src.brief, options=src.options,
+                created_by=caller.name, correlation_id=caller.correlation_id,
+                forked_from=f"{workflow_id}@{checkpoint_id}", enqueue=False, wid=wid, trace=tracing.carrier_of(root),
+            )  # fmt: skip
+            if root is not None:
+                root.end()
+            await self.checkpoints_of.copy(tup, rec.id)
+            await self.store.update(rec.id, {}, event="workflow.forked", who=caller.name,
+                                    correlation_id=caller.correlation_id,
+                                    event_data={"from": workflow_id, "checkpoint_id": checkpoint_id})  # fmt: skip
+            await self.store.enqueue(rec.id, "fork", caller.correlation_id, trace=tracing.carrier())
         return StartResult(workflow_id=rec.id, status=Status.QUEUED, project_id=rec.project_id,
                            workflow=rec.workflow, created=True, resources=self.resources(rec.id))  # fmt: skip
 
@@ -586,6 +669,23 @@ class OrchestratorService:
                       available=states.get(a.operation.service, "closed") != "open")
             for a in registry().find(phase=phase, capability=capability)
         ])  # fmt: skip
+
+    async def quota_usage(self, caller: Caller, projects: list[str]) -> list[dict[str, Any]]:
+        """What the projects (those the caller sees) and the caller's key use of their quotas: in flight and starts
+        in the last minute, each with its limit (0: none)."""
+        await self._require(caller, "read", "read quotas")
+        seen = sorted({p for p in projects if caller.sees(p)})
+        if self.quotas is None:
+            return []
+        keys = [caller.quota_key] if caller.quota_key else []
+        out = []
+        for use in await self.quotas.usage(seen, keys):
+            limits = self.quota_policy.tenancy(caller, use.tenant if use.scope == "project" else "")
+            lim = limits.project_limits if use.scope == "project" else limits.key_limits
+            out.append({"scope": use.scope, "tenant": use.tenant, "in_flight": use.in_flight,
+                        "max_in_flight": lim.max_in_flight, "starts_last_minute": use.starts_last_minute,
+                        "starts_per_minute": lim.starts_per_minute})  # fmt: skip
+        return out
 
     async def security_audit(self, caller: Caller, count: int = 1000) -> list[dict[str, Any]]:
         """The deployment's security events, newest last (admin keys only)."""

@@ -21,6 +21,7 @@ from graphs import WORKFLOWS, Ports
 from server.engine._attempts import RunAttempts
 from server.engine._memory import MemoryMark
 from server.engine._run import RunDeps, WorkflowRun
+from server.engine._turns import LoopLagControl
 from server.telemetry import Metrics
 
 __all__ = ["Engine"]
@@ -44,7 +45,9 @@ class Engine:
         max_attempts: runs of one workflow that may end their worker (process death, hang) in a row before
             the workflow is quarantined.
         memory: the high-water mark above which no new run is claimed (None: no mark).
-        cpu_turns: runs of this process that compute at once.
+        cpu_turns: runs of this process that compute at once (one project alone; fewer while projects compete).
+        cpu_turns_min: the fewest turns while projects compete.
+        loop_lag_target: while projects compete, the event loop's p90 lag the turns aim at (0: fixed turns).
     """
 
     def __init__(
@@ -62,6 +65,8 @@ class Engine:
         max_attempts: int = 3,
         memory: MemoryMark | None = None,
         cpu_turns: int = 1000,
+        cpu_turns_min: int = 2,
+        loop_lag_target: float = 0.0,
     ) -> None:
         self.store = store
         self.saver = saver
@@ -78,14 +83,18 @@ class Engine:
         self._claimer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        self._halted = asyncio.Event()
         self._slot = asyncio.Event()
         self.stats = {"runs_started": 0, "runs_finished": 0, "reclaimed": 0, "quarantined": 0}
         self.gate = CpuGate(cpu_turns)
+        self.turns = LoopLagControl(self.gate, most=cpu_turns, least=cpu_turns_min, target=loop_lag_target,
+                                    metrics=self.metrics)  # fmt: skip
         self.attempts = RunAttempts(store)
         self._deps = RunDeps(
             store=store, saver=saver, make_ports=make_ports, graph=self.graph, attempts=self.attempts,
             gate=self.gate, metrics=self.metrics, audit=audit, consumer=consumer, lease_ms=self.lease_ms,
-            durability=durability, max_attempts=max_attempts, stopping=self._stopping, background=self._background,
+            durability=durability, max_attempts=max_attempts, stopping=self._stopping, halted=self._halted,
+            background=self._background,
             stats=self.stats,
         )  # fmt: skip
         # Why this instance claims no new runs now ("" while it claims); /readyz shows it.
@@ -103,7 +112,7 @@ class Engine:
         """Create the consumer group; start claiming runs, renewing leases and hearing pause/cancel."""
         await self.store.ensure_group()
         self._claimer = self._background(self._claim_loop())
-        for coro in (self._heartbeat_loop(), self.store.follow_control(self.control)):
+        for coro in (self._heartbeat_loop(), self.store.follow_control(self.control), self.turns.run()):
             self._background(coro)
         log.info("engine.started", consumer=self.consumer, concurrency=self.concurrency)
 
@@ -135,6 +144,17 @@ class Engine:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("engine.stopped", consumer=self.consumer)
+
+    async def halt(self) -> None:
+        """Stop at once as a killed process would (tests of crashes): every run and loop is cancelled and
+        nothing is written, handed back, acknowledged or released; the leases lapse and other instances
+        reclaim the runs."""
+        self._halted.set()
+        tasks = [t for _, t, _ in self._running.values()] + list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.warning("engine.halted", consumer=self.consumer)
 
     def health(self) -> dict[str, Any]:
         """What /readyz says of this engine: whether it claims new runs, why not, how many it runs."""
@@ -271,7 +291,7 @@ class Engine:
             self.metrics.runs_active.set(len(self._running))
             self._slot.set()
             deferred = self._deferred.pop(wid, None)
-            if deferred is not None:
+            if deferred is not None and not self._halted.is_set():
                 self._spawn(deferred)
 
         task.add_done_callback(done)

@@ -12,10 +12,12 @@ One place for what a job is:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -31,14 +33,15 @@ from adapters import (
     TransientError,
     WorkflowStore,
     outside,
+    tracing,
 )
 from graphs import BudgetPort
+from server.engine._healing import Healing, JobLost, OnWait
 
 __all__ = ["JOB_ENDED", "JobRef", "TaskServiceJobs", "cancel_jobs", "outcome_of_row", "outcome_of_webhook"]
 
 log = structlog.get_logger(__name__)
 
-OnWait = Callable[[str], Awaitable[None]]
 # Job statuses of the Task Service that are an end.
 JOB_ENDED = frozenset({"completed", "failed", "cancelled"})
 WEBHOOK_PATH = "/webhooks/tasks"
@@ -136,6 +139,7 @@ class TaskServiceJobs:
         unknown_grace: float = 300.0,
         on_wait: OnWait | None = None,
         budget: BudgetPort | None = None,
+        healing: Healing | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -149,6 +153,7 @@ class TaskServiceJobs:
         self._on_wait = on_wait
         self._unknown_grace = unknown_grace
         self._budget = budget
+        self._healing = healing  # None: a job the service lost is given up after `unknown_grace` only
 
     def _callback(self, job: JobRef, nonce: str) -> str | None:
         return job.callback_url(self._webhook_base, self._secret, nonce) if self._webhook_base else None
@@ -170,23 +175,21 @@ class TaskServiceJobs:
                 await self._budget.charge("outside_jobs", where=step_key)
             nonce = secrets.token_hex(8)
             await self._store.remember_job(self._wid, key, "", nonce)
-            answer = await self._guard.call(
-                lambda: self._client.submit(
-                    self._pid, task_type, task_data, idempotency_key=key, callback_url=self._callback(job, nonce),
-                    metadata={"workflow_id": self._wid, "step": step_key, **_graph_position()},
-                    correlation_id=self._cid,
-                ),
-                on_wait=self._on_wait,
-            )  # fmt: skip
-            task_id = str(answer["task_id"])
-            await self._store.remember_job(self._wid, key, task_id, nonce)
-            log.info("jobs.submitted", step=step_key, task_id=task_id, task_type=task_type)
+            task_id = await self._send(job, task_type, task_data, nonce)
             fresh = True
         else:
             log.info("jobs.resumed_wait", step=step_key, task_id=task_id)
             fresh = False
         async with outside():  # the run's CPU turn goes to another run while the job runs
-            result = await self._wait(task_id, key, fresh=fresh)
+            while True:
+                try:
+                    result = await self._wait(task_id, key, fresh=fresh)
+                    break
+                except JobLost as lost:  # the service no longer knows it: submitted again, once (_healing.py)
+                    assert self._healing is not None
+                    send = functools.partial(self._send, job, task_type, task_data)
+                    task_id = await self._healing.resubmit(self._wid, key, lost, send, self._budget)
+                    fresh = True
         if result.get("status") != "completed":
             await self._store.forget_job(self._wid, key)  # a retry of this step submits a new job
             msg = f"{task_type} job {task_id} for step {step_key!r} {result.get('status')}: {result.get('error', '')}"
@@ -194,6 +197,21 @@ class TaskServiceJobs:
         if task_type == "evaluate_department" and "score" not in result and result.get("result_url"):
             result = {**result, **await self._fetch_json(str(result["result_url"]))}
         return {"task_id": task_id, **result}
+
+    async def _send(self, job: JobRef, task_type: str, task_data: dict[str, Any], nonce: str) -> str:
+        """Submit the step's job under `nonce` (already recorded) and record its id."""
+        answer = await self._guard.call(
+            lambda: self._client.submit(
+                self._pid, task_type, task_data, idempotency_key=job.key, callback_url=self._callback(job, nonce),
+                metadata={"workflow_id": self._wid, "step": job.step, **_graph_position(), **tracing.carrier()},
+                correlation_id=self._cid,
+            ),
+            on_wait=self._on_wait,
+        )  # fmt: skip
+        task_id = str(answer["task_id"])
+        await self._store.remember_job(self._wid, job.key, task_id, nonce)
+        log.info("jobs.submitted", step=job.step, task_id=task_id, task_type=task_type)
+        return task_id
 
     async def _fetch_json(self, url: str) -> dict[str, Any]:
         try:
@@ -213,16 +231,22 @@ class TaskServiceJobs:
         delay = self._poll_max if self._webhook_base else min(0.25, self._poll_max)
         next_poll = loop.time() + (delay if fresh else 0.0)
         unknown_since: float | None = None
+        # Healing: the project's shared listings tell a lost job within a few polls (server/engine/_healing.py).
+        watch = self._healing.watch(self._pid, task_id, loop.time()) if self._healing is not None else None
+        waiting_since = time.monotonic()
         while True:
             pushed = await self._store.job_result(self._wid, key, task_id)
             if pushed is not None:
                 return pushed
             if loop.time() >= next_poll:
-                row = await self._guard.call(
-                    lambda: self._client.find(self._pid, task_id), on_wait=self._on_wait
-                )
+                row = await (
+                    watch.look(self._on_wait) if watch is not None
+                    else self._guard.call(lambda: self._client.find(self._pid, task_id), on_wait=self._on_wait)
+                )  # fmt: skip
                 if row is not None and row.get("status") in JOB_ENDED:
                     return outcome_of_row(row)
+                if row is None and watch is not None and watch.lost and self._healing is not None:
+                    raise self._healing.lost(watch, outage=self._guard.last_failure_at >= waiting_since)
                 if row is None:
                     # Task records expire after 24 h and a restarted service may forget them: after a
                     # while, forget the job so the step's retry submits a new one (never read as "failed").
@@ -236,6 +260,8 @@ class TaskServiceJobs:
                     unknown_since = None
                 next_poll = loop.time() + delay
                 delay = min(delay * 2, self._poll_max)
+                if watch is not None:
+                    next_poll = watch.next_look(next_poll)
             await self._store.wait_job_result(
                 self._wid, key, task_id, wait_seconds=max(0.0, next_poll - loop.time())
             )

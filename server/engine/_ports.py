@@ -27,7 +27,8 @@ from adapters import (
 from graphs import WORKFLOWS, Ports, WriterPort
 from server.core import Deliverables
 from server.engine._budget_counters import BudgetCounters
-from server.engine._jobs import OnWait, TaskServiceJobs
+from server.engine._healing import Healing, OnWait
+from server.engine._jobs import TaskServiceJobs
 from server.telemetry import Metrics
 
 __all__ = ["GuardedAutoMovie", "GuardedBrain", "MediaFiles", "RedisMemo", "RunPorts", "ServiceClients"]
@@ -63,6 +64,9 @@ class RunPorts:
         webhook_base: the address the Task Service calls back ("" polls only).
         webhook_secret: the key of the webhook tokens.
         poll_seconds: how often a job is asked about when no webhook comes.
+        healing: finds the jobs the Task Service lost and submits them again (None: after `unknown_grace`).
+        unknown_grace: how long a job the service does not list is waited for when it cannot tell whether it
+            lost it.
     """
 
     def __init__(
@@ -76,6 +80,8 @@ class RunPorts:
         webhook_base: str,
         webhook_secret: bytes,
         poll_seconds: float,
+        healing: Healing | None = None,
+        unknown_grace: float = 300.0,
     ) -> None:
         self._store = store
         self._services = services
@@ -85,6 +91,8 @@ class RunPorts:
         self._webhook_base = webhook_base
         self._secret = webhook_secret
         self._poll_seconds = poll_seconds
+        self._healing = healing
+        self._unknown_grace = unknown_grace
         self._pending: set[asyncio.Task[Any]] = set()
 
     def __call__(self, rec: WorkflowRecord) -> Ports:
@@ -103,7 +111,8 @@ class RunPorts:
             tasks=TaskServiceJobs(store, services.tasks, services.guards["task-service"], workflow_id=rec.id,
                                   project_id=rec.project_id, correlation_id=rec.correlation_id,
                                   webhook_base=self._webhook_base, webhook_secret=self._secret,
-                                  poll_max=self._poll_seconds, on_wait=on_wait, budget=budget),
+                                  poll_max=self._poll_seconds, on_wait=on_wait, budget=budget, healing=self._healing,
+                                  unknown_grace=self._unknown_grace),
             brain=GuardedBrain(services.brain, services.guards["brain"], on_wait),
             auto_movie=GuardedAutoMovie(services.auto_movie, services.guards["auto-movie"], rec.correlation_id),
             writer=services.writer,
@@ -134,7 +143,9 @@ class GuardedBrain:
 
     async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         """Call a Brain tool with retries and the breaker."""
-        return await self._guard.call(lambda: self._client.call(tool, args), on_wait=self._on_wait)
+        return await self._guard.call(
+            lambda: self._client.call(tool, args), on_wait=self._on_wait, operation=tool
+        )
 
 
 class GuardedAutoMovie:
@@ -148,7 +159,9 @@ class GuardedAutoMovie:
         if self._client is None:
             return {"id": project_id, "genre": "other", "projectSettings": {}, "progress": {}}
         client = self._client
-        return await self._guard.call(lambda: client.get_project(project_id, correlation_id=self._cid))
+        return await self._guard.call(
+            lambda: client.get_project(project_id, correlation_id=self._cid), operation="get_project"
+        )
 
     async def write_progress(self, project_id: str, phase: str, completed: list[str], percent: float) -> None:
         """Write progress; failures are logged, never raised (progress must not stop a production)."""
@@ -157,7 +170,10 @@ class GuardedAutoMovie:
         client = self._client
         try:
             await self._guard.call(
-                lambda: client.write_progress(project_id, phase, completed, percent, correlation_id=self._cid)
+                lambda: client.write_progress(
+                    project_id, phase, completed, percent, correlation_id=self._cid
+                ),
+                operation="write_progress",
             )
         except OutsideError as exc:
             log.warning("auto_movie.progress_not_written", phase=phase, error=str(exc)[:200])
@@ -168,7 +184,10 @@ class GuardedAutoMovie:
             return
         client = self._client
         try:
-            await self._guard.call(lambda: client.update_status(project_id, status, correlation_id=self._cid))
+            await self._guard.call(
+                lambda: client.update_status(project_id, status, correlation_id=self._cid),
+                operation="update_status",
+            )
         except OutsideError as exc:
             log.warning("auto_movie.status_not_written", status=status, error=str(exc)[:200])
 

@@ -21,6 +21,7 @@ import structlog
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command, StateSnapshot
+from opentelemetry.trace import SpanKind
 
 from adapters import (
     TERMINAL,
@@ -36,6 +37,7 @@ from adapters import (
     StoreUnavailableError,
     WorkflowRecord,
     WorkflowStore,
+    tracing,
 )
 from graphs import WORKFLOWS, Ports
 from server.engine._anchor import check_answers, check_mark, mark_of
@@ -85,6 +87,7 @@ class RunDeps:
     durability: str
     max_attempts: int
     stopping: asyncio.Event
+    halted: asyncio.Event
     background: Callable[[Coroutine[Any, Any, Any]], object]
     stats: dict[str, int]
 
@@ -103,6 +106,8 @@ class WorkflowRun:
         self.ticket = ticket
         self.wid = ticket.workflow_id
         self.control = control
+        self.rec: WorkflowRecord | None = None
+        self.trace: dict[str, str] = {}  # the W3C context of this run's span
 
     async def execute(self) -> None:
         """Run, and end in exactly one known way; the queue entry is acknowledged unless left for later."""
@@ -114,6 +119,8 @@ class WorkflowRun:
         try:
             await self._claimed(ending)
         except asyncio.CancelledError:
+            if self.deps.halted.is_set():  # as if the process were killed: nothing more is written
+                raise
             rec = await self.deps.store.get(self.wid)
             if rec is not None and rec.control == "cancel":
                 await self._apply_control(rec)
@@ -147,30 +154,44 @@ class WorkflowRun:
             log.info("engine.run_held_elsewhere")
             ending["leave_pending"] = True
             return
+        self.rec = rec
         if rec.control in _SETTLED:
             await self._apply_control(rec)
             return
-        # Counted before it runs, forgotten when it ends with this process alive (`_release`): what is left
-        # are the runs that ended their worker.
-        attempts = await deps.attempts.begin(wid, deps.consumer, rec.step)
-        ending["attempting"] = True
-        if len(attempts) > deps.max_attempts:
-            await self._quarantine(rec, attempts[:-1])
-            return
-        log.info("engine.run_claimed", reason=self.ticket.reason, attempt=len(attempts))
-        # A turn of the CPU gate while it computes, oldest workflow first (given back while it waits outside).
-        async with RunTurn(deps.gate, rec.created_at).running():
-            ending["handed_back"] = await self._drive(rec)
+        # Every run of a production is a child of its root span, linked to the request that queued it.
+        with tracing.span(
+            f"run {rec.workflow}", kind=SpanKind.CONSUMER, parent=tracing.context_of(rec.trace),
+            links=tracing.link_of(self.ticket.trace),
+            attributes={"mo.workflow_id": wid, "mo.project_id": rec.project_id, "mo.run.reason": self.ticket.reason,
+                        "mo.instance": deps.consumer},
+        ) as run_span:  # fmt: skip
+            self.trace = tracing.carrier()
+            # Counted before it runs, forgotten when it ends with this process alive (`_release`): what is left
+            # are the runs that ended their worker.
+            attempts = await deps.attempts.begin(wid, deps.consumer, rec.step)
+            ending["attempting"] = True
+            if run_span is not None:
+                run_span.set_attribute("mo.run.attempt", len(attempts))
+            if len(attempts) > deps.max_attempts:
+                await self._quarantine(rec, attempts[:-1])
+                return
+            log.info("engine.run_claimed", reason=self.ticket.reason, attempt=len(attempts))
+            # A turn of the CPU gate while it computes: projects in turn, oldest workflow first within one
+            # (given back while it waits outside).
+            async with RunTurn(deps.gate, rec.created_at, rec.project_id).running():
+                ending["handed_back"] = await self._drive(rec)
 
     async def _release(self, ending: dict[str, bool]) -> None:
         deps = self.deps
+        if deps.halted.is_set():
+            return
         if ending["attempting"]:
             with contextlib.suppress(Exception):
                 await deps.attempts.clear(self.wid)
         with contextlib.suppress(Exception):
             if ending["handed_back"]:
                 # Give the run to any instance right away instead of waiting for the lease.
-                await deps.store.hand_back(self.ticket, deps.consumer)
+                await deps.store.hand_back(self.ticket, deps.consumer, trace=self.trace)
             elif not ending["leave_pending"]:
                 await deps.store.finish(self.ticket, deps.consumer)
         structlog.contextvars.unbind_contextvars("workflow_id", "run_id", "correlation_id")
@@ -293,6 +314,10 @@ class WorkflowRun:
         if "status" in fields:
             self.deps.metrics.workflow_events.labels(fields["status"]).inc()
         await self.deps.store.update(self.wid, fields, event=event, **kw)
+        if fields.get("status") in TERMINAL and self.rec is not None:
+            rec = self.rec
+            tracing.ended(f"production {rec.workflow} ended", rec.trace, rec.created_at, mo_workflow_id=rec.id,
+                          mo_project_id=rec.project_id, mo_status=str(fields["status"]))  # fmt: skip
 
     async def _audit(self, what: str, **data: Any) -> None:
         if self.deps.audit is not None:

@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,9 @@ from adapters import (
     BrainClient,
     EmbeddedRedis,
     KeyStore,
+    Limits,
     LLMWriter,
+    QuotaStore,
     RedisCheckpointSaver,
     RetryPolicy,
     ScriptPipeliner,
@@ -39,16 +41,27 @@ from adapters import (
     TaskServiceClient,
     WorkflowStore,
     open_redis,
+    tracing,
 )
 from graphs import BudgetLimits, LocalWriter, WriterPort
-from server.core import Caller, Checkpoints, Deliverables, OrchestratorService, current_caller
+from server.core import (
+    Caller,
+    Checkpoints,
+    Deliverables,
+    OrchestratorService,
+    QuotaPolicy,
+    current_caller,
+    sweep_quotas,
+)
 from server.engine import (
     BudgetCounters,
     Engine,
+    Healing,
     MemoryMark,
     RunPorts,
     ServiceClients,
     SizeCappedSerializer,
+    TaskLists,
     cancel_jobs,
 )
 from server.mcp import ElicitationAnswers, RedisNotifier, build_mcp_server
@@ -239,8 +252,9 @@ async def _assemble(
     ttl = int(settings.checkpoint_ttl_days * 86400) if settings.checkpoint_ttl_days else None
     saver = RedisCheckpointSaver(redis, prefix=f"{prefix}:cp", ttl_seconds=ttl, pipeliner=pipeliner,
                                  serde=SizeCappedSerializer(JsonPlusSerializer(), settings.state_max_bytes), signer=signer)  # fmt: skip
+    quotas = QuotaStore(redis, prefix, pipeliner=pipeliner)
     store = WorkflowStore(redis, prefix=prefix, retention_seconds=settings.retention_days * 86400,
-                          signer=signer, pipeliner=pipeliner)  # fmt: skip
+                          signer=signer, pipeliner=pipeliner, quotas=quotas)  # fmt: skip
     secret = (settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret is not None
               else await store.deployment_secret("webhook-secret"))  # one per deployment, shared through Redis  # fmt: skip
     audit = SecurityAudit(redis, prefix)
@@ -252,18 +266,21 @@ async def _assemble(
     stack.push_async_callback(breakers.stop)
     tasks_client = await _task_service_client(stack, settings)
     notifier = await _notifier(stack, redis, store, prefix, default_caller)
+    metrics = Metrics()
     service = OrchestratorService(
         store, checkpoints=Checkpoints(saver), audit=audit, watch=notifier.watch,
         brief_max_chars=settings.brief_max_chars, budgets=_deployment_budgets(settings),
         cancel_jobs=lambda wid: cancel_jobs(store, tasks_client, wid), health=breakers.states,
-        notice_backstop_seconds=settings.notice_backstop_seconds,
+        notice_backstop_seconds=settings.notice_backstop_seconds, quotas=quotas, quota_policy=_quota_policy(settings),
+        metrics=metrics,
     )  # fmt: skip
+    _background(stack, sweep_quotas(quotas, store, consumer, settings.quota_sweep_seconds))
     mcp = build_mcp_server(
         service, store, notifier, default_caller=default_caller, integrity_keys=integrity_keys
     )
     orch = Orchestrator(
         settings=settings, redis=redis, store=store, saver=saver, service=service, mcp=mcp, keys=keys, audit=audit,
-        notifier=notifier, breakers=breakers, metrics=Metrics(), budgets=BudgetCounters(store, service.budgets),
+        notifier=notifier, breakers=breakers, metrics=metrics, budgets=BudgetCounters(store, service.budgets),
         engine=None, consumer=consumer, webhook_secret=secret, integrity_keys=integrity_keys, redis_url=url,
         default_caller=default_caller,
     )  # fmt: skip
@@ -299,6 +316,25 @@ async def _notifier(
     return notifier
 
 
+def _quota_policy(settings: Settings) -> QuotaPolicy:
+    return QuotaPolicy(
+        project=Limits(settings.quota_project_max_in_flight, settings.quota_project_starts_per_minute, "settings"),
+        key=Limits(settings.quota_key_max_in_flight, settings.quota_key_starts_per_minute, "settings"),
+    )  # fmt: skip
+
+
+def _background(stack: contextlib.AsyncExitStack, coro: Coroutine[Any, Any, None]) -> None:
+    """A task of the process's, cancelled (and awaited) when the process closes."""
+    task = asyncio.create_task(coro)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(cancel)
+
+
 def _deployment_budgets(settings: Settings) -> BudgetLimits:
     return BudgetLimits(
         agent_executions=settings.budget_agent_executions,
@@ -321,8 +357,18 @@ def _pool(settings: Settings) -> httpx.Limits:
     return httpx.Limits(max_connections=n, max_keepalive_connections=n)
 
 
+def _http(
+    service: str, timeout: float, verify: ssl.SSLContext, limits: httpx.Limits | None = None
+) -> httpx.AsyncClient:
+    """The HTTP client of an outside service: a CLIENT span per request, with traceparent, when tracing is on."""
+    inner = httpx.AsyncHTTPTransport(
+        verify=verify, limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    )  # httpx's own defaults
+    return httpx.AsyncClient(timeout=timeout, transport=tracing.TracingTransport(inner, service))
+
+
 async def _task_service_client(stack: contextlib.AsyncExitStack, settings: Settings) -> TaskServiceClient:
-    http = httpx.AsyncClient(timeout=30, verify=_tls_context(settings), limits=_pool(settings))
+    http = _http("task-service", 30, _tls_context(settings), _pool(settings))
     client = TaskServiceClient(
         settings.task_service_url, settings.task_service_api_key.get_secret_value(), http=http
     )
@@ -335,10 +381,13 @@ async def _service_clients(
 ) -> ServiceClients:
     """The outside services' clients, each behind a guard (breaker shared through Redis, retries, timeout)."""
     verify = _tls_context(settings)
+    # The Task Service's breaker asks its health route while open: back, the next call is the trial at once.
     guards = {
         name: ServiceGuard(name, breakers, retry=RetryPolicy(max_attempts=4, base=0.2, cap=5.0),
                            timeout=300.0 if name == "llm" else 30.0, concurrency=256,
-                           fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_seconds)
+                           fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_seconds,
+                           probe=tasks.healthy if name == "task-service" else None,
+                           probe_seconds=settings.breaker_probe_seconds)
         for name in SERVICES
     }  # fmt: skip
     brain = BrainClient(settings.brain_url or "ws://127.0.0.1:9", api_key=settings.brain_api_key.get_secret_value(),
@@ -349,12 +398,12 @@ async def _service_clients(
         auto_movie = AutoMovieClient(
             settings.auto_movie_url, api_token=settings.auto_movie_token.get_secret_value(),
             payload_email=settings.payload_email, payload_password=settings.payload_password.get_secret_value(),
-            http=httpx.AsyncClient(timeout=30, verify=verify, limits=_pool(settings)),
+            http=_http("auto-movie", 30, verify, _pool(settings)),
         )  # fmt: skip
         stack.push_async_callback(auto_movie.aclose)
     writer: WriterPort = (
         LLMWriter(settings.llm_url, settings.llm_api_key.get_secret_value(), settings.llm_model,
-                  http=httpx.AsyncClient(timeout=120, verify=verify))
+                  http=_http("llm", 120, verify))
         if settings.llm_url else LocalWriter()
     )  # fmt: skip
     return ServiceClients(tasks=tasks, brain=brain, auto_movie=auto_movie, writer=writer, guards=guards)
@@ -381,7 +430,7 @@ async def _serve_http(
             return children.memory(mark)
 
     health = Health(
-        orch.store, orch.breakers, orch.metrics, orch.keys,
+        orch.store, orch.breakers, orch.metrics, orch.keys, quotas=orch.service.quotas,
         engine=lambda: orch.engine.health() if orch.engine is not None else None,
         engines=processes_view,
         resident_bytes=lambda: orch.engine.memory.rss if orch.engine is not None and orch.engine.memory else None,
@@ -411,14 +460,18 @@ async def _start_engine(
     # Job webhooks arrive at any instance; the runs waiting here hear of them through this.
     await store.job_notices.start()
     stack.push_async_callback(store.job_notices.stop)
+    lists = TaskLists(clients.tasks, clients.guards["task-service"])
+    healing = Healing(store, lists, orch.metrics, confirm_seconds=s.task_lost_confirm_seconds,
+                      listings_needed=s.task_lost_listings)  # fmt: skip
     ports = RunPorts(
         store, clients, budgets=orch.budgets, deliverables=Deliverables(s.media_root),
         metrics=orch.metrics, webhook_base=s.webhook_base_url or orch.http_url, webhook_secret=orch.webhook_secret,
-        poll_seconds=s.task_poll_seconds,
+        poll_seconds=s.task_poll_seconds, healing=healing, unknown_grace=s.task_unknown_grace_seconds,
     )  # fmt: skip
     engine = Engine(store, orch.saver, ports, consumer=orch.consumer, concurrency=s.worker_concurrency,
                     lease_seconds=s.lease_seconds, metrics=orch.metrics, audit=orch.audit,
                     max_attempts=s.run_max_attempts, cpu_turns=s.worker_cpu_turns,
+                    cpu_turns_min=s.worker_cpu_turns_min, loop_lag_target=s.worker_loop_lag_target_ms / 1000,
                     memory=MemoryMark(s.memory_high_water_bytes))  # fmt: skip
     await engine.start()
     # Half the shutdown grace drains the runs; what has not reached a step boundary by then is cancelled and

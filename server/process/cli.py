@@ -122,6 +122,9 @@ async def _serve_stdio(args: argparse.Namespace, settings: Settings) -> int:
     if shutdown.received:
         # Stopped by a signal with everything closed in order. The SDK's stdin reader is a thread blocked in
         # read() until the client writes or closes stdin; waiting for it would hold the exit until the grace.
+        from server.telemetry import shutdown_tracing
+
+        shutdown_tracing()
         sys.stderr.flush()
         os._exit(0)
     return 0
@@ -242,7 +245,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    from adapters import EmbeddedRedis, KeyStore, open_redis
+    from adapters import KEEP, EmbeddedRedis, KeyStore, open_redis
 
     settings = _settings(args)
     embedded = None
@@ -257,9 +260,21 @@ async def _keys(args: argparse.Namespace) -> int:
                          warn_days=settings.api_key_warn_days)  # fmt: skip
         if args.keys_command == "create":
             projects = [p.strip() for p in args.projects.split(",") if p.strip()]
-            key, info = await store.create(args.name, projects, args.role, args.expires_days)
+            key, info = await store.create(args.name, projects, args.role, args.expires_days,
+                                           max_in_flight=args.max_in_flight, starts_per_minute=args.starts_per_minute)  # fmt: skip
             print(json.dumps({"api_key": key, **info.as_dict()}, indent=1))
             print("store the api_key now: it is not kept and cannot be shown again", file=sys.stderr)
+        elif args.keys_command == "quota":
+            given = {
+                k: getattr(args, k)
+                for k in ("max_in_flight", "starts_per_minute")
+                if getattr(args, k) != _KEEP
+            }
+            changed = await store.set_quota(args.name, max_in_flight=given.get("max_in_flight", KEEP),
+                                            starts_per_minute=given.get("starts_per_minute", KEEP))  # fmt: skip
+            print(json.dumps({"changed": changed, **given}))
+            if not changed:
+                return 1
         elif args.keys_command == "rotate":
             key, info, retiring = await store.rotate(args.name, args.overlap_hours)
             print(json.dumps({"api_key": key, **info.as_dict(), "retiring": retiring,
@@ -347,6 +362,14 @@ def _keys_arguments(keys: argparse.ArgumentParser) -> None:
     kc.add_argument(
         "--expires-days", type=float, default=None, help="default and maximum: API_KEY_MAX_AGE_DAYS"
     )
+    _quota_arguments(kc)
+    kq = ksub.add_parser(
+        "quota",
+        help="change the quotas of a key by id, or of every key of a name (new calls see them at once)",
+    )
+    kq.add_argument("name")
+    # What is not given stays as it is; 'default' goes back to QUOTA_KEY_*.
+    _quota_arguments(kq, absent=_KEEP)
     ksub.add_parser("list", help="list keys (never the keys themselves)")
     kro = ksub.add_parser(
         "rotate", help="issue a successor key; the old ones stay valid for an overlap window"
@@ -357,18 +380,60 @@ def _keys_arguments(keys: argparse.ArgumentParser) -> None:
     kr.add_argument("name")
 
 
+def _configure_tracing(settings: Settings) -> None:
+    """Traces exported when the OTEL_* variables ask for it (engine children inherit them)."""
+    import socket
+
+    from server.telemetry import configure_tracing
+
+    configure_tracing(
+        service_name=settings.otel_service_name, instance=settings.instance_id or f"{socket.gethostname()}-{os.getpid()}",
+        sdk_disabled=settings.otel_sdk_disabled, exporter=settings.otel_traces_exporter, endpoint=settings.otel_endpoint,
+        protocol=settings.otel_exporter_otlp_protocol,
+    )  # fmt: skip
+
+
+def _quota(value: str) -> int | None:
+    if value == "default":
+        return None
+    if not value.isdigit():
+        msg = f"a quota is a whole number (0: no limit) or 'default', not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(value)
+
+
+_KEEP = -1  # a quota not given to `keys quota` (argparse applies `type` to string defaults, not to this)
+
+
+def _quota_arguments(parser: argparse.ArgumentParser, *, absent: int | None = None) -> None:
+    parser.add_argument(
+        "--max-in-flight", type=_quota, default=absent, metavar="N",
+        help="productions started with this key's name queued, running, waiting or paused at once "
+        "(0: no limit; default: QUOTA_KEY_MAX_IN_FLIGHT)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--starts-per-minute", type=_quota, default=absent, metavar="M",
+        help="productions this key's name may start in any 60 s (0: no limit; default: QUOTA_KEY_STARTS_PER_MINUTE)",
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    from server.telemetry import configure_logging
+    from server.telemetry import configure_logging, shutdown_tracing
 
     args = _parser().parse_args(argv)
     base = Settings()
     configure_logging(args.log_format or base.log_format, base.log_level, base.log_file)
+    if args.command in {"serve", "demo"}:
+        _configure_tracing(base)
     runners = {"serve": _serve, "sandbox": _sandbox, "keys": _keys}
-    with contextlib.suppress(KeyboardInterrupt):
-        if args.command == "demo":
-            from server.process._demo import run_demo
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            if args.command == "demo":
+                from server.process._demo import run_demo
 
-            return _run_loop(run_demo(args), base.event_loop)
-        return _run_loop(runners[args.command](args), base.event_loop)
-    return 130
+                return _run_loop(run_demo(args), base.event_loop)
+            return _run_loop(runners[args.command](args), base.event_loop)
+        return 130
+    finally:
+        shutdown_tracing()

@@ -6,7 +6,8 @@ current build) ``generate_video`` always fails. Results are small real files (PN
 media folder served over HTTP, delivered by webhook with the real service's retry schedule.
 
 Extra routes under ``/sandbox/`` (not part of the contract) let tests read counters and switch
-latency, failure rate and an outage on and off.
+latency, failure rate and an outage on and off, and restart the service losing its tasks
+(``{"restart": true}``).
 """
 
 from __future__ import annotations
@@ -374,8 +375,19 @@ class TaskServiceStandIn:
         ]
         return JSONResponse({"workflow_id": wid, "jobs": rows})
 
+    def restart(self) -> int:
+        """Lose every task, as a restarted service without persistence would: no row, no webhook. Returns how
+        many were lost (the submit counters are kept: they are the tests' record of what was sent)."""
+        for bg in list(self._bg):
+            bg.cancel()
+        lost = len(self.tasks)
+        self.tasks.clear()
+        return lost
+
     async def _chaos(self, request: Request) -> Response:
         body = await request.json()
+        if body.get("restart"):
+            self.restart()
         for name in ("latency", "failure_rate", "submit_error_rate", "outage", "video_always_fails"):
             if name in body:
                 setattr(self, name, type(getattr(self, name))(body[name]))

@@ -11,8 +11,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
-__all__ = ["add_graph_node", "configure_logging", "redact"]
+from adapters import tracing
+
+__all__ = ["add_graph_node", "add_trace_ids", "configure_logging", "redact"]
 
 _SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorization", "x-api-key")
 
@@ -39,6 +42,16 @@ def add_graph_node(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Name the trace and span a line was logged in, so lines and spans join (only while tracing is on)."""
+    if tracing.enabled():
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+            event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event
+
+
 def configure_logging(
     fmt: str = "auto", level: str = "info", log_file: str = "", *, cache: bool = True
 ) -> None:
@@ -57,6 +70,7 @@ def configure_logging(
         processors=[
             structlog.contextvars.merge_contextvars,
             add_graph_node,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,

@@ -39,3 +39,16 @@ class Metrics:
                               registry=r)  # fmt: skip
         self.rss_bytes = Gauge("mo_process_resident_bytes", "Resident memory of this process", registry=r)
         self.webhooks = Counter("mo_webhooks_total", "Task Service webhooks", ["outcome"], registry=r)
+        self.cpu_turns = Gauge(
+            "mo_cpu_turns", "Runs of this process that may compute at once now", registry=r
+        )
+        self.cpu_waiting = Gauge("mo_cpu_gate_waiting", "Runs waiting for a CPU turn, by project (the 20 most)",
+                                 ["project"], registry=r)  # fmt: skip
+        self.quota_refusals = Counter("mo_quota_refusals_total", "Starts refused by a quota",
+                                      ["scope", "quota"], registry=r)  # fmt: skip
+        self.tenant_in_flight = Gauge("mo_tenant_in_flight", "Productions in flight, by project and by key "
+                                      "(the 20 most of each)", ["scope", "tenant"], registry=r)  # fmt: skip
+        self.jobs_lost = Counter("mo_jobs_lost_total", "Task Service jobs it lost, submitted again",
+                                 ["reason"], registry=r)  # fmt: skip
+        self.loop_lag = Histogram("mo_event_loop_lag_seconds", "How late the event loop runs a timer", registry=r,
+                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))  # fmt: skip

@@ -7,11 +7,11 @@ from typing import Any, cast
 
 from mcp.server.mcpserver import MCPServer
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from adapters import KeyStore
+from adapters import KeyStore, tracing
 from server.core import Caller, current_caller
 from server.engine import WEBHOOK_PATH
 from server.mcp import ElicitationAnswers, RedisNotifier
@@ -75,6 +75,7 @@ def build_http_app(
         ]
     )
     served: ASGIApp = app if keys is None else ApiKeyMiddleware(app, keys, protected=("/mcp", BOARD_API))
+    served = _continuing_traces(served)
     # A caller's address (throttle, audit, logs) is its socket's peer, unless that peer is a configured
     # proxy: only then is X-Forwarded-For read (its rightmost untrusted entry).
     if not trusted_proxies:
@@ -83,3 +84,21 @@ def build_http_app(
         cast("Any", served), trusted_hosts=trusted_proxies
     )  # uvicorn's ASGI types
     return cast("ASGIApp", trusted)
+
+
+def _continuing_traces(app: ASGIApp) -> ASGIApp:
+    """A request that carries a W3C ``traceparent`` header continues that trace (the SDK's request span takes
+    it as parent when the request's ``_meta`` names none)."""
+
+    async def continuing(scope: Scope, receive: Receive, send: Send) -> None:
+        if not tracing.enabled() or scope["type"] not in {"http", "websocket"}:
+            await app(scope, receive, send)
+            return
+        wanted = {b"traceparent", b"tracestate"}
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", []) if k in wanted
+        }
+        with tracing.continued(headers):
+            await app(scope, receive, send)
+
+    return continuing

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters import KeyStore, OrchestratorError, SharedBreakers, WorkflowStore
+from adapters import KeyStore, OrchestratorError, QuotaStore, SharedBreakers, WorkflowStore
 from server.telemetry import Metrics
 
 __all__ = ["Health"]
@@ -35,6 +35,7 @@ class Health:
         engine: what this instance's engine says of itself (None, or answering None: it runs no engine).
         engines: what the engine processes say of themselves (None: there are none).
         resident_bytes: this process's resident memory, for the metrics (None: not measured here).
+        quotas: the projects and keys with the most in flight, for the metrics (None: no quotas).
     """
 
     store: WorkflowStore
@@ -44,6 +45,7 @@ class Health:
     engine: Callable[[], dict[str, Any] | None] | None = None
     engines: Callable[[], list[dict[str, object]]] | None = None
     resident_bytes: Callable[[], int | None] | None = None
+    quotas: QuotaStore | None = None
 
     def routes(self) -> list[Route]:
         """``/healthz``, ``/readyz``, ``/metrics``."""
@@ -90,6 +92,10 @@ class Health:
             self.metrics.rss_bytes.set(resident)
         try:
             self.metrics.queue_depth.set(await self.store.queue_depth())
+            if self.quotas is not None:
+                self.metrics.tenant_in_flight.clear()
+                for scope, tenant, count in await self.quotas.top(40):
+                    self.metrics.tenant_in_flight.labels(scope, tenant).set(count)
         except OrchestratorError:
             log.warning("metrics.queue_depth_unavailable")
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

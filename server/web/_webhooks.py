@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 import structlog
+from opentelemetry.trace import SpanKind
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from adapters import IntegrityError, SecurityAudit, WorkflowStore
+from adapters import IntegrityError, SecurityAudit, WorkflowStore, tracing
 from server.engine import JobRef, outcome_of_webhook
 from server.telemetry import Metrics
 
@@ -79,7 +80,25 @@ class WebhookReceiver:
         if problem:
             self._metrics.webhooks.labels("malformed").inc()
             return JSONResponse({"error": problem}, status_code=400)
-        return await self._accept(job, nonce, str(payload["task_id"]), payload, source)
+        with tracing.span("webhook task-service", kind=SpanKind.SERVER, parent=await self._trace(job, payload),
+                          attributes={"mo.workflow_id": job.workflow_id, "mo.job.step_key": job.key,
+                                      "mo.task_id": str(payload["task_id"])}):  # fmt: skip
+            return await self._accept(job, nonce, str(payload["task_id"]), payload, source)
+
+    async def _trace(self, job: JobRef, payload: dict[str, Any]) -> Any:
+        """The span a webhook continues: the job's (its context went out in the job's metadata, which the service
+        echoes on success), else the production's (a failure's webhook carries no metadata)."""
+        if not tracing.enabled():
+            return None
+        sent = tracing.context_of(
+            payload.get("metadata") if isinstance(payload.get("metadata"), dict) else None
+        )
+        if sent is not None:
+            return sent
+        try:
+            return tracing.context_of(await self._store.trace_of(job.workflow_id))
+        except IntegrityError:
+            return None
 
     async def _accept(
         self, job: JobRef, nonce: str, task_id: str, payload: dict[str, Any], source: str

@@ -1,8 +1,11 @@
-"""The CPU gate: a fixed number of computing runs, oldest first, none held by a run that waits outside."""
+"""The CPU gate: a number of computing runs, fair between tenants and oldest first within one, none held by a
+run that waits outside."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 
 import pytest
 
@@ -169,3 +172,117 @@ async def test_branches_coming_back_one_after_another_take_one_turn_between_them
     await asyncio.wait_for(task, 1)
     assert gate.free == 1
     assert gate.waiting == 0
+
+
+async def _busy(gate: CpuGate, tenant: str, priority: float, order: list[str], seconds: float) -> None:
+    """One turn of `seconds` (counted, not slept)."""
+    await gate.acquire(priority, tenant)
+    order.append(tenant)
+    await asyncio.sleep(0)
+    gate.release(tenant, seconds)
+
+
+async def test_a_newcomer_tenant_is_served_at_the_next_grant_whatever_the_others_backlog() -> None:
+    """200 runs of project A wait for the one turn, which A holds; B's run, queued last and the youngest
+    workflow of all, is the next one served, and A's backlog goes on after it."""
+    gate = CpuGate(1)
+    await gate.acquire(0.0, "A")
+    order: list[str] = []
+    backlog = [asyncio.create_task(_busy(gate, "A", float(i), order, 0.01)) for i in range(200)]
+    await _settle()
+    newcomer = asyncio.create_task(_busy(gate, "B", 1e12, order, 0.01))
+    await _settle()
+    assert gate.waiting == 201
+    gate.release("A", 0.01)
+    await asyncio.wait_for(asyncio.gather(*backlog, newcomer), 5)
+    assert order[0] == "B"
+    assert order.count("A") == 200
+    assert gate.free == 1
+    assert not gate.held
+
+
+async def test_two_busy_tenants_share_turn_seconds_equally_whatever_their_backlogs() -> None:
+    """A queues 3x as many runs as B, each holding its turn as long: over the contested grants each gets
+    about half the turn-seconds."""
+    gate = CpuGate(2)
+    order: list[str] = []
+    runs = [asyncio.create_task(_busy(gate, "A", float(i), order, 0.02)) for i in range(300)]
+    runs += [asyncio.create_task(_busy(gate, "B", float(i), order, 0.02)) for i in range(100)]
+    await asyncio.wait_for(asyncio.gather(*runs), 5)
+    contested = order[: order.index("B") + 2 * 100]  # until B's last run
+    share_b = contested.count("B") / len(contested)
+    assert 0.45 <= share_b <= 0.55, share_b
+    assert gate.free == 2
+
+
+async def test_a_tenant_of_weight_two_gets_twice_the_turns() -> None:
+    gate = CpuGate(1)
+    gate.set_weight("A", 2.0)
+    await gate.acquire(0.0, "X")
+    order: list[str] = []
+    runs = [asyncio.create_task(_busy(gate, t, float(i), order, 0.01)) for i in range(90) for t in "AB"]
+    await _settle()
+    gate.release("X", 0.0)
+    await asyncio.wait_for(asyncio.gather(*runs), 5)
+    first = order[:90]
+    assert abs(first.count("A") - 2 * first.count("B")) <= 3
+
+
+async def test_within_a_tenant_the_oldest_workflow_goes_first() -> None:
+    gate = CpuGate(1)
+    await gate.acquire(0.0, "A")
+    order: list[float] = []
+
+    async def wants(priority: float) -> None:
+        await gate.acquire(priority, "A")
+        order.append(priority)
+        gate.release("A", 0.01)
+
+    waiters = [asyncio.create_task(wants(p)) for p in (30.0, 10.0, 20.0)]
+    await _settle()
+    gate.release("A", 0.01)
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert order == [10.0, 20.0, 30.0]
+
+
+async def test_turns_are_conserved_when_waiters_of_many_tenants_are_cancelled() -> None:
+    gate = CpuGate(3)
+    rng = random.Random(23)  # noqa: S311 - which tenant, not a secret
+
+    async def maybe(i: int) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                _busy(gate, rng.choice("ABCDE"), float(i), [], 0.001), 0 if i % 3 == 0 else 5
+            )
+
+    await asyncio.gather(*(maybe(i) for i in range(300)))
+    assert gate.free == 3
+    assert not gate.held
+    assert gate.waiting == 0
+
+
+async def test_capacity_lowered_takes_effect_as_turns_come_back_and_raised_serves_waiters_at_once() -> None:
+    gate = CpuGate(4)
+    for i in range(4):
+        await gate.acquire(float(i), "A")
+    gate.set_capacity(2)
+    gate.release("A", 0.0)
+    gate.release("A", 0.0)
+    assert gate.free == 0  # two turns went away
+    got: list[str] = []
+
+    async def wants(tenant: str) -> None:
+        await gate.acquire(0.0, tenant)
+        got.append(tenant)
+
+    waiters = [asyncio.create_task(wants(t)) for t in "BCD"]
+    await _settle()
+    assert got == []
+    assert [t for t, _ in gate.waiting_by_tenant()] == ["B", "C", "D"]
+    gate.set_capacity(4)
+    await _settle()
+    assert sorted(got) == ["B", "C"]
+    gate.release("A", 0.0)
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert gate.free == 0
+    assert gate.turns == 4

@@ -71,6 +71,12 @@ async def test_productions_complete_on_a_cluster(
         # the workflows' keys really are spread over the masters
         owners = {orch.store.client.get_node_from_key(orch.store.key(w)).port for w in wids}
         assert len(owners) > 1
+        # every production counted against its project's quota on the quota slot's master, and gave its place back
+        quotas = orch.service.quotas
+        assert quotas is not None
+        uses = await quotas.usage([s["project_id"] for s in starts], [])
+        assert {(u.in_flight, u.starts_last_minute) for u in uses} == {(0, 1)}
+        assert await quotas.top() == []
 
 
 async def test_a_start_is_claimed_only_after_its_record_is_written(

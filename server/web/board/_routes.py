@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -104,7 +105,10 @@ def _refused(exc: OrchestratorError) -> Refusal:
 
 def _error(exc: OrchestratorError) -> JSONResponse:
     said = _refused(exc)
-    return JSONResponse({"error": said.code, "message": said.message}, status_code=said.http_status)
+    headers = {"Retry-After": str(math.ceil(said.retry_after))} if said.retry_after is not None else None
+    return JSONResponse(
+        {"error": said.code, "message": said.message}, status_code=said.http_status, headers=headers
+    )
 
 
 async def _json(coro: Awaitable[BaseModel]) -> Response:
@@ -153,6 +157,7 @@ class Board:
             ),
             Route(f"{BOARD_API}/whoami", self.whoami),
             Route(f"{BOARD_API}/productions", self.productions),
+            Route(f"{BOARD_API}/quotas", self.quotas),
             Route(f"{BOARD_API}/stream", self.stream),
             Route(f"{BOARD_API}/w/{{wid}}", self.production),
             Route(f"{BOARD_API}/w/{{wid}}/file/{{name}}", self.media),
@@ -190,11 +195,20 @@ class Board:
         try:
             page_ = await service.list_workflows(caller, project_id=project, status=status, limit=100)
             rows = await asyncio.gather(*(service.get_status(caller, w.workflow_id) for w in page_.workflows))
+            quotas = await service.quota_usage(caller, [project] if project else [r.project_id for r in rows])
         except OrchestratorError as exc:
             return self._render("_error.html", error=_refused(exc))
         return self._render(
-            "_list.html", rows=rows, caller=caller, project=project or "", status=status or ""
+            "_list.html", rows=rows, caller=caller, project=project or "", status=status or "", quotas=quotas
         )
+
+    async def quotas(self, request: Request) -> Response:
+        """What the caller's key and the projects asked for (``?project=a&project=b``) use of their quotas."""
+        try:
+            usage = await self._service.quota_usage(_caller(), request.query_params.getlist("project"))
+        except OrchestratorError as exc:
+            return _error(exc)
+        return JSONResponse({"quotas": usage})
 
     async def production(self, request: Request) -> Response:
         """The detail fragment of one production: graph, timeline, decisions, deliverables, events."""
