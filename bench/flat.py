@@ -138,7 +138,7 @@ class LongResult:
         r = self.run
         cpu = r.cpu_ms_per_execution()
         return "\n".join([
-            "### 11. Long mode\n",
+            "### 10b. Long mode (cost as the work grows, to completion)\n",
             f"{r.workflows} default-size productions on one `serve --http` process, the stand-ins in their own "
             f"process (L = {r.job_latency:g} s), no time box: every production to its end.\n",
             "| completed | failed | wall time | CPU server / stand-ins / Redis | CPU lower bound | wall / bound | "
