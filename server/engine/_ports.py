@@ -63,6 +63,8 @@ class RunPorts:
         webhook_base: the address the Task Service calls back ("" polls only).
         webhook_secret: the key of the webhook tokens.
         poll_seconds: how often a job is asked about when no webhook comes.
+        webhook_grace: how long a job the task list shows ended waits for its webhook (result, reason).
+        job_max_seconds: how long a job may report no end at all before its step fails.
     """
 
     def __init__(
@@ -76,6 +78,8 @@ class RunPorts:
         webhook_base: str,
         webhook_secret: bytes,
         poll_seconds: float,
+        webhook_grace: float = 15.0,
+        job_max_seconds: float = 1800.0,
     ) -> None:
         self._store = store
         self._services = services
@@ -85,6 +89,8 @@ class RunPorts:
         self._webhook_base = webhook_base
         self._secret = webhook_secret
         self._poll_seconds = poll_seconds
+        self._webhook_grace = webhook_grace
+        self._job_max = job_max_seconds
         self._pending: set[asyncio.Task[Any]] = set()
 
     def __call__(self, rec: WorkflowRecord) -> Ports:
@@ -103,24 +109,23 @@ class RunPorts:
             tasks=TaskServiceJobs(store, services.tasks, services.guards["task-service"], workflow_id=rec.id,
                                   project_id=rec.project_id, correlation_id=rec.correlation_id,
                                   webhook_base=self._webhook_base, webhook_secret=self._secret,
-                                  poll_max=self._poll_seconds, on_wait=on_wait, budget=budget),
+                                  poll_max=self._poll_seconds, webhook_grace=self._webhook_grace,
+                                  job_max_seconds=self._job_max, on_wait=on_wait, budget=budget),
             brain=GuardedBrain(services.brain, services.guards["brain"], on_wait),
             auto_movie=GuardedAutoMovie(services.auto_movie, services.guards["auto-movie"], rec.correlation_id),
             writer=services.writer,
             memo=RedisMemo(store, rec.id),
             files=MediaFiles(self._deliverables, rec.project_id, rec.id),
             unavailable=services.unavailable,
-            on_agent=lambda agent, outcome, detail: self._on_agent(rec.id, agent, outcome, detail),
+            on_agent=lambda agent, outcome, info: self._on_agent(rec.id, agent, outcome, info),
             budget=budget,
             options=options,
         )  # fmt: skip
 
-    def _on_agent(self, wid: str, agent: str, outcome: str, detail: str) -> None:
+    def _on_agent(self, wid: str, agent: str, outcome: str, info: Mapping[str, str]) -> None:
         self._metrics.agent_executions.labels(agent, outcome).inc()
-        if outcome != "ok" or detail:
-            event = self._store.update(
-                wid, {}, event=f"agent.{outcome}", event_data={"agent": agent, "detail": detail}
-            )
+        if outcome != "ok" or info.get("detail"):
+            event = self._store.update(wid, {}, event=f"agent.{outcome}", event_data={"agent": agent, **info})
             task = asyncio.get_running_loop().create_task(event)
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
