@@ -19,13 +19,14 @@ from rich.prompt import Prompt
 from rich.table import Table
 
 from adapters import TERMINAL, Status
+from server.sandbox import DEMO_PROJECT_ID
 
 if TYPE_CHECKING:
     from server.process._assembly import Orchestrator
 
 __all__ = ["board_link", "run_demo", "write_board_access"]
 
-DEMO_PROJECT = "demo-project"
+DEMO_PROJECT = DEMO_PROJECT_ID  # the Auto-Movie stand-in seeds it (an ObjectId, as the app's are)
 
 
 async def write_board_access(orch: Orchestrator, path: Path) -> None:
@@ -84,8 +85,10 @@ def _server(args: argparse.Namespace) -> tuple[StdioServerParameters, Path, Path
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="mo-demo-")) / "redis"
     log_file = data_dir.parent / "server.log"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The stand-ins keep the real services' defects (status before webhook, failing video, stuck rows); the
+    # Task Service's ~6 s between a job's status and its webhook is shortened to 1 s for a quick demo.
     env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "info", "LOG_FILE": str(log_file),
-           "TASK_POLL_SECONDS": "1"}  # fmt: skip
+           "TASK_POLL_SECONDS": "1", "SANDBOX_WEBHOOK_DELAY_SECONDS": "1"}  # fmt: skip
     env.pop("REDIS_URL", None)
     argv = ["-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir),
             "--board-file", str(data_dir.parent / "board.json")]  # fmt: skip

@@ -37,7 +37,9 @@ class Services:
 async def services(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Services]:
     """Task Service (slow jobs: 1 s, or the seconds given by indirect parametrization), Brain and
     Auto-Movie stand-ins on loopback."""
-    ts = TaskServiceStandIn(media_dir=tmp_path / "media", latency=getattr(request, "param", 1.0))
+    ts = TaskServiceStandIn(
+        media_dir=tmp_path / "media", latency=getattr(request, "param", 1.0), webhook_delay=0.1
+    )
     brain = BrainStandIn()
     am = AutoMovieStandIn(store_file=tmp_path / "am.json")
     async with (
