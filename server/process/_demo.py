@@ -19,6 +19,7 @@ from rich.prompt import Prompt
 from rich.table import Table
 
 from adapters import TERMINAL, Status
+from server.core import outside_failures
 from server.sandbox import DEMO_PROJECT_ID
 
 if TYPE_CHECKING:
@@ -115,8 +116,9 @@ async def run_demo(args: argparse.Namespace) -> int:
             console.print("[cyan]answer the decisions on the board[/] (this terminal only watches)")
         status, decisions = await _follow(client, wid, args, console)
         media_dir = data_dir.parent / "media"
+        failures = await _failures(client, wid)
         console.print(_summary(status, wid, args, decisions=decisions, media_dir=media_dir, log_file=log_file,
-                               elapsed=time.monotonic() - started))  # fmt: skip
+                               elapsed=time.monotonic() - started, failures=failures))  # fmt: skip
         if args.board and board:
             console.print(f"\nthe board stays up: [link={board}]{board}[/link]\nCtrl-C stops the server.",
                           soft_wrap=True)  # fmt: skip
@@ -172,9 +174,16 @@ async def _follow(
                 progress.start()
 
 
+async def _failures(client: Client, wid: str) -> list[str]:
+    """What failed outside and what was done about it, one line per kind (from the workflow's events)."""
+    result = await client.read_resource(f"workflow://{wid}/events")
+    events = json.loads(getattr(result.contents[0], "text", "") or "[]")
+    return [f.line() for f in outside_failures(events if isinstance(events, list) else [])]
+
+
 def _summary(
     status: dict[str, Any], wid: str, args: argparse.Namespace, *, decisions: int, media_dir: Path,
-    log_file: Path, elapsed: float,
+    log_file: Path, elapsed: float, failures: list[str] | None = None,
 ) -> Table:  # fmt: skip
     """The table the demo ends with: what was made, by how many agents and calls, where the files are."""
     files = sorted(p for p in media_dir.rglob("*") if p.is_file() and not p.name.endswith(".json.tmp"))
@@ -205,8 +214,9 @@ def _summary(
         ("server log", str(log_file)),
         ("time taken", f"{elapsed:.1f}s"),
     ]
+    rows += [("outside failure" if i == 0 else "", line[:300]) for i, line in enumerate((failures or [])[:6])]
     if status.get("last_error"):
-        rows.append(("last error", status["last_error"][:200]))
+        rows.append(("last error", status["last_error"][:300]))
     for row in rows:
         table.add_row(*row)
     return table
