@@ -248,7 +248,7 @@ class TaskServiceJobs:
                 found = await self._reconcile(
                     job, task_type, entry[0], "an earlier run stopped while submitting"
                 )
-            task_id = found or await self._submit(job, task_type, task_data, charge=found is None)
+            task_id = found or await self._submit(job, task_type, task_data, charge=entry is None)
             fresh = True
         async with outside():  # the run's CPU turn goes to another run while the job runs
             result = await self._wait(task_id, job.key, fresh=fresh)
@@ -259,6 +259,7 @@ class TaskServiceJobs:
             msg = f"task-service {task_type} job {task_id} for step {step_key!r} {_ENDED_AS.get(status, status)}: {reason}"
             raise RecoverableError(msg).about(service="task-service", operation=task_type, step=step_key,
                                               reason=reason)  # fmt: skip
+        result.pop("submission", None)
         return {"task_id": task_id, **result}
 
     async def _submit(self, job: JobRef, task_type: str, task_data: dict[str, Any], *, charge: bool) -> str:
@@ -315,8 +316,9 @@ class TaskServiceJobs:
         candidates: list[str] = []
         while True:
             results = await self._store.step_results(self._wid, job.key)
-            if results:
-                task_id = next(iter(results))
+            ours = [tid for tid, r in results.items() if r.get("submission") == nonce]  # not an earlier job's
+            if ours:
+                task_id = ours[0]
                 await self._store.remember_job(self._wid, job.key, task_id, nonce)
                 log.info("jobs.reconciled", step=job.step, task_id=task_id, by="webhook")
                 return task_id

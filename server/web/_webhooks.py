@@ -103,7 +103,8 @@ class WebhookReceiver:
             return await self._refuse(job, source, "refused_other_job", 409, f"this token is for step {step!r} "
                                       f"of workflow {wid!r}, whose job is not {task_id!r}", task_id=task_id)  # fmt: skip
         outcome = outcome_of_webhook(payload)
-        stored = await self._store.put_job_result(wid, job.key, task_id, outcome)
+        # The submission it answers is kept with it: a step that lost a submit's answer finds its own job by it.
+        stored = await self._store.put_job_result(wid, job.key, task_id, {**outcome, "submission": nonce})
         lag = _lag(payload)
         if lag is not None:
             self._metrics.webhook_lag.observe(lag)

@@ -111,22 +111,9 @@ async def test_the_brains_own_embedding_failure_is_transient(brain: tuple[BrainS
         await client.aclose()
 
 
-async def test_a_missing_tool_is_remembered_as_a_missing_capability(brain: tuple[BrainStandIn, str]) -> None:
-    """The legacy build answers "Unknown tool": a CapabilityMissingError, and the next call does not ask again."""
-    _, url = brain
-    client = BrainClient(url, dialect="legacy", legacy_sockets=1)
-    try:
-        for _ in range(2):
-            with pytest.raises(CapabilityMissingError, match="Unknown tool: store_knowledge"):
-                await client.store_knowledge("p", "a synopsis")
-        assert client.reconnects == 1
-        assert await client.tools() == ["create_character", "find_similar_characters"]
-    finally:
-        await client.aclose()
-
-
 async def test_legacy_errors_are_permanent_and_keep_the_socket(brain: tuple[BrainStandIn, str]) -> None:
-    """The legacy build's error envelope becomes PermanentError with its message; the socket stays usable."""
+    """The legacy build's error envelope becomes PermanentError with its message, and "Unknown tool" a missing
+    capability, remembered (the next call does not ask again); the socket stays usable."""
     _, url = brain
     client = BrainClient(url, dialect="legacy", legacy_sockets=1)
     try:
@@ -137,6 +124,10 @@ async def test_legacy_errors_are_permanent_and_keep_the_socket(brain: tuple[Brai
             )
         with pytest.raises(CapabilityMissingError, match="Unknown tool: fly"):
             await client.call("fly", {})
+        for _ in range(2):
+            with pytest.raises(CapabilityMissingError, match="Unknown tool: store_knowledge"):
+                await client.store_knowledge("p", "a synopsis")
+        assert await client.tools() == ["create_character", "find_similar_characters"]
         assert client.reconnects == 1
         assert await client.create_character("p", "Ana", "brave", "tall")
         assert client.reconnects == 1

@@ -56,6 +56,7 @@ async def test_webhooks_need_their_job_token_and_duplicates_are_ignored(orch: Or
         "status": "completed",
         "result_url": "http://m/x.png",
         "error": "",
+        "submission": "n1",
     }
 
 

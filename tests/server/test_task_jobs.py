@@ -94,16 +94,22 @@ async def test_a_row_stuck_at_processing_is_settled_by_its_webhook_or_bounded(
 
 
 async def test_a_lost_submit_answer_is_reconciled_never_resubmitted_blindly(
-    standins: Sandbox, jobs: Jobs
+    standins: Sandbox, orch: Orchestrator, jobs: Jobs
 ) -> None:
     """The job was made but its answer lost (500 after queuing): the step finds it (no second job). A 500
     that made nothing: the task list shows no new job, so the step submits once more."""
     ts = standins.task_service
     ts.lose_answers = 1
     port = await jobs()
+    key = f"{port.workflow_id}:keyframe"
+    # an earlier submission of the same step left its result: it is not this submission's job
+    await orch.store.put_job_result(
+        port.workflow_id, key, "t-earlier", {"status": "failed", "submission": "old"}
+    )
     made = await port.run_task("keyframe", "generate_image", IMAGE)
     assert made["status"] == "completed"
-    assert ts.submits_by_key[f"{port.workflow_id}:keyframe"] == 1
+    assert made["task_id"] != "t-earlier"
+    assert ts.submits_by_key[key] == 1
     ts.refuse_submits = 1
     port = await jobs()
     again = await port.run_task("keyframe", "generate_image", IMAGE)
