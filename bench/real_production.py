@@ -71,19 +71,28 @@ async def _drive(client: Client, project: str) -> tuple[str, dict[str, Any], lis
             answers.append(f"{d['question']} -> {choice}")
 
 
-def _log_jobs(log_file: Path) -> tuple[list[dict[str, Any]], set[str]]:
-    """The submissions our server logged, and every job id it recorded (submitted or found by reconciling)."""
-    submitted, known = [], set()
+# Log events worth counting in a run against the real service.
+_COUNTED = ("jobs.ended_before_webhook", "jobs.submit_outcome_unknown", "jobs.reconciled",
+            "task_service.resent_after_drop", "brain.dialect_fallback", "webhook.refused")  # fmt: skip
+
+
+def _log_jobs(log_file: Path) -> tuple[list[dict[str, Any]], set[str], dict[str, int]]:
+    """The submissions our server logged, every job id it recorded (submitted or found by reconciling), and
+    how often the notable events happened."""
+    submitted, known, counted = [], set(), Counter[str]()
     for line in log_file.read_text().splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry.get("event") == "jobs.submitted":
+        event = entry.get("event")
+        if event == "jobs.submitted":
             submitted.append(entry)
-        if entry.get("event") in {"jobs.submitted", "jobs.reconciled"} and entry.get("task_id"):
+        if event in {"jobs.submitted", "jobs.reconciled"} and entry.get("task_id"):
             known.add(str(entry["task_id"]))
-    return submitted, known
+        if event in _COUNTED:
+            counted[event] += 1
+    return submitted, known, {k: counted[k] for k in _COUNTED}
 
 
 async def _service_tasks(url: str, key: str, project: str) -> list[dict[str, Any]]:
@@ -191,20 +200,21 @@ async def run(
                 wid, status, answers = await _drive(client, project)
                 seconds = time.monotonic() - t0
                 figures = await _figures(client, http, wid, server)
-    submitted, known = _log_jobs(tmp / "server.log")
+    submitted, known, counted = _log_jobs(tmp / "server.log")
     tasks = await _service_tasks(task_url, task_key, project)
     per_step = Counter(str(e.get("step")) for e in submitted)
     return {
         "date": started_at.isoformat(timespec="seconds"), "workflow_id": wid, "project_id": project,
         "status": status["status"], "outcome": (status.get("result") or {}).get("outcome"),
         "last_error": status.get("last_error", ""), "seconds": round(seconds, 1), "decisions": answers,
-        "brain": brain_url or "stand-in", "jobs": len(tasks),
+        "brain": brain_url or "stand-in", "story_score": (status.get("result") or {}).get("story_score"),
+        "jobs": len(tasks),
         "jobs_by_type": dict(Counter(t["task_type"] for t in tasks)),
         "jobs_by_listed_status": dict(Counter(t["status"] for t in tasks)),
         "submitted_by_us": len(submitted),
         "duplicates": {"service_jobs_unknown_to_us": sorted({t["task_id"] for t in tasks} - known),
                        "steps_submitted_more_than_once": {k: n for k, n in per_step.items() if n > 1}},
-        **figures, "server_log": str(tmp / "server.log"),
+        **figures, "log_events": counted, "server_log": str(tmp / "server.log"),
     }  # fmt: skip
 
 
