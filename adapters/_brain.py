@@ -111,6 +111,8 @@ class BrainClient:
         async with self._connect_lock:
             if self._client is not None:
                 return self._client
+            if self.dialect == "legacy":  # another call found out while this one waited for the lock
+                raise _NoMcpEndpoint
             stack = contextlib.AsyncExitStack()
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
             try:
@@ -123,7 +125,7 @@ class BrainClient:
             except BaseException as exc:
                 await stack.aclose()
                 refused = _upgrade_refusal(exc)
-                if self.dialect == "auto" and refused in {403, 404}:
+                if self.dialect != "mcp" and refused in {403, 404}:
                     raise _NoMcpEndpoint from exc
                 raise self._translate(exc) from exc
             self._client, self._client_stack = client, stack
@@ -150,6 +152,8 @@ class BrainClient:
         return list(self._tools)
 
     def _to_legacy(self) -> None:
+        if self.dialect == "legacy":
+            return
         log.warning("brain.dialect_fallback", refused=self.mcp_url, using=self.legacy_url,
                     reason="the Brain refused the MCP upgrade (403/404): it is the legacy build")  # fmt: skip
         self.dialect = "legacy"

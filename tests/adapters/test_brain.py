@@ -3,6 +3,7 @@ served by the stand-in's `mcp_dialect` option; the deployed build has only the l
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -142,13 +143,17 @@ def test_unknown_dialect_is_refused() -> None:
 
 
 async def test_auto_dialect_speaks_mcp_where_it_is_served_and_the_envelope_where_not() -> None:
-    """auto: MCP at /mcp when the Brain serves it; on a 403 upgrade (the deployed build), the legacy envelope."""
+    """auto: MCP at /mcp when the Brain serves it; on a 403 upgrade (the deployed build), the legacy envelope,
+    for calls that were waiting on the first connection too."""
     for mcp_dialect, expected in ((True, "auto"), (False, "legacy")):
         stand_in = BrainStandIn(mcp_dialect=mcp_dialect)
         async with serve_app(stand_in.app()) as url:
             client = BrainClient(url.replace("http://", "ws://"), api_key=stand_in.api_key)
-            try:
-                assert await client.create_character("p", "Ana", "brave", "tall")
+            try:  # many calls at once, as a production's characters make them: every one lands
+                ids = await asyncio.gather(
+                    *(client.create_character("p", f"A{i}", "brave", "tall") for i in range(8))
+                )
             finally:
                 await client.aclose()
+        assert len(set(ids)) == 8
         assert client.dialect == expected
