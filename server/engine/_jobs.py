@@ -167,8 +167,7 @@ def _graph_position() -> dict[str, Any]:
 # Rows created this long before a submission count when looking for the job it may have made (clock skew).
 _CLOCK_SLACK = 10.0
 # How a step's job ended, when it did not complete with a result.
-_ENDED_AS = {"failed": "failed", "cancelled": "was cancelled", "no_result": "ended without a result",
-             "stuck": "never reported an end"}  # fmt: skip
+_ENDED_AS = {"failed": "failed", "cancelled": "was cancelled", "stuck": "never reported an end"}
 
 
 class TaskServiceJobs:
@@ -231,9 +230,10 @@ class TaskServiceJobs:
         """Submit once per step key, then wait for the job to finish.
 
         Raises:
-            RecoverableError: the job failed, ended without a result, or never reported an end (the
-                service's own reason in the message and in ``reason``).
-            TransientError: the service is unreachable (a submit that never left may be tried again).
+            RecoverableError: the job failed or never reported an end (the service's own reason in the
+                message and in ``reason``).
+            TransientError: the service is unreachable (a submit that never left may be tried again), or the
+                job completed and its result never came (the step's retry submits a new job).
             BudgetExceededError: a new job would go over the workflow's outside-jobs budget.
         """
         job = JobRef(self._wid, step_key)
@@ -256,6 +256,13 @@ class TaskServiceJobs:
         if status != "completed":
             await self._store.forget_job(self._wid, job.key)  # a retry of this step submits a new job
             reason = str(result.get("error") or "") or "the Task Service gave no reason"
+            if status == "no_result":
+                # It completed and its result is gone with its webhook (sent to an instance that stopped, say):
+                # the only way to a result is a new job, by the step's retry; the late webhook is still taken.
+                msg = f"task-service {task_type} job {task_id} for step {step_key!r} ended without a result: {reason}; the step submits it again"
+                raise TransientError(msg).about(
+                    service="task-service", operation=task_type, step=step_key, reason=reason
+                )
             msg = f"task-service {task_type} job {task_id} for step {step_key!r} {_ENDED_AS.get(status, status)}: {reason}"
             raise RecoverableError(msg).about(service="task-service", operation=task_type, step=step_key,
                                               reason=reason)  # fmt: skip

@@ -10,7 +10,14 @@ import anyio
 import pytest
 from mcp import Client
 
-from adapters import RecoverableError, RetryPolicy, ServiceGuard, SharedBreakers, TaskServiceClient
+from adapters import (
+    RecoverableError,
+    RetryPolicy,
+    ServiceGuard,
+    SharedBreakers,
+    TaskServiceClient,
+    TransientError,
+)
 from server import Orchestrator, Sandbox
 from server.engine import TaskServiceJobs
 from tests.server.conftest import structured, wait_status
@@ -76,6 +83,19 @@ async def test_without_its_webhook_the_reason_says_why_it_is_unknown_and_a_late_
             await anyio.sleep(0.05)
     assert late[0]["data"]["reason"] == "'Context' object has no attribute 'started_at'"
     assert not [e for e in await orch.audit.read() if e["what"] == "webhook.refused"]
+
+
+async def test_a_completed_job_whose_result_never_comes_is_submitted_again_by_the_steps_retry(
+    jobs: Jobs,
+) -> None:
+    """Its webhook went to an address nobody answers (an instance that stopped): the list says completed, the
+    result is gone; the step fails transiently (its retry submits a new job) saying why."""
+    with pytest.raises(
+        TransientError, match=r"ended without a result: the Task Service lists job .* as completed"
+    ):
+        await (await jobs(webhook_base="http://127.0.0.1:9", webhook_grace=0.3)).run_task(
+            "keyframe", "generate_image", IMAGE
+        )
 
 
 async def test_a_row_stuck_at_processing_is_settled_by_its_webhook_or_bounded(
