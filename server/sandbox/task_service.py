@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import random
-import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,44 +42,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from server.sandbox._task_requests import (
+    PROJECT_RE,
+    REJECTED_TYPES,
+    ROW,
+    error,
+    invalid,
+    is_uuid,
+    now,
+    problem,
+    stamp,
+    validate,
+)
 from server.sandbox._task_results import JobFailure, evaluation, media_result, traceback_of
 
 __all__ = ["TaskServiceStandIn"]
 
-_PROJECT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_TYPES = ("generate_video", "generate_image", "process_audio", "render_animation", "test_prompt",
-          "evaluate_department", "automated_gather_creation")  # fmt: skip
-_REJECTED_TYPES = {"render_animation", "test_prompt", "automated_gather_creation"}
-_ROW = ("task_id", "task_type", "status", "created_at", "completed_at", "result_url")
 _QUEUED = "Task was queued and has been revoked"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _stamp() -> str:
-    return _now().isoformat().replace("+00:00", "Z")
-
-
-def _error(status: int, msg: str) -> JSONResponse:
-    return JSONResponse({"error": msg, "message": msg, "timestamp": _stamp()}, status_code=status)
-
-
-def _invalid(*problems: dict[str, Any]) -> JSONResponse:
-    return JSONResponse({"detail": list(problems)}, status_code=422)
-
-
-def _problem(kind: str, loc: list[Any], msg: str, value: Any) -> dict[str, Any]:
-    return {"type": kind, "loc": loc, "msg": msg, "input": value}
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -157,19 +134,19 @@ class TaskServiceStandIn:
 
     def _auth(self, request: Request) -> Response | None:
         if self.outage:
-            return _error(503, "Service unavailable (sandbox outage)")
+            return error(503, "Service unavailable (sandbox outage)")
         key = request.headers.get("x-api-key")
         if not key:
-            return _error(401, "API key required in X-API-Key header")
+            return error(401, "API key required in X-API-Key header")
         if key != self.api_key:
-            return _error(401, "Invalid API key")
+            return error(401, "Invalid API key")
         return None
 
     async def _health(self, request: Request) -> Response:
         if self.outage:
-            return _error(503, "unhealthy")
+            return error(503, "unhealthy")
         return JSONResponse(
-            {"status": "healthy", "app": "AI Movie Platform - Task Service API", "timestamp": _stamp()}
+            {"status": "healthy", "app": "AI Movie Platform - Task Service API", "timestamp": stamp()}
         )
 
     # -- submit -------------------------------------------------------------------------------
@@ -180,79 +157,29 @@ class TaskServiceStandIn:
         try:
             body = await request.json()
         except ValueError:
-            return _invalid(_problem("json_invalid", ["body", 0], "JSON decode error", {}))
+            return invalid(problem("json_invalid", ["body", 0], "JSON decode error", {}))
         if not isinstance(body, dict):
-            return _invalid(
-                _problem("model_attributes_type", ["body"], "Input should be a valid dictionary", body)
+            return invalid(
+                problem("model_attributes_type", ["body"], "Input should be a valid dictionary", body)
             )
-        problems = self._validate(body)
+        problems = validate(body)
         if problems:
-            return _invalid(*problems)
-        if body["task_type"] in _REJECTED_TYPES:
-            return _error(400, f"Unsupported task type: TaskType.{body['task_type'].upper()}")
+            return invalid(*problems)
+        if body["task_type"] in REJECTED_TYPES:
+            return error(400, f"Unsupported task type: TaskType.{body['task_type'].upper()}")
         if self.refuse_submits > 0 or (self.failure_rate and random.random() < self.failure_rate / 2):
             self.refuse_submits = max(0, self.refuse_submits - 1)
-            return _error(500, "Internal server error (sandbox chaos)")
+            return error(500, "Internal server error (sandbox chaos)")
         task = self._enqueue(body)
         if self.lose_answers > 0:
             self.lose_answers -= 1
             return JSONResponse({"error": "Internal server error", "message": "An unexpected error occurred",
-                                 "timestamp": _stamp()}, status_code=500)  # fmt: skip
+                                 "timestamp": stamp()}, status_code=500)  # fmt: skip
         return JSONResponse(
             {"task_id": task["task_id"], "status": "processing", "project_id": task["project_id"],
              "estimated_duration": 300, "queue_position": 1, "created_at": task["created_at"]},
             status_code=201,
         )  # fmt: skip
-
-    @staticmethod
-    def _validate(body: dict[str, Any]) -> list[dict[str, Any]]:
-        """The real build's pydantic answers, in its shapes."""
-        out: list[dict[str, Any]] = []
-        for name in ("project_id", "task_type", "task_data"):
-            if name not in body:
-                out.append(_problem("missing", ["body", name], "Field required", body))
-        pid = body.get("project_id")
-        if isinstance(pid, str) and len(pid.strip()) > 100:
-            out.append(
-                _problem(
-                    "string_too_long",
-                    ["body", "project_id"],
-                    "String should have at most 100 characters",
-                    pid,
-                )
-            )
-        elif "project_id" in body and not (isinstance(pid, str) and _PROJECT_RE.match(pid.strip())):
-            out.append(_problem("value_error", ["body", "project_id"], "Value error, Project ID must contain only "
-                                "alphanumeric, underscore, and dash characters", pid))  # fmt: skip
-        if "task_type" in body and body["task_type"] not in _TYPES:
-            listed = ", ".join(f"'{t}'" for t in _TYPES[:-1]) + f" or '{_TYPES[-1]}'"
-            out.append(
-                _problem("enum", ["body", "task_type"], f"Input should be {listed}", body["task_type"])
-            )
-        if "task_data" in body and not isinstance(body["task_data"], dict):
-            out.append(
-                _problem(
-                    "dict_type",
-                    ["body", "task_data"],
-                    "Input should be a valid dictionary",
-                    body["task_data"],
-                )
-            )
-        if body.get("priority", 2) not in (1, 2, 3) or isinstance(body.get("priority"), bool):
-            out.append(
-                _problem("enum", ["body", "priority"], "Input should be 1, 2 or 3", body.get("priority"))
-            )
-        cb = body.get("callback_url")
-        if cb is not None and not (isinstance(cb, str) and cb.startswith(("http://", "https://"))):
-            out.append(
-                _problem(
-                    "value_error",
-                    ["body", "callback_url"],
-                    "Value error, Callback URL must be HTTP or HTTPS",
-                    cb,
-                )
-            )
-        return out
 
     def _enqueue(self, body: dict[str, Any]) -> dict[str, Any]:
         task_id = str(uuid.uuid4())
@@ -264,7 +191,7 @@ class TaskServiceStandIn:
             "task_id": task_id, "project_id": body["project_id"].strip(), "task_type": body["task_type"],
             "status": "processing", "priority": body.get("priority", 2), "task_data": body["task_data"],
             "callback_url": body.get("callback_url"), "metadata": metadata if isinstance(metadata, dict) else {},
-            "created_at": _now().replace(tzinfo=None).isoformat(), "completed_at": None, "result_url": None,
+            "created_at": now().replace(tzinfo=None).isoformat(), "completed_at": None, "result_url": None,
             "result": None, "error": None, "ended": False, "revoked": False,
         }  # fmt: skip
         self.tasks[task_id] = task
@@ -296,21 +223,21 @@ class TaskServiceStandIn:
         try:
             result = self._produce(task)
         except JobFailure as exc:
-            task.update(ended=True, error=str(exc), completed_at=_stamp())
+            task.update(ended=True, error=str(exc), completed_at=stamp())
             if not (instant and self.stuck_rows):
                 task["status"] = "failed"
             payload = {
                 **base,
                 "status": "failed",
                 "error": str(exc),
-                "failed_at": _stamp(),
+                "failed_at": stamp(),
                 "traceback": traceback_of(exc),
             }
         else:
-            task.update(ended=True, result=result, completed_at=_stamp())
+            task.update(ended=True, result=result, completed_at=stamp())
             if not (instant and self.stuck_rows):  # finished before the submit saved "processing" over it
                 task["status"] = "completed"
-            payload = {**base, "status": "completed", "result": result, "completed_at": _stamp()}
+            payload = {**base, "status": "completed", "result": result, "completed_at": stamp()}
         if task["metadata"]:
             payload["metadata"] = task["metadata"]
         return payload
@@ -347,27 +274,27 @@ class TaskServiceStandIn:
     async def _status(self, request: Request) -> Response:
         if denied := self._auth(request):
             return denied
-        if not _is_uuid(request.path_params["task_id"]):
-            return _error(400, "Invalid task ID format. Must be a valid UUID.")
+        if not is_uuid(request.path_params["task_id"]):
+            return error(400, "Invalid task ID format. Must be a valid UUID.")
         await asyncio.sleep(self.webhook_delay)  # it tries the Brain first, then fails to build its answer
-        return _error(404, "Task not found or status unavailable")
+        return error(404, "Task not found or status unavailable")
 
     async def _cancel(self, request: Request) -> Response:
         if denied := self._auth(request):
             return denied
         task_id = request.path_params["task_id"]
-        if not _is_uuid(task_id):
-            return _error(400, "Invalid task ID format. Must be a valid UUID.")
+        if not is_uuid(task_id):
+            return error(400, "Invalid task ID format. Must be a valid UUID.")
         task = self.tasks.get(task_id)
         if task is not None and task["ended"]:
-            return _error(500, "Failed to cancel task: ")
+            return error(500, "Failed to cancel task: ")
         previous, message = "queued", _QUEUED
         if task is not None and task["revoked"]:
             previous, message = "cancelled", "Task was already cancelled"
         elif task is not None:
             task["revoked"] = True  # a job a worker runs completes anyway; a queued one never runs
         return JSONResponse({"task_id": task_id, "status": "cancelled", "message": message,
-                             "previous_state": previous, "cancelled_at": _stamp()})  # fmt: skip
+                             "previous_state": previous, "cancelled_at": stamp()})  # fmt: skip
 
     async def _project_tasks(self, request: Request) -> Response:
         if denied := self._auth(request):
@@ -377,7 +304,7 @@ class TaskServiceStandIn:
         page, limit = q.get("page", "1"), q.get("limit", "20")
         if not page.isdigit() or int(page) < 1:
             problems.append(
-                _problem(
+                problem(
                     "greater_than_equal",
                     ["query", "page"],
                     "Input should be greater than or equal to 1",
@@ -386,14 +313,14 @@ class TaskServiceStandIn:
             )
         if not limit.isdigit() or not 1 <= int(limit) <= 100:
             problems.append(
-                _problem(
+                problem(
                     "less_than_equal", ["query", "limit"], "Input should be less than or equal to 100", limit
                 )
             )
         if problems:
-            return _invalid(*problems)
-        if not _PROJECT_RE.match(pid):
-            return _error(
+            return invalid(*problems)
+        if not PROJECT_RE.match(pid):
+            return error(
                 400, "Invalid project ID format. Only alphanumeric, underscore, and dash characters allowed."
             )
         rows = [t for t in self.tasks.values() if t["project_id"] == pid]
@@ -402,7 +329,7 @@ class TaskServiceStandIn:
                 rows = [t for t in rows if t[name] == q[name]]
         rows.sort(key=lambda t: t["created_at"], reverse=True)
         p, n, total = int(page), int(limit), len(rows)
-        shown = [{k: (t[k] if k not in ("completed_at", "result_url") else None) for k in _ROW}
+        shown = [{k: (t[k] if k not in ("completed_at", "result_url") else None) for k in ROW}
                  for t in rows[(p - 1) * n : p * n]]  # fmt: skip
         return JSONResponse({"tasks": shown, "pagination": {"page": p, "limit": n, "total": total,
                                                             "total_pages": -(-total // n)}})  # fmt: skip
