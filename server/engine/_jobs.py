@@ -259,10 +259,10 @@ class TaskServiceJobs:
             if status == "no_result":
                 # It completed and its result is gone with its webhook (sent to an instance that stopped, say):
                 # the only way to a result is a new job, by the step's retry; the late webhook is still taken.
-                msg = f"task-service {task_type} job {task_id} for step {step_key!r} ended without a result: {reason}; the step submits it again"
-                raise TransientError(msg).about(
-                    service="task-service", operation=task_type, step=step_key, reason=reason
-                )
+                msg = (f"task-service {task_type} job {task_id} for step {step_key!r} ended without a result: {reason}; "
+                       "the step submits it again")  # fmt: skip
+                raise TransientError(msg).about(service="task-service", operation=task_type, step=step_key,
+                                                reason=reason)  # fmt: skip
             msg = f"task-service {task_type} job {task_id} for step {step_key!r} {_ENDED_AS.get(status, status)}: {reason}"
             raise RecoverableError(msg).about(service="task-service", operation=task_type, step=step_key,
                                               reason=reason)  # fmt: skip
@@ -275,9 +275,8 @@ class TaskServiceJobs:
         The step is recorded (with a fresh nonce, and no job id yet) before submitting, so the job's
         webhook is expected even if it comes before the submission returns; its token covers the nonce.
         """
-        if (
-            charge and self._budget is not None
-        ):  # only new submissions count: a resumed step waits for its job
+        # Only new submissions count: a resumed step waits for the job it already has.
+        if charge and self._budget is not None:
             await self._budget.charge("outside_jobs", where=job.step)
         for attempt in (1, 2):
             nonce = new_nonce()
