@@ -7,7 +7,7 @@ OpenTelemetry API, no SDK) are made through `adapters.tracing`.
 
 from adapters import errors, tracing
 from adapters._auto_movie import PHASES, PROJECT_STATUSES, AutoMovieClient, normalise_genre
-from adapters._brain import BrainClient
+from adapters._brain import BRAIN_DIALECTS, LEGACY_TOOLS, BrainClient
 from adapters._checkpointer import RedisCheckpointSaver
 from adapters._cpu_gate import CpuGate, RunTurn, outside
 from adapters._embedded_cluster import EmbeddedCluster
@@ -26,7 +26,15 @@ from adapters._pipeliner import ScriptPipeliner
 from adapters._quotas import Limits, QuotaStore, Tenancy, TenantUsage
 from adapters._redis import AnyRedis, ChannelHub, Watchers, connect_redis, follow, is_cluster_url, open_redis
 from adapters._resilience import RetryPolicy, ServiceGuard, SharedBreakers, set_testing
-from adapters._tasks import TASK_DATA_KEYS, TaskServiceClient, translate_http_error
+from adapters._tasks import (
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_NORMAL,
+    TASK_DATA_KEYS,
+    TaskServiceClient,
+    task_created_at,
+    translate_http_error,
+)
 from adapters._workflows import (
     TERMINAL,
     RunTicket,
@@ -39,8 +47,13 @@ from adapters._ws_mcp import websocket_client
 from adapters.errors import *  # noqa: F403 - the whole error tree is public
 
 __all__ = [
+    "BRAIN_DIALECTS",
     "KEEP",
+    "LEGACY_TOOLS",
     "PHASES",
+    "PRIORITY_HIGH",
+    "PRIORITY_LOW",
+    "PRIORITY_NORMAL",
     "PROJECT_STATUSES",
     "ROLES",
     "TASK_DATA_KEYS",
@@ -88,6 +101,7 @@ __all__ = [
     "outside",
     "place",
     "set_testing",
+    "task_created_at",
     "tracing",
     "translate_http_error",
     "websocket_client",

@@ -1,8 +1,14 @@
 """Auto-Movie client: project data (v1 REST) and progress write-back (Payload REST).
 
-Contract: shared/contracts/auto-movie.md. ``PUT /api/v1/projects/{id}`` ignores ``progress``, so
-progress goes through Payload: ``POST /api/users/login`` then ``PATCH /api/projects/{id}`` with
-``Authorization: JWT <token>``, logging in again when the token has expired (401).
+Contract: docs/contracts/auto-movie.md (read from jomapps/auto-movie). ``PUT /api/v1/projects/{id}``
+ignores ``progress``, so progress goes through Payload: ``POST /api/users/login`` then
+``PATCH /api/projects/{id}`` with ``Authorization: JWT <token>``. Payload answers an expired or invalid
+token with **403** (not 401): either one logs in again, once.
+
+The v1 routes answer **500** ``Internal server error`` for an unknown or malformed project id (Payload's
+``findByID`` throws before the route's 404 branch): a 500 there is read as "no such project", permanent
+for that project and not an outage (it is never retried and does not open the breaker). Project ids
+are Mongo ObjectIds (24 hex digits); any id is passed through.
 """
 
 from __future__ import annotations
@@ -98,12 +104,21 @@ class AutoMovieClient:
     async def _send(
         self, method: str, path: str, *, auth: str, correlation_id: str = "", **kw: Any
     ) -> httpx.Response:
-        headers = {"Authorization": auth}
+        headers = {"Authorization": auth} if auth else {}
         if correlation_id:
             headers["X-Correlation-ID"] = correlation_id
         try:
             resp = await self._http.request(method, f"{self.base_url}{path}", headers=headers, **kw)
             resp.raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            error = translate_http_error(self.service, exc)
+            if exc.response.status_code == 500 and path.startswith("/api/v1/projects/"):
+                project = path.removeprefix("/api/v1/projects/")
+                msg = (f"{error} (the app answers 500 for an unknown or malformed project id: project "
+                       f"{project!r} is treated as not found; its ids are Mongo ObjectIds)")  # fmt: skip
+                raise PermanentError(msg).about(service=self.service, operation=f"{method} project",
+                                                reason="unknown or malformed project id") from exc  # fmt: skip
+            raise error from exc
         except httpx.HTTPError as exc:
             raise translate_http_error(self.service, exc) from exc
         return resp
@@ -175,7 +190,7 @@ class AutoMovieClient:
         *,
         correlation_id: str = "",
     ) -> None:
-        """Write progress through Payload's PATCH, logging in (again) when needed."""
+        """Write progress through Payload's PATCH, logging in (again, once) when the token is refused."""
         if phase not in PHASES:
             msg = f"phase {phase!r} is not one of {PHASES}"
             raise PermanentError(msg)
@@ -192,8 +207,8 @@ class AutoMovieClient:
                     correlation_id=correlation_id,
                 )
             except PermanentError as exc:
-                if " 401 " in str(exc) and attempt == 1:
-                    self._jwt = None  # expired: log in again once
+                if (" 403 " in str(exc) or " 401 " in str(exc)) and attempt == 1:
+                    self._jwt = None  # Payload answers an expired token with 403: log in again once
                     continue
                 raise
             else:

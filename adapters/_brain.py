@@ -1,8 +1,16 @@
-"""Brain client: MCP over WebSocket (the platform contract) or the deployed build's legacy envelope.
+"""Brain client: MCP over WebSocket (the platform's documented contract) or the deployed build's legacy envelope.
 
-Both dialects are chosen by configuration (``BRAIN_DIALECT=mcp|legacy``) and answer the same calls.
-Failures are translated: a dropped socket or a timeout is transient (the caller's guard retries and
-this client reconnects); an error the Brain reports about the request is permanent.
+The contract is docs/contracts/brain-service.md (read from jomapps/mcp-brain-service and run against it).
+The deployed build serves only the legacy envelope at ``ws://host:port/`` with two tools
+(`LEGACY_TOOLS`); its ``/mcp`` refuses the upgrade with 403. ``BRAIN_DIALECT=auto`` (the default) tries
+MCP at ``/mcp`` once and, when the upgrade is refused with 403 or 404, speaks the legacy envelope from
+then on; ``mcp`` and ``legacy`` force one.
+
+Failures are translated: a dropped socket, a timeout, or the Brain's own embedding/database failure
+(``Failed to create character: Jina embedding failed ...``) is transient (the caller's guard retries and
+this client reconnects); a tool the Brain does not have is a `CapabilityMissingError` (remembered: later
+calls fail at once, and another agent may do the work); any other error it reports about the request is
+permanent.
 """
 
 from __future__ import annotations
@@ -22,11 +30,31 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from adapters._ws_mcp import websocket_client
-from adapters.errors import PermanentError, TransientError
+from adapters.errors import CapabilityMissingError, OutsideError, PermanentError, TransientError
 
-__all__ = ["BrainClient"]
+__all__ = ["BRAIN_DIALECTS", "LEGACY_TOOLS", "BrainClient"]
 
 log = structlog.get_logger(__name__)
+
+BRAIN_DIALECTS = ("auto", "mcp", "legacy")
+# The deployed build's tools (its WebSocket handler knows exactly these two).
+LEGACY_TOOLS = ("create_character", "find_similar_characters")
+# Its error replies about work it could not do now (embedding service or graph database down).
+_TRANSIENT_PREFIXES = ("Failed to create character:", "Failed to find similar characters:")
+
+
+class _NoMcpEndpoint(Exception):
+    """The Brain refused the MCP upgrade with 403/404: it speaks the legacy envelope only."""
+
+
+def _reply_error(tool: str, message: str) -> OutsideError:
+    """The error of a Brain error reply, classified by what the message says."""
+    msg = f"brain {tool} refused: {message}"
+    if message.startswith("Unknown tool"):
+        return CapabilityMissingError(msg).about(service="brain", operation=tool, reason=message)
+    if message.startswith(_TRANSIENT_PREFIXES) and "validation error" not in message:
+        return TransientError(msg).about(service="brain", operation=tool, reason=message)
+    return PermanentError(msg).about(service="brain", operation=tool, reason=message)
 
 
 def _with_path(url: str, path: str) -> str:
@@ -40,7 +68,7 @@ class BrainClient:
     Args:
         url: the Brain's WebSocket base, e.g. ``ws://127.0.0.1:8002`` (``/mcp`` or ``/`` is appended).
         api_key: bearer key for the MCP dialect (the legacy build has no auth); never logged.
-        dialect: ``mcp`` or ``legacy``.
+        dialect: ``auto`` (MCP, else legacy when ``/mcp`` refuses the upgrade), ``mcp`` or ``legacy``.
         call_timeout: seconds one call may take.
         legacy_sockets: sockets kept for the legacy dialect (it answers one request per socket at a time).
     """
@@ -52,13 +80,13 @@ class BrainClient:
         url: str,
         *,
         api_key: str = "",
-        dialect: str = "mcp",
+        dialect: str = "auto",
         call_timeout: float = 15.0,
         legacy_sockets: int = 4,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if dialect not in {"mcp", "legacy"}:
-            msg = f"BRAIN_DIALECT must be 'mcp' or 'legacy', not {dialect!r}"
+        if dialect not in BRAIN_DIALECTS:
+            msg = f"BRAIN_DIALECT must be one of {', '.join(BRAIN_DIALECTS)}, not {dialect!r}"
             raise ValueError(msg)
         self.dialect = dialect
         self.mcp_url = _with_path(url, "/mcp")
@@ -69,6 +97,7 @@ class BrainClient:
         self._client_stack: contextlib.AsyncExitStack | None = None
         self._connect_lock = asyncio.Lock()
         self._tools: list[str] = []
+        self._missing: set[str] = set()
         self._sockets: asyncio.Queue[ClientConnection | None] = asyncio.Queue()
         for _ in range(legacy_sockets):
             self._sockets.put_nowait(None)
@@ -82,6 +111,8 @@ class BrainClient:
         async with self._connect_lock:
             if self._client is not None:
                 return self._client
+            if self.dialect == "legacy":  # another call found out while this one waited for the lock
+                raise _NoMcpEndpoint
             stack = contextlib.AsyncExitStack()
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
             try:
@@ -93,6 +124,9 @@ class BrainClient:
                 self._tools = [t.name for t in (await client.list_tools()).tools]
             except BaseException as exc:
                 await stack.aclose()
+                refused = _upgrade_refusal(exc)
+                if self.dialect != "mcp" and refused in {403, 404}:
+                    raise _NoMcpEndpoint from exc
                 raise self._translate(exc) from exc
             self._client, self._client_stack = client, stack
             self.reconnects += 1
@@ -106,18 +140,29 @@ class BrainClient:
                 await stack.aclose()
 
     async def tools(self) -> list[str]:
-        """Tool names the Brain offers (MCP dialect: discovered with tools/list)."""
+        """Tool names the Brain offers (MCP: discovered with tools/list; legacy: its two, as the build has)."""
+        if self.dialect == "auto":
+            try:
+                await self._session()
+            except _NoMcpEndpoint:
+                self._to_legacy()
         if self.dialect == "legacy":
-            return ["create_character", "find_similar_characters", "store_knowledge", "get_knowledge",
-                    "store_embedding", "search_embeddings"]  # fmt: skip
+            return [t for t in LEGACY_TOOLS if t not in self._missing]
         await self._session()
         return list(self._tools)
+
+    def _to_legacy(self) -> None:
+        if self.dialect == "legacy":
+            return
+        log.warning("brain.dialect_fallback", refused=self.mcp_url, using=self.legacy_url,
+                    reason="the Brain refused the MCP upgrade (403/404): it is the legacy build")  # fmt: skip
+        self.dialect = "legacy"
 
     async def _call_mcp(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         client = await self._session()
         if self._tools and tool not in self._tools:
             msg = f"the Brain offers no tool {tool!r}; it has {self._tools}"
-            raise PermanentError(msg)
+            raise CapabilityMissingError(msg).about(service="brain", operation=tool, reason=msg)
         try:
             result = await asyncio.wait_for(client.call_tool(tool, args), self.call_timeout)
         except (TimeoutError, MCPError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
@@ -126,8 +171,7 @@ class BrainClient:
             raise self._translate(exc) from exc
         if result.is_error:
             text = " ".join(getattr(c, "text", "") for c in result.content)
-            msg = f"brain {tool} failed: {text[:500]}"
-            raise PermanentError(msg)
+            raise _reply_error(tool, text[:500])
         data = result.structured_content
         if data is None:
             text = "".join(getattr(c, "text", "") for c in result.content)
@@ -157,28 +201,46 @@ class BrainClient:
             self._sockets.put_nowait(ws)
         reply = json.loads(raw)
         if reply.get("status") == "error":
-            msg = f"brain {tool} refused: {reply.get('message')}"
-            raise PermanentError(msg)
+            raise _reply_error(tool, str(reply.get("message", "")))
         return dict(reply)
 
     # -- common -------------------------------------------------------------------------------
 
     def _translate(self, exc: BaseException) -> Exception:
-        if isinstance(exc, PermanentError | TransientError):
+        if isinstance(exc, OutsideError):
             return exc
-        if isinstance(exc, InvalidStatus):
-            code = exc.response.status_code
-            msg = f"brain refused the WebSocket upgrade with HTTP {code}"
-            return TransientError(msg) if code >= 500 else PermanentError(msg)
+        refused = _upgrade_refusal(exc)
+        if refused is not None:
+            msg = f"brain refused the WebSocket upgrade with HTTP {refused}"
+            return TransientError(msg) if refused >= 500 else PermanentError(msg)
         if isinstance(exc, TimeoutError):
             return TransientError(f"brain did not answer within {self.call_timeout}s")
         return TransientError(f"brain connection failed: {type(exc).__name__}: {exc}")
 
     async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Call a Brain tool in the configured dialect; returns its JSON answer."""
-        if self.dialect == "mcp":
-            return await self._call_mcp(tool, args)
-        return await self._call_legacy(tool, args)
+        """Call a Brain tool in the configured dialect; returns its JSON answer.
+
+        Raises:
+            CapabilityMissingError: the Brain has no such tool (remembered: no further round trips).
+            TransientError: unreachable, dropped, slow, or its embedding/database failed.
+            PermanentError: it refused the request itself.
+        """
+        if tool in self._missing:
+            msg = f"brain {tool} refused: Unknown tool: {tool} (this Brain offers {list(LEGACY_TOOLS)})"
+            reason = f"Unknown tool: {tool}"
+            raise CapabilityMissingError(msg).about(service="brain", operation=tool, reason=reason)
+        try:
+            if self.dialect == "auto":
+                try:
+                    return await self._call_mcp(tool, args)
+                except _NoMcpEndpoint:
+                    self._to_legacy()
+            if self.dialect == "mcp":
+                return await self._call_mcp(tool, args)
+            return await self._call_legacy(tool, args)
+        except CapabilityMissingError:
+            self._missing.add(tool)
+            raise
 
     async def create_character(self, project_id: str, name: str, personality: str, appearance: str) -> str:
         """Create a character; returns its id."""
@@ -216,3 +278,16 @@ class BrainClient:
             if ws is not None:
                 with contextlib.suppress(Exception):
                     await ws.close()
+
+
+def _upgrade_refusal(exc: BaseException) -> int | None:
+    """The HTTP status of a refused WebSocket upgrade in `exc` (or in an exception group around it)."""
+    if isinstance(exc, InvalidStatus):
+        return int(exc.response.status_code)
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            code = _upgrade_refusal(inner)
+            if code is not None:
+                return code
+    cause = exc.__cause__ or exc.__context__
+    return _upgrade_refusal(cause) if isinstance(cause, BaseException) and cause is not exc else None

@@ -4,7 +4,8 @@
   a local state change is written to ``P:breaker:<service>`` and published on ``P:breakers``;
   every instance applies what the others publish. Only transient failures count against it.
 - Retries with exponential backoff and full jitter, on transient errors only (connect errors,
-  timeouts, 429, 5xx), never on 4xx.
+  timeouts, 429, 5xx), never on 4xx, and never for a request whose outcome is unknown
+  (`OutcomeUnknownError`: the caller reconciles first).
 - A timeout on every call and a concurrency limit (bulkhead) per service.
 - While a breaker is open, `call` waits for it to half-open instead of failing, and says so
   through `on_wait`, so a workflow can show why it waits.
@@ -29,7 +30,7 @@ import structlog
 from adapters import tracing
 from adapters._cpu_gate import outside
 from adapters._redis import AnyRedis, follow
-from adapters.errors import CircuitOpenError, TransientError
+from adapters.errors import CircuitOpenError, OutcomeUnknownError, TransientError
 
 __all__ = ["RetryPolicy", "ServiceGuard", "SharedBreakers", "set_testing"]
 
@@ -292,6 +293,7 @@ class ServiceGuard:
 
         Raises:
             TransientError: still failing after every retry, or the breaker stayed open too long.
+            OutcomeUnknownError: from `fn`, never retried (it may have taken effect).
             PermanentError, RecoverableError: from `fn`, never retried.
         """
         async with outside():
@@ -321,6 +323,8 @@ class ServiceGuard:
                 waited += pause
                 attempt = 0
                 await self._probe_if_open()
+            except OutcomeUnknownError:
+                raise
             except TransientError as exc:
                 if attempt >= self.retry.max_attempts:
                     raise

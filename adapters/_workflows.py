@@ -658,6 +658,71 @@ class WorkflowStore:
             await self._cas_script(keys=[self.key(wid, "jobs")], args=[idempotency_key, expected, value])
         )
 
+    async def job_submission(self, wid: str, idempotency_key: str) -> tuple[str, str, bool] | None:
+        """The step's latest submission as (nonce, job id, forgotten), forgotten ones included.
+
+        A job is forgotten when its step gave up on it (it failed, or never reported back); its webhook
+        may still come, and is then still this step's.
+
+        Raises:
+            IntegrityError: the entry was written or changed outside the orchestrator.
+        """
+        v = await self.client.hget(self.key(wid, "jobs"), idempotency_key)
+        return None if v is None else self._job_value(wid, idempotency_key, v)
+
+    async def job_ids(self, wid: str) -> set[str]:
+        """Every outside job id the workflow ever recorded (forgotten ones included).
+
+        Raises:
+            IntegrityError: an entry was written or changed outside the orchestrator.
+        """
+        return self._ids_of(wid, await self.client.hgetall(self.key(wid, "jobs")))
+
+    async def project_job_ids(self, project_id: str, *, workflows: int = 200) -> set[str]:
+        """Every outside job id recorded by the project's newest `workflows` workflows.
+
+        Raises:
+            IntegrityError: an entry was written or changed outside the orchestrator.
+        """
+        wids = [
+            _s(w)
+            for w in await self.client.zrevrange(f"{self.prefix}:project:{project_id}:wfs", 0, workflows - 1)
+        ]
+        pipe = self.client.pipeline(transaction=False)
+        for wid in wids:
+            pipe.hgetall(self.key(wid, "jobs"))
+        ids: set[str] = set()
+        for wid, raw in zip(wids, await pipe.execute(), strict=True):
+            ids |= self._ids_of(wid, raw)
+        return ids
+
+    def _ids_of(self, wid: str, raw: Mapping[Any, Any]) -> set[str]:
+        ids = set()
+        for k, v in raw.items():
+            name = _s(k)
+            if name.startswith(_RESULT):
+                ids.add(name.rsplit("\x00", 1)[-1])
+            else:
+                ids.add(self._job_value(wid, name, v)[1])
+        ids.discard("")
+        return ids
+
+    async def step_results(self, wid: str, idempotency_key: str) -> dict[str, dict[str, Any]]:
+        """The results that arrived for a step, by job id (more than one only after an uncertain submit).
+
+        Raises:
+            IntegrityError: a result was written or changed outside the orchestrator.
+        """
+        head = f"{_RESULT}{idempotency_key}\x00"
+        raw = await self.client.hgetall(self.key(wid, "jobs"))
+        out = {}
+        for k, v in raw.items():
+            name = _s(k)
+            if name.startswith(head):
+                task_id = name[len(head) :]
+                out[task_id] = json.loads(self._open(v, "job-result", wid, idempotency_key, task_id))
+        return out
+
     def _job_value(self, wid: str, idempotency_key: str, raw: Any) -> tuple[str, str, bool]:
         nonce, _, rest = self._open(raw, "job", wid, idempotency_key).partition(":")
         job_id, _, state = rest.partition(":")

@@ -2,11 +2,15 @@
 
     OrchestratorError                 root: everything this service raises on purpose
     ├── OutsideError                  an outside service failed: what graph nodes may route around
+    │   │                             (carries the service, operation, step and the service's own reason)
     │   ├── TransientError            retry with backoff (connect errors, timeouts, 429, 5xx)
-    │   │   └── CircuitOpenError      the service's breaker is open (adapters._resilience)
+    │   │   ├── CircuitOpenError      the service's breaker is open (adapters._resilience)
+    │   │   └── OutcomeUnknownError   a request that changes something was sent and its answer lost: it may
+    │   │                             have taken effect; reconcile before sending it again (never retried blindly)
     │   ├── PermanentError            never retry (4xx, bad data, a contract the service does not honour)
     │   │   └── StateTooLargeError    one value of a workflow's state is above STATE_MAX_BYTES
     │   └── RecoverableError          this agent cannot do it; route to an alternative or ask a human
+    │       └── CapabilityMissingError  the service does not offer the operation (an unknown tool)
     ├── StoreUnavailableError         Redis cannot be reached (translated once, where the adapters call it):
     │                                 a run is left for later, a caller is told "unavailable"
     ├── IntegrityError                signed state was changed, moved, planted or removed: never used
@@ -28,10 +32,11 @@ Graph nodes catch `OutsideError` (never the root: a budget or an integrity failu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "BudgetExceededError",
+    "CapabilityMissingError",
     "CircuitOpenError",
     "ConflictError",
     "DataDirLockedError",
@@ -41,6 +46,7 @@ __all__ = [
     "NotFoundError",
     "OptionError",
     "OrchestratorError",
+    "OutcomeUnknownError",
     "OutsideError",
     "PermanentError",
     "PermissionDeniedError",
@@ -58,7 +64,28 @@ class OrchestratorError(Exception):
 
 
 class OutsideError(OrchestratorError):
-    """An outside service (Task Service, Brain, Auto-Movie, the model) failed."""
+    """An outside service (Task Service, Brain, Auto-Movie, the model) failed.
+
+    What a producer needs to act on it rides along (set with `about`, "" when not known): the `service`,
+    the `operation` (a job type, a tool, a route), the workflow `step` and the service's own `reason`.
+    """
+
+    service: str = ""
+    operation: str = ""
+    step: str = ""
+    reason: str = ""
+
+    def about(self, *, service: str = "", operation: str = "", step: str = "", reason: str = "") -> Self:
+        """Record what failed where (only the parts given; the others keep their value)."""
+        for name, value in (
+            ("service", service),
+            ("operation", operation),
+            ("step", step),
+            ("reason", reason),
+        ):
+            if value:
+                setattr(self, name, value)
+        return self
 
 
 class TransientError(OutsideError):
@@ -69,12 +96,25 @@ class CircuitOpenError(TransientError):
     """The service's breaker is open: calls are not attempted until it half-opens."""
 
 
+class OutcomeUnknownError(TransientError):
+    """A request that changes something (a job submission) was sent and its answer lost.
+
+    A timeout, a dropped connection or a 5xx after sending: the service may have acted on it. It counts
+    against the breaker like any transient failure, but `ServiceGuard` never repeats it: the caller finds
+    out what happened first (the Task Service has no idempotency, a second submit is a second job).
+    """
+
+
 class PermanentError(OutsideError):
     """A failure that will fail the same way however often it is tried."""
 
 
 class RecoverableError(OutsideError):
     """The chosen agent or service cannot do this; another agent or a human may."""
+
+
+class CapabilityMissingError(RecoverableError):
+    """The service does not offer the operation at all (e.g. a Brain build without the tool): never retried."""
 
 
 class StateTooLargeError(PermanentError):

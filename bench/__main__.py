@@ -175,7 +175,10 @@ def main() -> int:
             (tmp / sub).mkdir()
         with EmbeddedRedis(data_dir=tmp / "redis", transport="tcp") as server:
             run = Run(args, tmp, server)
-            steps = [*_STEPS.items(), *([("long", ("benchmark 10b (long mode)", _long))] if args.long else [])]
+            steps = [
+                *_STEPS.items(),
+                *([("long", ("benchmark 10b (long mode)", _long))] if args.long else []),
+            ]
             for name, (title, step) in steps:
                 if name in only or name == "long":
                     started = time.monotonic()

@@ -73,7 +73,8 @@ async def main() -> None:
     # The stdio server is another process on the same Redis: both must sign records with the same key.
     os.environ.setdefault("INTEGRITY_KEYS", secrets.token_hex(32))
     with tempfile.TemporaryDirectory(prefix="mo-notif-") as tmp:
-        settings = Settings(data_dir=Path(tmp) / "redis", key_prefix="notif", task_poll_seconds=0.5)
+        settings = Settings(data_dir=Path(tmp) / "redis", key_prefix="notif", task_poll_seconds=0.5,
+                            sandbox_webhook_delay_seconds=0)  # fmt: skip
         async with open_orchestrator(settings, sandbox=True) as (orch, _):
             key, _ = await orch.keys.create("bench", ["*"], "admin")
             redis_url = orch.redis_url

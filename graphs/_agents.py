@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 
 from adapters import tracing
-from adapters.errors import RecoverableError, TransientError
+from adapters.errors import OutsideError, RecoverableError, TransientError
 from graphs._ports import Ports
 from graphs._registry import Agent, registry
 from graphs._transforms import TRANSFORMS
@@ -38,19 +38,21 @@ class _LocalCtx:
 
 
 def _task_data(task_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the Task Service reads for each type (docs/contracts/task-service.md): lengths are ``duration``
+    in seconds, an evaluation's ``gather_data`` a list of ``{content, summary, context}`` objects."""
     prompt = str(inputs.get("prompt") or inputs.get("summary") or inputs.get("title") or "")
     if task_type == "generate_image":
         return {"prompt": prompt, "image_params": {"width": 768, "height": 432}}
     if task_type == "process_audio":
-        return {"prompt": prompt, "audio_params": {"seconds": 2}}
+        return {"prompt": prompt, "audio_params": {"duration": 2}}
     if task_type == "generate_video":
-        return {"scene_data": inputs.get("scene", {}), "video_params": {"fps": 24, "seconds": 6}}
+        return {"scene_data": inputs.get("scene", {}), "video_params": {"duration": 6, "fps": 24}}
     return {
         "department_slug": str(inputs.get("department", "story")),
         "department_number": int(inputs.get("department_number", 1)),
-        "gather_data": inputs.get("gather_data", {}),
+        "gather_data": list(inputs.get("gather_data") or []),
         "previous_evaluations": inputs.get("previous_evaluations", []),
-        "threshold": float(inputs.get("threshold", 70)),
+        "threshold": int(inputs.get("threshold", 70)),
     }
 
 
@@ -114,9 +116,18 @@ async def run_agent(ports: Ports, agent_id: str, inputs: dict[str, Any], *, step
         return await _run_chain(ports, agent_id, inputs, step)
 
 
+def _failure(agent: Agent, step: str, exc: OutsideError, then: str) -> dict[str, str]:
+    """What an event and a producer need of one agent's failure: who, which service and operation, where,
+    the service's own words, and what happens next."""
+    return {"detail": str(exc)[:300], "service": exc.service or agent.operation.service or "local",
+            "operation": exc.operation or agent.operation.name, "step": step,
+            "reason": (exc.reason or str(exc))[:500], "next": then}  # fmt: skip
+
+
 async def _run_chain(ports: Ports, agent_id: str, inputs: dict[str, Any], step: str) -> AgentOutcome:
-    failures: list[str] = []
-    for agent in registry().chain(agent_id, ports.unavailable):
+    failures: list[dict[str, str]] = []
+    chain = registry().chain(agent_id, ports.unavailable)
+    for i, agent in enumerate(chain):
         key = f"{step}:{agent.id}"
         cached = await ports.memo.get(key)
         if cached is not None:
@@ -131,15 +142,32 @@ async def _run_chain(ports: Ports, agent_id: str, inputs: dict[str, Any], step: 
             with tracing.span(f"agent {agent.id}", attributes=attributes):
                 output = await _execute(ports, agent, inputs, key)
         except RecoverableError as exc:
-            failures.append(f"{agent.id}: {exc}")
-            ports.on_agent(agent.id, "failed", str(exc)[:300])
-            log.warning("agent.failed_trying_alternative", agent=agent.id, step=step, error=str(exc)[:300])
+            then = (
+                f"trying alternative {chain[i + 1].id}"
+                if i + 1 < len(chain)
+                else "no alternative left: the step fails"
+            )
+            info = _failure(agent, step, exc, then)
+            failures.append({"agent": agent.id, **info})
+            ports.on_agent(agent.id, "failed", info)
+            log.warning(
+                "agent.failed_trying_alternative", agent=agent.id, step=step, error=str(exc)[:300], next=then
+            )
             continue
         except TransientError as exc:
-            ports.on_agent(agent.id, "transient", str(exc)[:300])
+            then = (
+                "the step is retried by its retry policy; when retries run out the workflow stops as failed"
+            )
+            ports.on_agent(agent.id, "transient", _failure(agent, step, exc, then))
             raise
         await ports.memo.put(key, output)
-        ports.on_agent(agent.id, "ok", "" if agent.id == agent_id else f"alternative to {agent_id}")
+        ports.on_agent(
+            agent.id, "ok", {"detail": "" if agent.id == agent_id else f"alternative to {agent_id}"}
+        )
         return AgentOutcome(agent.id, output, "" if agent.id == agent_id else agent_id)
-    msg = f"agent {agent_id!r} and its alternatives failed at step {step!r}: {'; '.join(failures)}"
-    raise RecoverableError(msg)
+    said = "; ".join(f"{f['agent']} ({f['service']} {f['operation']}): {f['reason']}" for f in failures)
+    msg = (f"step {step!r}: agent {agent_id!r} and its alternatives failed: {said}; no alternative left: "
+           "the workflow stops as failed (retry_step runs this step again)")  # fmt: skip
+    first = failures[0] if failures else {}
+    raise RecoverableError(msg).about(service=first.get("service", ""), operation=first.get("operation", ""),
+                                      step=step, reason=first.get("reason", ""))  # fmt: skip

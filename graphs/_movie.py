@@ -12,6 +12,7 @@ Progress goes to the custom stream at every node and to Auto-Movie after every p
 
 from __future__ import annotations
 
+import json
 import operator
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -202,14 +203,19 @@ async def evaluate_story(state: MovieState, runtime: Runtime[Ports]) -> MovieSta
     """The story's quality gate: a department evaluation scored 0-100."""
     rev = state.get("revisions", 0)
     _progress("story", "evaluate_story", 13 + rev, f"evaluating the story (revision {rev})")
+    story_doc = state["story"]
+    gather = [{"content": json.dumps(story_doc, default=str)[:4000], "summary": str(story_doc.get("synopsis", ""))[:1000],
+               "context": f"story of {(state.get('concept') or {}).get('title', 'the production')}, revision {rev}"}]  # fmt: skip
     out = await run_agent(
         runtime.context, "story_quality_evaluator",
-        {"story": state["story"], "department": "story", "gather_data": state["story"], "threshold": 70,
-         "prompt": state["story"].get("synopsis", "")},
+        {"story": story_doc, "department": "story", "gather_data": gather,
+         "threshold": runtime.context.options.story_threshold, "prompt": story_doc.get("synopsis", "")},
         step=f"story.evaluate.{rev}",
     )  # fmt: skip
     raw = out.output.get("story_score", out.output)
-    score = float(raw.get("score", 0) if isinstance(raw, dict) else raw)
+    # The Task Service's evaluation answers `rating` (0-100); the local heuristic and older builds `score`.
+    value = raw.get("rating", raw.get("score")) if isinstance(raw, dict) else raw
+    score = float(value or 0)
     return {"story_score": score, "agents_run": [out.agent_id]}
 
 
@@ -353,9 +359,11 @@ async def audio_design(state: MovieState, runtime: Runtime[Ports]) -> MovieState
     sfx = await run_agent(ports, "sound_designer", {"world": state.get("world"), "prompt": "sound palette"},
                           step="audio")  # fmt: skip
     amb = await run_agent(ports, "ambience_designer", {"world": state.get("world")}, step="audio")
+    heard = [{"content": json.dumps(o.output, default=str)[:2000], "summary": f"{o.agent_id} output",
+              "context": "audio design: score and sound palette"} for o in (score, sfx)]  # fmt: skip
     qa = await run_agent(ports, "audio_quality_evaluator",
                          {"score": score.output.get("score"), "department": "audio", "department_number": 2,
-                          "gather_data": score.output, "threshold": 50}, step="audio")  # fmt: skip
+                          "gather_data": heard, "threshold": 50}, step="audio")  # fmt: skip
     outs = [score, sfx, amb, qa]
     audio = {k: v for o in outs for k, v in o.output.items()}
     return {"audio": audio, "agents_run": [o.agent_id for o in outs]}

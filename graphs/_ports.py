@@ -6,7 +6,7 @@ in-process fakes of these protocols; the server passes adapters bound to the wor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,7 +24,8 @@ class TaskPort(Protocol):
         """Submit (or find the already submitted) job for `step_key` and wait for its result.
 
         Returns:
-            The job's result: at least ``task_id`` and ``result_url``.
+            The job's result: at least ``task_id`` and ``result_url`` (the media URL the service returned),
+            and for an evaluation its ``rating`` (0-100), ``evaluation_result``, ``issues``, ``suggestions``.
 
         Raises:
             TransientError: the service is unreachable or overloaded (retry later).
@@ -95,6 +96,10 @@ class Ports:
     memo: MemoPort
     files: FilesPort
     unavailable: Callable[[str], bool] = field(default=lambda _service: False)
-    on_agent: Callable[[str, str, str], None] = field(default=lambda _agent, _outcome, _detail: None)
+    # (agent, outcome, what to tell): outcome ok | failed | transient; what to tell has ``detail`` and, for a
+    # failure, the ``service``, ``operation``, ``step``, the service's own ``reason`` and what happens ``next``.
+    on_agent: Callable[[str, str, Mapping[str, str]], None] = field(
+        default=lambda _agent, _outcome, _info: None
+    )
     budget: BudgetPort = field(default_factory=Unlimited)
     options: ProductionOptions = field(default_factory=ProductionOptions)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from adapters import TASK_DATA_KEYS
+from adapters import LEGACY_TOOLS, TASK_DATA_KEYS
 
 __all__ = ["PHASE_TO_AUTO_MOVIE", "Agent", "Operation", "Registry", "registry"]
 
@@ -25,8 +25,9 @@ PHASE_TO_AUTO_MOVIE: dict[str, str] = {
     "post": "post_production",
     "final": "final_assembly",
 }
-_BRAIN_TOOLS = {"store_knowledge", "get_knowledge", "store_embedding", "search_embeddings", "create_character",
-                "find_similar_characters"}  # fmt: skip
+# The platform's documented Brain tools; the deployed build has only LEGACY_TOOLS, so an agent using any
+# other one must name an alternative (it fails as a missing capability there).
+_BRAIN_TOOLS = {"store_knowledge", "get_knowledge", "store_embedding", "search_embeddings", *LEGACY_TOOLS}
 _AUTO_MOVIE_CALLS = {"get_project", "write_progress", "complete_project"}
 _SERVICE_OF_KIND = {
     "task": "task-service",
@@ -108,6 +109,11 @@ class Registry:
                 if not set(agent.capabilities) & set(other.capabilities):
                     msg = f"alternative {alt!r} of {agent.id!r} shares none of its capabilities"
                     raise ValueError(msg)
+            op = agent.operation
+            if op.kind == "brain" and op.name not in LEGACY_TOOLS and not agent.alternatives:
+                msg = (f"agent {agent.id!r} uses Brain tool {op.name!r}, which the deployed Brain lacks (it has "
+                       f"{', '.join(LEGACY_TOOLS)}): name an alternative agent")  # fmt: skip
+                raise ValueError(msg)
             if (
                 local_ops is not None
                 and agent.operation.kind == "local"

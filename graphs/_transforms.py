@@ -93,6 +93,16 @@ def t_breakdown(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
 
 
 @_t
+async def t_knowledge_note(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
+    """The story kept as a note of the production (where a Brain without knowledge tools cannot keep it)."""
+    note = {"kind": "story", "content": str(inp.get("content", ""))[:4000],
+            "kept": "locally: the Brain offered no store_knowledge tool"}  # fmt: skip
+    return {
+        "knowledge_id": {"note": await ctx.write_file("story-knowledge.json", json.dumps(note, indent=1))}
+    }
+
+
+@_t
 def t_relationships(inp: dict[str, Any], ctx: LocalContext) -> dict[str, Any]:
     names = [c.get("name", "?") for c in inp.get("characters", [])]
     kinds = ["allies", "rivals", "family", "strangers"]

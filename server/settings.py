@@ -95,6 +95,15 @@ class Settings(BaseSettings):
         gt=0,
         description="while a service's breaker is open, its health route is asked this often",
     )
+    task_webhook_grace_seconds: float = Field(
+        default=15.0, ge=0, le=600,
+        description="a job the Task Service lists as ended waits this long for its webhook, which alone carries "
+        "the result and the reason (the service flips the status ~6 s before sending it)",
+    )  # fmt: skip
+    task_job_max_seconds: float = Field(
+        default=1800.0, gt=0,
+        description="a job that reports no end at all within this (its record stuck at 'processing') fails its step",
+    )  # fmt: skip
     service_connections: int = Field(
         default=16,
         ge=1,
@@ -106,7 +115,10 @@ class Settings(BaseSettings):
 
     brain_url: str = ""
     brain_api_key: SecretStr = SecretStr("")
-    brain_dialect: Literal["mcp", "legacy"] = "mcp"
+    brain_dialect: Literal["auto", "mcp", "legacy"] = Field(
+        default="auto",
+        description="auto: MCP at /mcp, and the legacy envelope at / once /mcp refuses the upgrade (the deployed build)",
+    )
 
     auto_movie_url: str = ""
     auto_movie_token: SecretStr = SecretStr("")
@@ -118,6 +130,15 @@ class Settings(BaseSettings):
     llm_model: str = ""
 
     media_dir: Path | None = Field(default=None, description="where deliverables are written")
+    sandbox_webhook_delay_seconds: float = Field(
+        default=6.0, ge=0, le=60,
+        description="stand-ins only (serve --sandbox, the demo): the Task Service stand-in sends a job's webhook "
+        "this long after its status flips, as the real build does (~6 s)",
+    )  # fmt: skip
+    sandbox_defects: bool = Field(
+        default=True,
+        description="stand-ins only: mirror the real services' defects (late webhooks, failing video, stuck rows)",
+    )
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
 

@@ -1,17 +1,19 @@
 """The application core: what the service does, whoever asks and however they ask.
 
 Owns: the caller and its rights (`Caller`, `current_caller`), the operations (`OrchestratorService`:
-start, read, steer, decide), which quotas a start counts against (`QuotaPolicy`), their typed results (the tools' output schemas), the checkpoint history,
-where deliverables live, and how the error tree reads to a caller (`refusal`).
+start, read, steer, decide), which quotas a start counts against (`QuotaPolicy`), their typed results (the
+tools' output schemas), the checkpoint history, where deliverables live, how the error tree reads to a caller
+(`refusal`), and how a production's outside failures read to people (`outside_failures`).
 
-May import: `adapters`, `graphs`, `server.telemetry`. Nothing else of `server` (the MCP surface, the web, the engine and the
-process build on it).
+May import: `adapters`, `graphs`, `server.telemetry`. Nothing else of `server` (the MCP surface, the web,
+the engine and the process build on it).
 """
 
 from server.core._caller import Caller, current_caller
 from server.core._checkpoints import Checkpoints
 from server.core._deliverables import Deliverables
 from server.core._errors import UNAVAILABLE, Refusal, refusal, refused_as
+from server.core._failures import OutsideFailure, outside_failures
 from server.core._models import (
     AgentInfo,
     AgentList,
@@ -42,6 +44,7 @@ __all__ = [
     "DecisionResult",
     "Deliverables",
     "OrchestratorService",
+    "OutsideFailure",
     "QuotaPolicy",
     "Refusal",
     "StartResult",
@@ -50,6 +53,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowSummary",
     "current_caller",
+    "outside_failures",
     "refusal",
     "refused_as",
     "sweep_quotas",

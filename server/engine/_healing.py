@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,9 +230,11 @@ class Healing:
         lost: JobLost,
         submit: Callable[[str], Awaitable[str]],
         budget: BudgetPort | None,
+        *,
+        nonce: str,
     ) -> str:
-        """The job to wait for instead of a lost one: submitted here if this run swaps the step's entry first
-        (`submit(nonce)` submits and records the new job), else the one the winner submitted.
+        """The job to wait for instead of a lost one: submitted here under `nonce` if this run swaps the step's
+        entry first (`submit(nonce)` submits and records the new job), else the one the winner submitted.
 
         Raises:
             TransientError: the winner's job id did not appear within `adopt_seconds`.
@@ -242,7 +243,6 @@ class Healing:
         entry = await self._store.job_entry_raw(wid, key)
         if entry is None or entry[2] != lost.task_id:
             return await self._adopted(wid, key, lost.task_id)  # already replaced (or being replaced)
-        nonce = secrets.token_hex(8)
         if not await self._store.replace_job(wid, key, entry[0], nonce):
             return await self._adopted(wid, key, lost.task_id)
         self._metrics.jobs_lost.labels(lost.reason).inc()

@@ -67,6 +67,8 @@ class RunPorts:
         healing: finds the jobs the Task Service lost and submits them again (None: after `unknown_grace`).
         unknown_grace: how long a job the service does not list is waited for when it cannot tell whether it
             lost it.
+        webhook_grace: how long a job the task list shows ended waits for its webhook (result, reason).
+        job_max_seconds: how long a job may report no end at all before its step fails.
     """
 
     def __init__(
@@ -82,6 +84,8 @@ class RunPorts:
         poll_seconds: float,
         healing: Healing | None = None,
         unknown_grace: float = 300.0,
+        webhook_grace: float = 15.0,
+        job_max_seconds: float = 1800.0,
     ) -> None:
         self._store = store
         self._services = services
@@ -93,6 +97,8 @@ class RunPorts:
         self._poll_seconds = poll_seconds
         self._healing = healing
         self._unknown_grace = unknown_grace
+        self._webhook_grace = webhook_grace
+        self._job_max = job_max_seconds
         self._pending: set[asyncio.Task[Any]] = set()
 
     def __call__(self, rec: WorkflowRecord) -> Ports:
@@ -111,7 +117,8 @@ class RunPorts:
             tasks=TaskServiceJobs(store, services.tasks, services.guards["task-service"], workflow_id=rec.id,
                                   project_id=rec.project_id, correlation_id=rec.correlation_id,
                                   webhook_base=self._webhook_base, webhook_secret=self._secret,
-                                  poll_max=self._poll_seconds, on_wait=on_wait, budget=budget, healing=self._healing,
+                                  poll_max=self._poll_seconds, webhook_grace=self._webhook_grace,
+                                  job_max_seconds=self._job_max, on_wait=on_wait, budget=budget, healing=self._healing,
                                   unknown_grace=self._unknown_grace),
             brain=GuardedBrain(services.brain, services.guards["brain"], on_wait),
             auto_movie=GuardedAutoMovie(services.auto_movie, services.guards["auto-movie"], rec.correlation_id),
@@ -119,17 +126,15 @@ class RunPorts:
             memo=RedisMemo(store, rec.id),
             files=MediaFiles(self._deliverables, rec.project_id, rec.id),
             unavailable=services.unavailable,
-            on_agent=lambda agent, outcome, detail: self._on_agent(rec.id, agent, outcome, detail),
+            on_agent=lambda agent, outcome, info: self._on_agent(rec.id, agent, outcome, info),
             budget=budget,
             options=options,
         )  # fmt: skip
 
-    def _on_agent(self, wid: str, agent: str, outcome: str, detail: str) -> None:
+    def _on_agent(self, wid: str, agent: str, outcome: str, info: Mapping[str, str]) -> None:
         self._metrics.agent_executions.labels(agent, outcome).inc()
-        if outcome != "ok" or detail:
-            event = self._store.update(
-                wid, {}, event=f"agent.{outcome}", event_data={"agent": agent, "detail": detail}
-            )
+        if outcome != "ok" or info.get("detail"):
+            event = self._store.update(wid, {}, event=f"agent.{outcome}", event_data={"agent": agent, **info})
             task = asyncio.get_running_loop().create_task(event)
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)

@@ -28,6 +28,7 @@ from adapters import (
     BudgetExceededError,
     CpuGate,
     IntegrityError,
+    OutsideError,
     RedisCheckpointSaver,
     RunTicket,
     RunTurn,
@@ -45,11 +46,28 @@ from server.engine._attempts import Attempt, RunAttempts, quarantine_reason
 from server.engine._status_writer import StatusWriter
 from server.telemetry import Metrics
 
-__all__ = ["RunDeps", "WorkflowRun", "pending_decisions"]
+__all__ = ["RunDeps", "WorkflowRun", "failure_report", "pending_decisions"]
 
 log = structlog.get_logger(__name__)
 
 _SETTLED = {"pause": Status.PAUSED, "cancel": Status.CANCELLED}
+_NEXT_AFTER_FAILURE = "the workflow stopped as failed; retry_step runs the failed step again"
+
+
+def failure_report(exc: Exception, failed_step: str = "") -> tuple[str, dict[str, str]]:
+    """A failed run's `last_error` and its event's data: for an outside service's failure, the service, the
+    operation, the step, the service's own reason and what happens next."""
+    text = f"{type(exc).__name__}: {exc}"
+    data = {"error": text[:500]}
+    if isinstance(exc, OutsideError):
+        step = exc.step or failed_step
+        data |= {"service": exc.service, "operation": exc.operation, "step": step, "reason": exc.reason[:500],
+                 "next": _NEXT_AFTER_FAILURE}  # fmt: skip
+        if step and step not in text:
+            text += f" (at step {step!r})"
+        if "retry_step" not in text:
+            text += f"; next: {_NEXT_AFTER_FAILURE}"
+    return text[:2000], {k: v for k, v in data.items() if v}
 
 
 def pending_decisions(state: StateSnapshot) -> list[dict[str, Any]]:
@@ -108,6 +126,7 @@ class WorkflowRun:
         self.control = control
         self.rec: WorkflowRecord | None = None
         self.trace: dict[str, str] = {}  # the W3C context of this run's span
+        self.failed_step = ""  # the graph step whose error ended the stream, if one did
 
     async def execute(self) -> None:
         """Run, and end in exactly one known way; the queue entry is acknowledged unless left for later."""
@@ -303,6 +322,7 @@ class WorkflowRun:
             steps.writer.cancel()
             raise
         except BaseException:
+            self.failed_step = steps.failed_step
             with contextlib.suppress(Exception):  # the run's own error is the one to report
                 await steps.writer.drain()
             raise
@@ -368,10 +388,9 @@ class WorkflowRun:
                                     "step": exc.where})  # fmt: skip
 
     async def _failed(self, exc: Exception) -> None:
-        await self._set({"status": Status.FAILED, "last_error": f"{type(exc).__name__}: {exc}"[:2000],
-                         "agents_running": []},
-                        event="workflow.failed", correlation_id=self.ticket.correlation_id,
-                        event_data={"error": f"{type(exc).__name__}: {exc}"[:500]})  # fmt: skip
+        last_error, data = failure_report(exc, self.failed_step)
+        await self._set({"status": Status.FAILED, "last_error": last_error, "agents_running": []},
+                        event="workflow.failed", correlation_id=self.ticket.correlation_id, event_data=data)  # fmt: skip
 
 
 class _Steps:
@@ -387,6 +406,7 @@ class _Steps:
         self._started: dict[str, float] = {}
         self._best = 0.0
         self._progressed = False
+        self.failed_step = ""
 
     def seen(self, mode: str, chunk: dict[str, Any]) -> None:
         """One chunk of the stream: a node's progress ("custom") or a task starting or ending ("tasks")."""
@@ -416,6 +436,8 @@ class _Steps:
             # A step finished: the runs before this one were not stuck here (not poison).
             self._progressed = True
             self._deps.background(self._deps.attempts.progressed(self._wid))
+        if chunk.get("error"):
+            self.failed_step = chunk["name"]
         event = "step.failed" if chunk.get("error") else "step.finished"
         return StoreEvent(event, {"step": chunk["name"], "error": str(chunk.get("error") or "")[:500]})
 

@@ -78,10 +78,20 @@ def event_log(what: str, data: dict[str, Any]) -> tuple[types.LoggingLevel, str]
     error = str(data.get("error", "") or data.get("detail", "") or "")[:300]
     if what == "step.failed":
         return "error", f"step {step} failed: {error}"
+    said = (
+        f"{data['service']} {data.get('operation', '')}: {data.get('reason', '')}"[:300]
+        if data.get("service")
+        else error
+    )
     if what == "agent.transient":
-        return "warning", f"{agent} hit a passing failure ({error}); retry scheduled"
+        return "warning", f"{agent} hit a passing failure ({said}); retry scheduled"
     if what == "agent.failed":
-        return "warning", f"{agent} failed ({error}); trying an alternative agent"
+        return "warning", f"{agent} failed ({said}); {data.get('next') or 'trying an alternative agent'}"
+    if what == "job.reported_late":
+        return (
+            "notice",
+            f"job {data.get('task_id', '')} of step {step} reported late: {data.get('status')} {data.get('reason', '')}",
+        )
     if what == "agent.ok" and data.get("detail"):
         return "notice", f"{agent} stood in: {data['detail']}"
     if what == "service.waiting":

@@ -75,6 +75,7 @@ __all__ = ["Orchestrator"]
 log = structlog.get_logger(__name__)
 
 SERVICES = ("task-service", "brain", "auto-movie", "llm")
+_KEEPALIVE_EXPIRY = 4.0  # seconds: below the outside services' 5 s keep-alive
 
 
 @dataclass
@@ -354,7 +355,9 @@ def _pool(settings: Settings) -> httpx.Limits:
     # big pool costs CPU on every call under load: 64 -> 16 took benchmark 4's server CPU per agent execution
     # from ~9.0 to ~7.8 ms (8: ~6.8 ms).
     n = settings.service_connections
-    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    # The Task Service's uvicorn closes an idle connection 5 s after its last answer; a pooled one reused at
+    # that instant fails ("Server disconnected"). Ours expire first.
+    return httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=_KEEPALIVE_EXPIRY)
 
 
 def _http(
@@ -467,6 +470,7 @@ async def _start_engine(
         store, clients, budgets=orch.budgets, deliverables=Deliverables(s.media_root),
         metrics=orch.metrics, webhook_base=s.webhook_base_url or orch.http_url, webhook_secret=orch.webhook_secret,
         poll_seconds=s.task_poll_seconds, healing=healing, unknown_grace=s.task_unknown_grace_seconds,
+        webhook_grace=s.task_webhook_grace_seconds, job_max_seconds=s.task_job_max_seconds,
     )  # fmt: skip
     engine = Engine(store, orch.saver, ports, consumer=orch.consumer, concurrency=s.worker_concurrency,
                     lease_seconds=s.lease_seconds, metrics=orch.metrics, audit=orch.audit,

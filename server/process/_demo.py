@@ -19,13 +19,15 @@ from rich.prompt import Prompt
 from rich.table import Table
 
 from adapters import TERMINAL, Status
+from server.core import outside_failures
+from server.sandbox import DEMO_PROJECT_ID
 
 if TYPE_CHECKING:
     from server.process._assembly import Orchestrator
 
 __all__ = ["board_link", "run_demo", "write_board_access"]
 
-DEMO_PROJECT = "demo-project"
+DEMO_PROJECT = DEMO_PROJECT_ID  # the Auto-Movie stand-in seeds it (an ObjectId, as the app's are)
 
 
 async def write_board_access(orch: Orchestrator, path: Path) -> None:
@@ -84,8 +86,10 @@ def _server(args: argparse.Namespace) -> tuple[StdioServerParameters, Path, Path
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="mo-demo-")) / "redis"
     log_file = data_dir.parent / "server.log"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The stand-ins keep the real services' defects (status before webhook, failing video, stuck rows); the
+    # Task Service's ~6 s between a job's status and its webhook is shortened to 1 s for a quick demo.
     env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "info", "LOG_FILE": str(log_file),
-           "TASK_POLL_SECONDS": "1"}  # fmt: skip
+           "TASK_POLL_SECONDS": "1", "SANDBOX_WEBHOOK_DELAY_SECONDS": "1"}  # fmt: skip
     env.pop("REDIS_URL", None)
     argv = ["-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir),
             "--board-file", str(data_dir.parent / "board.json")]  # fmt: skip
@@ -112,8 +116,9 @@ async def run_demo(args: argparse.Namespace) -> int:
             console.print("[cyan]answer the decisions on the board[/] (this terminal only watches)")
         status, decisions = await _follow(client, wid, args, console)
         media_dir = data_dir.parent / "media"
+        failures = await _failures(client, wid)
         console.print(_summary(status, wid, args, decisions=decisions, media_dir=media_dir, log_file=log_file,
-                               elapsed=time.monotonic() - started))  # fmt: skip
+                               elapsed=time.monotonic() - started, failures=failures))  # fmt: skip
         if args.board and board:
             console.print(f"\nthe board stays up: [link={board}]{board}[/link]\nCtrl-C stops the server.",
                           soft_wrap=True)  # fmt: skip
@@ -169,9 +174,16 @@ async def _follow(
                 progress.start()
 
 
+async def _failures(client: Client, wid: str) -> list[str]:
+    """What failed outside and what was done about it, one line per kind (from the workflow's events)."""
+    result = await client.read_resource(f"workflow://{wid}/events")
+    events = json.loads(getattr(result.contents[0], "text", "") or "[]")
+    return [f.line() for f in outside_failures(events if isinstance(events, list) else [])]
+
+
 def _summary(
     status: dict[str, Any], wid: str, args: argparse.Namespace, *, decisions: int, media_dir: Path,
-    log_file: Path, elapsed: float,
+    log_file: Path, elapsed: float, failures: list[str] | None = None,
 ) -> Table:  # fmt: skip
     """The table the demo ends with: what was made, by how many agents and calls, where the files are."""
     files = sorted(p for p in media_dir.rglob("*") if p.is_file() and not p.name.endswith(".json.tmp"))
@@ -202,8 +214,9 @@ def _summary(
         ("server log", str(log_file)),
         ("time taken", f"{elapsed:.1f}s"),
     ]
+    rows += [("outside failure" if i == 0 else "", line[:300]) for i, line in enumerate((failures or [])[:6])]
     if status.get("last_error"):
-        rows.append(("last error", status["last_error"][:200]))
+        rows.append(("last error", status["last_error"][:300]))
     for row in rows:
         table.add_row(*row)
     return table

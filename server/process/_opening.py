@@ -26,8 +26,9 @@ async def open_orchestrator(
         standins: Sandbox | None = None
         if sandbox:
             standins = await stack.enter_async_context(
-                Sandbox.running(settings.media_root, task_latency=task_latency)
-            )
+                Sandbox.running(settings.media_root, task_latency=task_latency,
+                                webhook_delay=settings.sandbox_webhook_delay_seconds, defects=settings.sandbox_defects)
+            )  # fmt: skip
             settings = standins.settings(settings)
             if options.get("http") is None:
                 options["http"] = ("127.0.0.1", 0)

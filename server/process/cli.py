@@ -229,17 +229,20 @@ async def _engine_only(args: argparse.Namespace) -> int:
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
-    from server.sandbox import Sandbox
+    from server.sandbox import DEMO_PROJECT_ID, Sandbox
 
     settings = _settings(args)
+    delay = settings.sandbox_webhook_delay_seconds if args.webhook_delay is None else args.webhook_delay
     async with Sandbox.running(
-        settings.media_root, task_latency=args.latency, task_port=args.port
-    ) as standins:
+        settings.media_root, task_latency=args.latency, task_port=args.port, webhook_delay=delay,
+        defects=settings.sandbox_defects and not args.no_defects, brain_mcp=args.brain_mcp,
+    ) as standins:  # fmt: skip
         print("Sandbox stand-ins (not the real services):", flush=True)
         env = standins.environment()
         for line in (("TASK_SERVICE_URL", "TASK_SERVICE_API_KEY"), ("BRAIN_URL", "BRAIN_API_KEY"),
                      ("AUTO_MOVIE_URL", "AUTO_MOVIE_TOKEN", "PAYLOAD_EMAIL", "PAYLOAD_PASSWORD")):  # fmt: skip
             print("  " + "  ".join(f"{name}={env[name]}" for name in line), flush=True)
+        print(f"  demo project (Auto-Movie): {DEMO_PROJECT_ID}", flush=True)
         await _wait_for_signal()
     return 0
 
@@ -313,7 +316,13 @@ def _parser() -> argparse.ArgumentParser:
     sb = sub.add_parser("sandbox", help="run the outside-service stand-ins alone")
     sb.add_argument("--data-dir")
     sb.add_argument("--port", type=int, default=0)
-    sb.add_argument("--latency", type=float, default=0.5)
+    sb.add_argument("--latency", type=float, default=0.5, help="seconds a Task Service job works")
+    sb.add_argument(
+        "--webhook-delay", type=float, default=None, metavar="SECONDS",
+        help="seconds between a job's status flip and its webhook (default SANDBOX_WEBHOOK_DELAY_SECONDS, 6: the real build's)",
+    )  # fmt: skip
+    sb.add_argument("--no-defects", action="store_true", help="no late webhooks, failing video or stuck rows")
+    sb.add_argument("--brain-mcp", action="store_true", help="also serve the documented MCP dialect at /mcp")
 
     demo = sub.add_parser("demo", help="run a complete production end to end on this machine")
     demo.add_argument("--data-dir")

@@ -38,13 +38,35 @@ class Sandbox:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, media_root: Path, *, task_latency: float | None = None, task_port: int = 0
+        cls,
+        media_root: Path,
+        *,
+        task_latency: float | None = None,
+        task_port: int = 0,
+        webhook_delay: float | None = None,
+        defects: bool = True,
+        brain_mcp: bool = False,
     ) -> AsyncIterator[Sandbox]:
-        """Start all three (their files under `media_root`); stop them when the block exits."""
+        """Start all three (their files under `media_root`); stop them when the block exits.
+
+        Args:
+            media_root: where the stand-ins keep their files.
+            task_latency: seconds a Task Service job works (default: the stand-in's).
+            task_port: the Task Service stand-in's port (0: any free one).
+            webhook_delay: seconds between a job's status flip and its webhook (default: the real build's ~6 s).
+            defects: mirror the real services' defects (False: webhook with the status, video works, no
+                stuck rows).
+            brain_mcp: also serve the platform's documented MCP dialect (and its knowledge tools) at ``/mcp``,
+                which the deployed Brain does not have.
+        """
         ts = TaskServiceStandIn(media_dir=media_root / "_tasks")
+        if not defects:
+            ts = TaskServiceStandIn.without_defects(media_root / "_tasks")
         if task_latency is not None:
             ts.latency = task_latency
-        brain = BrainStandIn()
+        if webhook_delay is not None:
+            ts.webhook_delay = webhook_delay
+        brain = BrainStandIn(mcp_dialect=brain_mcp)
         am = AutoMovieStandIn(store_file=media_root / "_auto_movie" / "projects.json")
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(ts.aclose)

@@ -1,17 +1,22 @@
-"""STAND-IN for the platform's Brain service (knowledge graph + semantic search).
+"""STAND-IN for the platform's Brain service (jomapps/mcp-brain-service @ d15715b), for the demo and tests.
 
-Serves both dialects of shared/contracts/brain-service.md on one port:
-- MCP over WebSocket at ``/mcp`` (subprotocol ``mcp``, ``Authorization: Bearer <key>`` on the upgrade),
-  tools store_knowledge, get_knowledge, store_embedding, search_embeddings, create_character,
-  find_similar_characters;
-- the deployed build's legacy envelope at ``/`` (no subprotocol, no auth, one JSON object per frame
-  keyed by ``"tool"``, replies without ids, socket kept open after errors).
+As the deployed build (docs/contracts/brain-service.md): its WebSocket at ``/`` speaks the legacy envelope
+(no subprotocol, no auth, one JSON object per frame keyed by ``"tool"``, one reply per request without an
+id, the socket kept open after errors) with exactly its two tools, `create_character` and
+`find_similar_characters`, and its answers and error messages; any other WebSocket path (``/mcp``,
+``/ws``) refuses the upgrade with 403. Similarity is real and local (a hashing vectoriser, cosine
+similarity: 0.7 personality + 0.3 appearance, as there).
 
-Similarity is real and local: a hashing vectoriser over words and word pairs, cosine similarity.
+`mcp_dialect` adds what only the platform's documentation describes (no build serves it): MCP over
+WebSocket at ``/mcp`` (subprotocol ``mcp``, ``Authorization: Bearer <key>``) with the knowledge tools
+store_knowledge, get_knowledge, store_embedding, search_embeddings besides the two. Chaos switches
+(sandbox only): `drop_next` closes the socket under a call, `embedding_outage` answers the build's
+transient ``Failed to ...: Jina embedding failed`` error.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import itertools
@@ -30,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from adapters import LEGACY_TOOLS
 from server.web import serve_mcp_websocket
 
 __all__ = ["BrainStandIn", "embed"]
@@ -85,6 +91,8 @@ class BrainStandIn:
     characters: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     drop_next: int = 0
+    embedding_outage: bool = False
+    mcp_dialect: bool = False
 
     # -- operations (shared by both dialects) -------------------------------------------------
 
@@ -152,26 +160,25 @@ class BrainStandIn:
     def create_character(
         self, project_id: str, name: str, personality_description: str, appearance_description: str
     ) -> dict[str, Any]:
-        """Create a character; its description is indexed for similarity."""
+        """Create a character; its personality and appearance are indexed for similarity."""
         self._count("create_character")
         cid = str(uuid.uuid4())
-        text = f"{name}. {personality_description} {appearance_description}"
         self.characters[cid] = {
-            "id": cid,
-            "project_id": project_id,
-            "name": name,
-            "personality_description": personality_description,
-            "appearance_description": appearance_description,
-            "vector": embed(text),
-        }
+            "id": cid, "project_id": project_id, "name": name,
+            "personality_description": personality_description, "appearance_description": appearance_description,
+            "personality": embed(personality_description), "appearance": embed(appearance_description),
+        }  # fmt: skip
         return {"status": "success", "message": "Character created successfully.", "character_id": cid}
 
     def find_similar_characters(self, project_id: str, query: str) -> dict[str, Any]:
-        """At most 10 characters of the project by similarity to the query, scores in [0, 1]."""
+        """At most 10 characters of the project, best first (the build's weighting, unrounded)."""
         self._count("find_similar_characters")
+        if not query.strip():
+            return {"status": "success", "results": []}
         q = embed(query)
         res = [
-            {"id": c["id"], "name": c["name"], "similarity_score": round(_cosine(q, c["vector"]), 4)}
+            {"id": c["id"], "name": c["name"],
+             "similarity_score": 0.7 * _cosine(q, c["personality"]) + 0.3 * _cosine(q, c["appearance"])}
             for c in self.characters.values() if c["project_id"] == project_id
         ]  # fmt: skip
         res.sort(key=lambda r: r["similarity_score"], reverse=True)
@@ -196,29 +203,51 @@ class BrainStandIn:
     # -- legacy dialect -----------------------------------------------------------------------
 
     def legacy(self, raw: str) -> dict[str, Any]:
-        """Answer one legacy envelope frame."""
+        """Answer one legacy envelope frame as the deployed build does."""
         try:
             msg = json.loads(raw)
         except json.JSONDecodeError as exc:
             return {"status": "error", "message": f"Invalid JSON format: {exc}"}
-        if not isinstance(msg, dict) or "tool" not in msg:
+        if not isinstance(msg, dict):
+            return {
+                "status": "error",
+                "message": f"Internal error: '{type(msg).__name__}' object has no attribute 'get'",
+            }
+        tool = msg.get("tool")
+        if not tool:
             return {"status": "error", "message": "Missing 'tool' field in message"}
-        tool = msg.pop("tool")
-        if tool not in _REQUIRED:
+        if tool not in LEGACY_TOOLS:
             return {"status": "error", "message": f"Unknown tool: {tool}"}
-        missing = [k for k in _REQUIRED[tool] if not msg.get(k)]
+        missing = [k for k in _REQUIRED[tool] if k not in msg]  # present is enough: "" is accepted
         if missing:
             return {"status": "error", "message": f"Missing required fields: {', '.join(missing)}"}
-        try:
-            result: dict[str, Any] = getattr(self, tool)(**msg)
-        except TypeError as exc:
-            return {"status": "error", "message": f"Invalid arguments: {exc}"}
+        args = {k: msg[k] for k in _REQUIRED[tool]}  # other keys are ignored
+        failing = (
+            "Failed to create character"
+            if tool == "create_character"
+            else "Failed to find similar characters"
+        )
+        wrong = [k for k, v in args.items() if not isinstance(v, str)]
+        if wrong:
+            model = "CharacterCreate" if tool == "create_character" else "CharacterSearch"
+            shown = "\n".join(f"{k}\n  Input should be a valid string [type=string_type, input_value={args[k]!r}, "
+                               f"input_type={type(args[k]).__name__}]" for k in wrong)  # fmt: skip
+            return {
+                "status": "error",
+                "message": f"{failing}: {len(wrong)} validation error for {model}\n{shown}",
+            }
+        if self.embedding_outage:
+            return {
+                "status": "error",
+                "message": f"{failing}: Jina embedding failed: 503 Service Unavailable",
+            }
+        result: dict[str, Any] = getattr(self, tool)(**args)
         return result
 
     # -- app ----------------------------------------------------------------------------------
 
     def app(self) -> Starlette:
-        """Starlette app: ``/mcp`` (MCP over WebSocket), ``/`` (legacy), ``/health``."""
+        """Starlette app: ``/`` (legacy envelope), ``/health``, and ``/mcp`` (MCP) with `mcp_dialect`."""
         mcp = self.mcp_server()
 
         async def authorize(ws: WebSocket) -> str | None:
@@ -248,13 +277,16 @@ class BrainStandIn:
                 return
 
         async def health(_: Request) -> Response:
-            return JSONResponse({"status": "healthy", "service": "brain (sandbox stand-in)"})
+            now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+            return JSONResponse({"status": "healthy", "service": "MCP Brain Service", "version": "1.0.0",
+                                 "timestamp": now, "components": {"neo4j": {"status": "healthy", "uri": "in-memory"},
+                                                                  "jina": {"status": "healthy", "model": "hashing"}}})  # fmt: skip
 
         return Starlette(
             routes=[
                 Route("/health", health),
                 Route("/api/v1/health", health),
-                WebSocketRoute("/mcp", mcp_endpoint),
+                *([WebSocketRoute("/mcp", mcp_endpoint)] if self.mcp_dialect else []),
                 WebSocketRoute("/", legacy_endpoint),
             ]
         )

@@ -1,23 +1,36 @@
-"""STAND-IN for the platform's Task Service (GPU media generation), for the demo and tests.
+"""STAND-IN for the platform's Task Service (jomapps/celery-redis @ 56b07f3), for the demo and tests.
 
-Speaks the contract in shared/contracts/task-service.md, defects included: the status route always
-answers 404, cancelling a completed task answers 500, and (configurable, on by default, as on the
-current build) ``generate_video`` always fails. Results are small real files (PNG, WAV, JSON) in a
-media folder served over HTTP, delivered by webhook with the real service's retry schedule.
+Speaks docs/contracts/task-service.md field for field, with the real build's timing and defects (each one
+switchable; all on by default, so the sandbox, the demo and the tests meet what the real service does):
 
-Extra routes under ``/sandbox/`` (not part of the contract) let tests read counters and switch
-latency, failure rate and an outage on and off, and restart the service losing its tasks
+- A job's stored status flips `webhook_delay` seconds (the real build: ~6 s) **before** its webhook is
+  sent; the project's task list carries the status only (``completed_at`` and ``result_url`` null, no
+  result, no error). Only the webhook tells the media URL, the rating or the reason.
+- Results are the real build's per type (``image_url``/``thumbnail_url``; ``audio_url``/``preview_url``/
+  ``duration``; ``video_url``; an evaluation's ``rating`` 0-100 with ``evaluation_result``, ``issues``...).
+- ``evaluate_department`` fails unless ``gather_data`` is a list of objects (``'str' object has no attribute
+  'get'``); an empty list rates 0 at once and its row stays ``processing`` for good (`stuck_rows`: the job
+  finished before the submit saved its record).
+- ``generate_video`` always fails: ``'Context' object has no attribute 'started_at'`` (`video_always_fails`).
+- Webhooks: 3 tries at 0, +1, +2 s on any non-2xx answer or connection error, a new connection each,
+  30 s timeout, no auth; ``metadata`` echoed when the submit had some.
+- The status route answers 404 after `webhook_delay` (400 for a non-UUID); cancelling a completed or failed
+  task answers 500 ``Failed to cancel task: ``; a running one answers 200 and completes anyway; an unknown
+  id 200; a queued one (no free worker slot, `concurrency`) never runs and its row stays ``processing``.
+- 401 for a missing or a wrong key; no idempotency; uvicorn's 5 s keep-alive (the serving default).
+
+Media are small real files (PNG, WAV, JSON) served at ``/media`` so the board can show them; the real
+build answers placeholder URLs. Extra routes under ``/sandbox/`` (not part of the contract) read counters
+and switch chaos on: latency, failure rate, an outage answering 503 (the real build has no such answer),
+submits whose answer is lost after the job was made, and a restart that loses every task
 (``{"restart": true}``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import hashlib
-import json
+import contextlib
 import random
-import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,32 +43,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from server.sandbox._media import write_json, write_png, write_wav
+from server.sandbox._task_requests import (
+    PROJECT_RE,
+    REJECTED_TYPES,
+    ROW,
+    error,
+    invalid,
+    is_uuid,
+    now,
+    problem,
+    stamp,
+    validate,
+)
+from server.sandbox._task_results import JobFailure, evaluation, media_result, traceback_of
 
 __all__ = ["TaskServiceStandIn"]
 
-_PROJECT_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-_DATA_KEYS = {
-    "generate_image": ("prompt", "image_params"),
-    "generate_video": ("scene_data", "video_params"),
-    "process_audio": ("prompt", "audio_params"),
-    "evaluate_department": (
-        "department_slug",
-        "department_number",
-        "gather_data",
-        "previous_evaluations",
-        "threshold",
-    ),
-}
-_REJECTED_TYPES = {"render_animation", "test_prompt", "automated_gather_creation"}
-
-
-def _iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
-def _error(status: int, msg: str) -> JSONResponse:
-    return JSONResponse({"error": msg, "message": msg, "timestamp": _iso()}, status_code=status)
+_QUEUED = "Task was queued and has been revoked"
 
 
 @dataclass
@@ -65,32 +69,51 @@ class TaskServiceStandIn:
     Args:
         media_dir: where result files are written (served at ``/media``).
         api_key: the key every route but health requires in ``X-API-Key``.
-        latency: seconds a task takes before it completes.
-        failure_rate: chance in [0, 1] that a task fails (reported by webhook, like a GPU error).
-        submit_error_rate: chance in [0, 1] that a submit answers 500.
-        video_always_fails: mirror the current build's defect.
-        public_url: base URL the results' ``result_url`` point at (set once the port is known).
+        latency: seconds a job works before its status flips.
+        webhook_delay: seconds between the status flip and the first webhook try (the real build: ~6 s;
+            also how long the status route takes to answer 404).
+        video_always_fails: mirror the real build's failing ``generate_video``.
+        stuck_rows: mirror the submit/complete race (an instant job's row stays ``processing``).
+        concurrency: worker slots (0: unlimited); a slot is held through the webhook delay, as there.
+        failure_rate: chance in [0, 1] that a job fails, and half of it that a submit answers 500 (chaos).
+        lose_answers: the next N submits make their job, then answer 500 (as the real route does when its
+            record cannot be saved after the job was queued).
+        refuse_submits: the next N submits answer 500 without making a job.
+        outage: every route answers 503 (chaos).
+        public_url: base URL of the media links (set once the port is known).
     """
 
     media_dir: Path
     api_key: str = "sandbox-task-key"
     latency: float = 0.2
-    failure_rate: float = 0.0
-    submit_error_rate: float = 0.0
+    webhook_delay: float = 6.0
     video_always_fails: bool = True
+    stuck_rows: bool = True
+    concurrency: int = 0
+    failure_rate: float = 0.0
+    lose_answers: int = 0
+    refuse_submits: int = 0
     outage: bool = False
     public_url: str = ""
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     submits_by_key: dict[str, int] = field(default_factory=dict)
     webhooks_sent: int = 0
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
     _bg: set[asyncio.Task[None]] = field(default_factory=set)
-    _webhook_client: httpx.AsyncClient | None = None
+    _slots: asyncio.Semaphore | None = None
+
+    @classmethod
+    def without_defects(cls, media_dir: Path, **kw: Any) -> TaskServiceStandIn:
+        """A stand-in whose jobs report status and webhook together, video works and no row gets stuck."""
+        return cls(media_dir, webhook_delay=0.0, video_always_fails=False, stuck_rows=False, **kw)
 
     async def aclose(self) -> None:
-        """Close the webhook client (after the app stopped serving)."""
-        if self._webhook_client is not None:
-            await self._webhook_client.aclose()
-            self._webhook_client = None
+        """Stop the jobs still working or delivering (after the app stopped serving)."""
+        for task in list(self._bg):
+            task.cancel()
+        for task in list(self._bg):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def app(self) -> Starlette:
         """The ASGI app."""
@@ -110,24 +133,24 @@ class TaskServiceStandIn:
             ]
         )
 
-    # -- helpers ------------------------------------------------------------------------------
-
     def _auth(self, request: Request) -> Response | None:
         if self.outage:
-            return _error(503, "Service unavailable (sandbox outage)")
+            return error(503, "Service unavailable (sandbox outage)")
         key = request.headers.get("x-api-key")
         if not key:
-            return _error(401, "Missing API key")
+            return error(401, "API key required in X-API-Key header")
         if key != self.api_key:
-            return _error(403, "Invalid API key")
+            return error(401, "Invalid API key")
         return None
-
-    # -- routes -------------------------------------------------------------------------------
 
     async def _health(self, request: Request) -> Response:
         if self.outage:
-            return _error(503, "unhealthy")
-        return JSONResponse({"status": "healthy", "service": "task-service (sandbox stand-in)"})
+            return error(503, "unhealthy")
+        return JSONResponse(
+            {"status": "healthy", "app": "AI Movie Platform - Task Service API", "timestamp": stamp()}
+        )
+
+    # -- submit -------------------------------------------------------------------------------
 
     async def _submit(self, request: Request) -> Response:
         if denied := self._auth(request):
@@ -135,239 +158,194 @@ class TaskServiceStandIn:
         try:
             body = await request.json()
         except ValueError:
-            return JSONResponse({"detail": [{"msg": "Invalid JSON body", "type": "json_invalid"}]}, 422)
-        problems = self._validate(body)
+            return invalid(problem("json_invalid", ["body", 0], "JSON decode error", {}))
+        if not isinstance(body, dict):
+            return invalid(
+                problem("model_attributes_type", ["body"], "Input should be a valid dictionary", body)
+            )
+        problems = validate(body)
         if problems:
-            return JSONResponse({"detail": problems}, status_code=422)
-        if body["task_type"] in _REJECTED_TYPES:
-            return _error(400, f"Task type {body['task_type']} is not supported")
-        if self.failure_rate and random.random() < self.failure_rate / 2:
-            return _error(500, "Internal server error (sandbox chaos)")
+            return invalid(*problems)
+        if body["task_type"] in REJECTED_TYPES:
+            return error(400, f"Unsupported task type: TaskType.{body['task_type'].upper()}")
+        if self.refuse_submits > 0 or (self.failure_rate and random.random() < self.failure_rate / 2):
+            self.refuse_submits = max(0, self.refuse_submits - 1)
+            return error(500, "Internal server error (sandbox chaos)")
+        task = self._enqueue(body)
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            return JSONResponse({"error": "Internal server error", "message": "An unexpected error occurred",
+                                 "timestamp": stamp()}, status_code=500)  # fmt: skip
+        return JSONResponse(
+            {"task_id": task["task_id"], "status": "processing", "project_id": task["project_id"],
+             "estimated_duration": 300, "queue_position": 1, "created_at": task["created_at"]},
+            status_code=201,
+        )  # fmt: skip
+
+    def _enqueue(self, body: dict[str, Any]) -> dict[str, Any]:
         task_id = str(uuid.uuid4())
-        idem = str((body.get("metadata") or {}).get("idempotency_key", ""))
-        if idem:
+        metadata = body.get("metadata") or {}
+        idem = str(metadata.get("idempotency_key", "")) if isinstance(metadata, dict) else ""
+        if idem:  # counted to show duplicates; the real build never reads it
             self.submits_by_key[idem] = self.submits_by_key.get(idem, 0) + 1
-        task = {
-            "task_id": task_id,
-            "project_id": body["project_id"],
-            "task_type": body["task_type"],
-            "status": "processing",
-            "priority": body.get("priority", 1),
-            "task_data": body.get("task_data") or {},
-            "callback_url": body.get("callback_url"),
-            "metadata": body.get("metadata") or {},
-            "created_at": _iso(),
-            "completed_at": None,
-            "result_url": None,
-            "result": None,
-        }
+        task: dict[str, Any] = {
+            "task_id": task_id, "project_id": body["project_id"].strip(), "task_type": body["task_type"],
+            "status": "processing", "priority": body.get("priority", 2), "task_data": body["task_data"],
+            "callback_url": body.get("callback_url"), "metadata": metadata if isinstance(metadata, dict) else {},
+            "created_at": now().replace(tzinfo=None).isoformat(), "completed_at": None, "result_url": None,
+            "result": None, "error": None, "ended": False, "revoked": False,
+        }  # fmt: skip
         self.tasks[task_id] = task
-        running = len(self._bg)  # jobs being worked on (was a scan of every task ever submitted, per submit)
-        bg = asyncio.get_running_loop().create_task(self._work(task_id))
+        bg = asyncio.get_running_loop().create_task(self._work(task))
         self._bg.add(bg)
         bg.add_done_callback(self._bg.discard)
-        return JSONResponse(
-            {
-                "task_id": task_id,
-                "status": "processing",
-                "project_id": body["project_id"],
-                "estimated_duration": max(1, round(self.latency)),
-                "queue_position": running,
-                "created_at": task["created_at"],
-            },
-            status_code=201,
-        )
+        return task
 
-    def _validate(self, body: Any) -> list[dict[str, Any]]:
-        problems: list[dict[str, Any]] = []
+    # -- the worker ---------------------------------------------------------------------------
 
-        def bad(loc: str, msg: str) -> None:
-            problems.append({"loc": ["body", loc], "msg": msg, "type": "value_error"})
+    async def _work(self, task: dict[str, Any]) -> None:
+        if self._slots is None and self.concurrency > 0:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        async with self._slots or contextlib.nullcontext():
+            if task["revoked"]:
+                return  # revoked while queued: never runs, no webhook; its row stays "processing"
+            payload = await self._run(task)
+            if self.webhook_delay:  # the real worker tries to reach its Brain in between (~6 s)
+                await asyncio.sleep(self.webhook_delay)
+            if task["callback_url"]:
+                await self._deliver(task["callback_url"], payload)
 
-        if not isinstance(body, dict):
-            return [{"loc": ["body"], "msg": "Input should be an object", "type": "dict_type"}]
-        pid = body.get("project_id")
-        if not isinstance(pid, str) or not _PROJECT_RE.match(pid):
-            bad("project_id", "String should match pattern '^[A-Za-z0-9_-]+$' (at most 100 characters)")
-        ttype = body.get("task_type")
-        if ttype not in _DATA_KEYS and ttype not in _REJECTED_TYPES:
-            bad("task_type", f"Input should be one of {sorted(_DATA_KEYS) + sorted(_REJECTED_TYPES)}")
-        if body.get("priority", 1) not in (1, 2, 3):
-            bad("priority", "Input should be 1, 2 or 3")
-        cb = body.get("callback_url")
-        if cb is not None and not (isinstance(cb, str) and cb.startswith(("http://", "https://"))):
-            bad("callback_url", "callback_url must start with http:// or https://")
-        data = body.get("task_data")
-        if ttype in _DATA_KEYS:
-            if not isinstance(data, dict):
-                bad("task_data", "Input should be an object")
-            else:
-                for k in _DATA_KEYS[ttype]:
-                    if k not in data:
-                        bad(f"task_data.{k}", "Field required")
-        return problems
-
-    async def _work(self, task_id: str) -> None:
-        await asyncio.sleep(self.latency)
-        task = self.tasks.get(task_id)
-        if task is None or task["status"] != "processing":
-            return
-        fail = (task["task_type"] == "generate_video" and self.video_always_fails) or (
-            self.failure_rate and random.random() < self.failure_rate
-        )
-        if fail:
-            task.update(status="failed", completed_at=_iso(), error="Generation failed (GPU worker error)")
+    async def _run(self, task: dict[str, Any]) -> dict[str, Any]:
+        data = task["task_data"]
+        instant = task["task_type"] == "evaluate_department" and data.get("gather_data", []) == []
+        if not instant:
+            await asyncio.sleep(self.latency)
+        base = {"task_id": task["task_id"], "project_id": task["project_id"]}
+        try:
+            result = self._produce(task)
+        except JobFailure as exc:
+            task.update(ended=True, error=str(exc), completed_at=stamp())
+            if not (instant and self.stuck_rows):
+                task["status"] = "failed"
             payload = {
-                "task_id": task_id,
-                "project_id": task["project_id"],
+                **base,
                 "status": "failed",
-                "error": task["error"],
-                "failed_at": task["completed_at"],
-                "traceback": "Traceback (most recent call last): ... RuntimeError: CUDA error (sandbox)",
+                "error": str(exc),
+                "failed_at": stamp(),
+                "traceback": traceback_of(exc),
             }
         else:
-            result = self._produce(task)
-            task.update(
-                status="completed", completed_at=_iso(), result=result, result_url=result["media_url"]
-            )
-            payload = {
-                "task_id": task_id,
-                "project_id": task["project_id"],
-                "status": "completed",
-                "result": result,
-                "completed_at": task["completed_at"],
-                "metadata": task["metadata"],
-            }
-        if task["callback_url"]:
-            await self._deliver(task["callback_url"], payload)
+            task.update(ended=True, result=result, completed_at=stamp())
+            if not (instant and self.stuck_rows):  # finished before the submit saved "processing" over it
+                task["status"] = "completed"
+            payload = {**base, "status": "completed", "result": result, "completed_at": stamp()}
+        if task["metadata"]:
+            payload["metadata"] = task["metadata"]
+        return payload
 
     def _produce(self, task: dict[str, Any]) -> dict[str, Any]:
-        folder = self.media_dir / task["project_id"]
-        folder.mkdir(parents=True, exist_ok=True)
-        tid, ttype, data = task["task_id"], task["task_type"], task["task_data"]
-        if ttype == "generate_image":
-            path = write_png(folder / f"{tid}.png", str(data.get("prompt")))
-            kind = "image/png"
-        elif ttype == "process_audio":
-            path = write_wav(folder / f"{tid}.wav", str(data.get("prompt")))
-            kind = "audio/wav"
-        elif ttype == "generate_video":
-            path = write_json(folder / f"{tid}.json", {"scene": data.get("scene_data"), "frames": 24})
-            kind = "application/json"
-        else:
-            # Deterministic, and better with each revision, so a revision loop converges as a real one should.
-            gather = data.get("gather_data") or {}
-            revision = int(gather.get("revision", 0)) if isinstance(gather, dict) else 0
-            digest = hashlib.sha256(json.dumps(gather, sort_keys=True, default=str).encode()).digest()
-            score = min(99, 55 + 15 * revision + digest[0] % 15)
-            path = write_json(
-                folder / f"{tid}.json", {"department": data.get("department_slug"), "score": score}
-            )
-            kind = "application/json"
-        rel = path.relative_to(self.media_dir).as_posix()
-        out: dict[str, Any] = {
-            "media_url": f"{self.public_url}/media/{rel}",
-            "media_type": kind,
-            "bytes": path.stat().st_size,
-            "file": str(path),
-        }
-        if ttype == "evaluate_department":
-            out["score"] = score
-        return out
+        if self.failure_rate and random.random() < self.failure_rate:
+            msg = "CUDA error: out of memory (sandbox chaos)"
+            raise JobFailure(msg)
+        if task["task_type"] == "evaluate_department":
+            return evaluation(task["task_data"])
+        return media_result(self.media_dir, self.public_url, task, video_fails=self.video_always_fails)
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
-        if self._webhook_client is None:  # one client (connection pool, TLS context) for every delivery
-            self._webhook_client = httpx.AsyncClient(timeout=5.0)
+        started = asyncio.get_running_loop().time()
         for delay in (0.0, 1.0, 2.0):
             await asyncio.sleep(delay)
+            at = round(asyncio.get_running_loop().time() - started, 3)
             try:
-                r = await self._webhook_client.post(
-                    url, json=payload, headers={"User-Agent": "AI-Movie-Task-Service/1.0"}
-                )
-                self.webhooks_sent += 1
-                if r.status_code in (200, 201, 202, 204):
-                    return
-            except httpx.HTTPError:
+                async with httpx.AsyncClient(timeout=30.0) as client:  # a new connection per try, as there
+                    r = await client.post(
+                        url, json=payload, headers={"User-Agent": "AI-Movie-Task-Service/1.0"}
+                    )
+            except httpx.HTTPError as exc:
+                self.deliveries.append({"task_id": payload["task_id"], "at": at, "error": type(exc).__name__})
                 continue
+            finally:
+                self.webhooks_sent += 1
+            self.deliveries.append({"task_id": payload["task_id"], "at": at, "status": r.status_code})
+            if r.status_code in (200, 201, 202, 204):
+                return
+
+    # -- other routes -------------------------------------------------------------------------
 
     async def _status(self, request: Request) -> Response:
         if denied := self._auth(request):
             return denied
-        return _error(404, "Task not found or status unavailable")
+        if not is_uuid(request.path_params["task_id"]):
+            return error(400, "Invalid task ID format. Must be a valid UUID.")
+        await asyncio.sleep(self.webhook_delay)  # it tries the Brain first, then fails to build its answer
+        return error(404, "Task not found or status unavailable")
 
     async def _cancel(self, request: Request) -> Response:
         if denied := self._auth(request):
             return denied
-        task = self.tasks.get(request.path_params["task_id"])
-        if task is None:
-            return _error(404, "Task not found")
-        if task["status"] == "completed":
-            return _error(500, "Internal server error: cannot revoke a finished task")
-        previous = task["status"]
-        task.update(status="cancelled", completed_at=_iso())
-        return JSONResponse(
-            {
-                "task_id": task["task_id"],
-                "status": "cancelled",
-                "message": "Task cancelled",
-                "previous_state": previous,
-                "cancelled_at": task["completed_at"],
-            }
-        )
+        task_id = request.path_params["task_id"]
+        if not is_uuid(task_id):
+            return error(400, "Invalid task ID format. Must be a valid UUID.")
+        task = self.tasks.get(task_id)
+        if task is not None and task["ended"]:
+            return error(500, "Failed to cancel task: ")
+        previous, message = "queued", _QUEUED
+        if task is not None and task["revoked"]:
+            previous, message = "cancelled", "Task was already cancelled"
+        elif task is not None:
+            task["revoked"] = True  # a job a worker runs completes anyway; a queued one never runs
+        return JSONResponse({"task_id": task_id, "status": "cancelled", "message": message,
+                             "previous_state": previous, "cancelled_at": stamp()})  # fmt: skip
 
     async def _project_tasks(self, request: Request) -> Response:
         if denied := self._auth(request):
             return denied
-        pid = request.path_params["project_id"]
-        q = request.query_params
+        pid, q = request.path_params["project_id"], request.query_params
+        problems = []
+        page, limit = q.get("page", "1"), q.get("limit", "20")
+        if not page.isdigit() or int(page) < 1:
+            problems.append(
+                problem(
+                    "greater_than_equal",
+                    ["query", "page"],
+                    "Input should be greater than or equal to 1",
+                    page,
+                )
+            )
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            problems.append(
+                problem(
+                    "less_than_equal", ["query", "limit"], "Input should be less than or equal to 100", limit
+                )
+            )
+        if problems:
+            return invalid(*problems)
+        if not PROJECT_RE.match(pid):
+            return error(
+                400, "Invalid project ID format. Only alphanumeric, underscore, and dash characters allowed."
+            )
         rows = [t for t in self.tasks.values() if t["project_id"] == pid]
-        if q.get("status"):
-            rows = [t for t in rows if t["status"] == q["status"]]
-        if q.get("task_type"):
-            rows = [t for t in rows if t["task_type"] == q["task_type"]]
-        page, limit = int(q.get("page", 1)), min(int(q.get("limit", 20)), 100)
-        total = len(rows)
-        rows = rows[(page - 1) * limit : page * limit]
-        return JSONResponse(
-            {
-                "tasks": [
-                    {
-                        k: t[k]
-                        for k in (
-                            "task_id",
-                            "task_type",
-                            "status",
-                            "created_at",
-                            "completed_at",
-                            "result_url",
-                        )
-                    }
-                    for t in rows
-                ],
-                "pagination": {
-                    "page": page,
-                    "limit": limit,
-                    "total": total,
-                    "total_pages": -(-total // limit),
-                },
-            }
-        )
+        for name in ("status", "task_type"):
+            if q.get(name):
+                rows = [t for t in rows if t[name] == q[name]]
+        rows.sort(key=lambda t: t["created_at"], reverse=True)
+        p, n, total = int(page), int(limit), len(rows)
+        shown = [{k: (t[k] if k not in ("completed_at", "result_url") else None) for k in ROW}
+                 for t in rows[(p - 1) * n : p * n]]  # fmt: skip
+        return JSONResponse({"tasks": shown, "pagination": {"page": p, "limit": n, "total": total,
+                                                            "total_pages": -(-total // n)}})  # fmt: skip
 
     async def _stats(self, request: Request) -> Response:
         return JSONResponse(
-            {
-                "tasks": len(self.tasks),
-                "by_status": {
-                    s: sum(1 for t in self.tasks.values() if t["status"] == s)
-                    for s in ("processing", "completed", "failed", "cancelled")
-                },
-                "submits_by_key": self.submits_by_key,
-                "webhooks_sent": self.webhooks_sent,
-            }
-        )
+            {"tasks": len(self.tasks),
+             "by_status": {s: sum(1 for t in self.tasks.values() if t["status"] == s)
+                           for s in ("processing", "completed", "failed")},
+             "submits_by_key": self.submits_by_key, "webhooks_sent": self.webhooks_sent}
+        )  # fmt: skip
 
     async def _jobs(self, request: Request) -> Response:
-        """The jobs one workflow submitted (``?workflow_id=``), with their metadata and times."""
+        """The jobs one workflow submitted (``?workflow_id=``), with their metadata and times (``completed_at``
+        here is when the job ended, which the contract's rows never tell)."""
         wid = request.query_params.get("workflow_id", "")
         keys = ("task_id", "task_type", "status", "created_at", "completed_at", "metadata")
         rows = [
@@ -388,9 +366,9 @@ class TaskServiceStandIn:
         body = await request.json()
         if body.get("restart"):
             self.restart()
-        for name in ("latency", "failure_rate", "submit_error_rate", "outage", "video_always_fails"):
+        for name in ("latency", "webhook_delay", "failure_rate", "lose_answers", "refuse_submits", "outage",
+                     "video_always_fails", "stuck_rows"):  # fmt: skip
             if name in body:
                 setattr(self, name, type(getattr(self, name))(body[name]))
-        return JSONResponse(
-            {"latency": self.latency, "failure_rate": self.failure_rate, "outage": self.outage}
-        )
+        return JSONResponse({"latency": self.latency, "webhook_delay": self.webhook_delay,
+                             "failure_rate": self.failure_rate, "outage": self.outage})  # fmt: skip

@@ -4,6 +4,11 @@ A webhook is refused with 401 for a wrong token, 400 for a malformed body, 404 w
 submission with that nonce (never submitted, or an earlier one), and 409 when its body names another job
 than the step's (or the step's entry fails its signature); refusals are counted and audited. A result is
 stored under the workflow and step its token names and signed there; a repeated webhook is accepted once.
+
+A webhook for a submission its step already settled (the real service's task list shows the end ~6 s
+before the webhook; a step may give up waiting) is still that step's: it is accepted (200, counted as
+``late``, not audited, never refused: the service would only send it twice more) and its outcome is
+written to the workflow's events, so a reason that came late is still shown.
 """
 
 from __future__ import annotations
@@ -105,23 +110,32 @@ class WebhookReceiver:
     ) -> Response:
         wid, step = job.workflow_id, job.step
         try:
-            entry = await self._store.job_entry(wid, job.key)
+            entry = await self._store.job_submission(wid, job.key)
         except IntegrityError as exc:
             return await self._refuse(job, source, "refused_integrity", 409, f"integrity_error: {exc}")
         if entry is None or entry[0] != nonce:
             # A token of a submission that is no longer (or never was) this step's job.
             return await self._refuse(job, source, "refused_unknown_job", 404, f"workflow {wid!r} has no job "
                                       "awaiting a webhook for this step and token", task_id=task_id)  # fmt: skip
-        if entry[1] and entry[1] != task_id:
+        _, job_id, settled = entry
+        if job_id and job_id != task_id:
             return await self._refuse(job, source, "refused_other_job", 409, f"this token is for step {step!r} "
                                       f"of workflow {wid!r}, whose job is not {task_id!r}", task_id=task_id)  # fmt: skip
-        stored = await self._store.put_job_result(wid, job.key, task_id, outcome_of_webhook(payload))
+        outcome = outcome_of_webhook(payload)
+        # The submission it answers is kept with it: a step that lost a submit's answer finds its own job by it.
+        stored = await self._store.put_job_result(wid, job.key, task_id, {**outcome, "submission": nonce})
         lag = _lag(payload)
         if lag is not None:
             self._metrics.webhook_lag.observe(lag)
-        self._metrics.webhooks.labels("accepted" if stored else "duplicate").inc()
-        log.info("webhook.received", workflow_id=wid, step=step, task_id=task_id, duplicate=not stored)
-        return JSONResponse({"ok": True, "duplicate": not stored})
+        label = "duplicate" if not stored else "late" if settled else "accepted"
+        self._metrics.webhooks.labels(label).inc()
+        log.info("webhook.received", workflow_id=wid, step=step, task_id=task_id, outcome=label)
+        if stored and settled:
+            # Its step has moved on; what the service says now is still worth showing (a late reason).
+            await self._store.update(wid, {}, event="job.reported_late", event_data={
+                "step": step, "task_id": task_id, "status": outcome["status"],
+                "reason": outcome["error"], "result_url": outcome.get("result_url")})  # fmt: skip
+        return JSONResponse({"ok": True, "duplicate": not stored, "late": settled})
 
     async def _refuse(
         self, job: JobRef, source: str, outcome: str, status: int, message: str, **data: Any

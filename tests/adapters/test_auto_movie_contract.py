@@ -1,4 +1,5 @@
-"""Contract tests of the Auto-Movie client (respx): project reads, status PUT, Payload progress PATCH."""
+"""The Auto-Movie client against the app's answers as its code gives them (respx; docs/contracts/auto-movie.md):
+project reads, status PUT, Payload progress PATCH, 403 for an expired token, 500 for an unknown project."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from adapters import AutoMovieClient, PermanentError, TransientError, normalise_
 BASE = "http://app.test"
 
 PROJECT = {
-    "id": "p1", "title": "Lighthouse", "description": "", "genre": "sci-fi", "status": "concept",
+    "id": "66f1c0de5a1b2c3d4e5f0001", "title": "Lighthouse", "description": "", "genre": "sci-fi", "status": "concept",
     "episodeCount": 3, "targetAudience": "teens",
     "createdBy": {"id": "u", "name": "N", "email": "e"}, "collaborators": [], "styleReferences": [],
     "projectSettings": {"aspectRatio": "16:9", "episodeDuration": 12, "qualityTier": "standard"},
@@ -70,15 +71,17 @@ async def test_list_projects_caps_limit_at_50(client: AutoMovieClient) -> None:
 @respx.mock
 @pytest.mark.parametrize(
     ("status", "body", "error"),
-    [(404, {"error": "Project not found"}, PermanentError),
-     (400, {"error": "Validation failed", "details": ["status must be ..."]}, PermanentError),
-     (401, {"error": "Unauthorized"}, PermanentError),
-     (502, {"error": "Bad gateway"}, TransientError)],
+    [(500, {"error": "Internal server error"}, PermanentError),
+     (400, {"error": "Invalid project ID"}, PermanentError),
+     (401, {"error": "Authentication required"}, PermanentError),
+     (502, {"error": "Bad gateway"}, TransientError),
+     (503, {"error": "Service unavailable"}, TransientError)],
 )  # fmt: skip
 async def test_error_shapes(
     client: AutoMovieClient, status: int, body: dict[str, object], error: type[Exception]
 ) -> None:
-    """{"error", "details"?} answers map to the taxonomy with the service's message."""
+    """{"error"} answers map to the taxonomy with the app's message; its 500 on a project route means an unknown
+    or malformed id (Payload's findByID throws before the route's 404): permanent, not an outage."""
     respx.get(f"{BASE}/api/v1/projects/p1").mock(return_value=httpx.Response(status, json=body))
     with pytest.raises(error, match=str(body["error"])):
         await client.get_project("p1")
@@ -96,15 +99,18 @@ async def test_update_status_puts_only_the_status(client: AutoMovieClient) -> No
 
 
 @respx.mock
-async def test_progress_logs_in_patches_and_logs_in_again_on_401(client: AutoMovieClient) -> None:
-    """Progress: login, PATCH with JWT; an expired token (401) triggers one new login and a retry."""
+@pytest.mark.parametrize("refusal", [403, 401])
+async def test_progress_logs_in_patches_and_logs_in_again_when_the_token_is_refused(
+    client: AutoMovieClient, refusal: int
+) -> None:
+    """Progress: login, PATCH with JWT; an expired token (Payload: 403, not 401) logs in once more and retries."""
     tokens = iter(["jwt-1", "jwt-2"])
     login = respx.post(f"{BASE}/api/users/login").mock(
         side_effect=lambda _: httpx.Response(200, json={"token": next(tokens), "user": {}})
     )
     answers = iter([
         httpx.Response(200, json={"doc": {}}),
-        httpx.Response(401, json={"errors": [{"message": "You are not allowed to perform this action."}]}),
+        httpx.Response(refusal, json={"errors": [{"message": "You are not allowed to perform this action."}]}),
         httpx.Response(200, json={"doc": {}}),
     ])  # fmt: skip
     patch = respx.patch(f"{BASE}/api/projects/p1").mock(side_effect=lambda _: next(answers))

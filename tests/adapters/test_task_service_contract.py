@@ -1,4 +1,5 @@
-"""Contract tests of the Task Service client (respx): every documented answer, errors and defects."""
+"""The Task Service client against the real build's answers as respx fixtures (docs/contracts/task-service.md):
+errors, lost submit answers, dropped keep-alive connections. The service itself: tests/contracts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from adapters import PermanentError, TaskServiceClient, TransientError
+from adapters import OutcomeUnknownError, PermanentError, TaskServiceClient, TransientError
 
 BASE = "http://tasks.test"
 
@@ -48,7 +49,7 @@ async def test_submit_sends_key_idempotency_key_and_callback(client: TaskService
     body = json.loads(request.content)
     assert body["metadata"] == {"workflow_id": "wf-1", "idempotency_key": "wf-1:keyframe"}
     assert body["callback_url"] == "http://orch/webhooks/tasks?t=x"
-    assert body["priority"] == 1
+    assert body["priority"] == 2  # the service's NORMAL (its default)
 
 
 @respx.mock
@@ -60,12 +61,26 @@ async def test_submit_sends_key_idempotency_key_and_callback(client: TaskService
         ("p1", "render_animation", {}, "not accepted"),
         ("p1", "test_prompt", {}, "not accepted"),
         ("p1", "generate_video", {"scene_data": {}}, "video_params"),
+        ("p1", "process_audio", {"prompt": "", "audio_params": {"seconds": 2}}, "reads duration"),
+        (
+            "p1",
+            "evaluate_department",
+            {
+                "department_slug": "story",
+                "department_number": 1,
+                "previous_evaluations": [],
+                "threshold": 70,
+                "gather_data": {"content": "x"},
+            },
+            "list of objects",
+        ),
     ],
 )
 async def test_invalid_requests_are_refused_before_sending(
     client: TaskServiceClient, project_id: str, task_type: str, data: dict[str, object], match: str
 ) -> None:
-    """Bad project ids, the enum's rejected types and missing task_data keys never reach the service."""
+    """Bad project ids, the enum's rejected types, missing task_data keys and shapes the service would misread
+    (a dict gather_data fails the job; audio_params.seconds is ignored) never reach the service."""
     route = respx.post(f"{BASE}/api/v1/tasks/submit")
     with pytest.raises(PermanentError, match=match):
         await client.submit(project_id, task_type, data, idempotency_key="k")
@@ -76,32 +91,70 @@ async def test_invalid_requests_are_refused_before_sending(
 @pytest.mark.parametrize(
     ("response", "error"),
     [
-        (_err(401, "Missing API key"), PermanentError),
-        (_err(403, "Invalid API key"), PermanentError),
-        (httpx.Response(422, json={"detail": [{"loc": ["body", "priority"], "msg": "bad"}]}), PermanentError),
-        (_err(400, "Task type render_animation is not supported"), PermanentError),
+        (_err(401, "API key required in X-API-Key header"), PermanentError),
+        (_err(401, "Invalid API key"), PermanentError),
+        (httpx.Response(422, json={"detail": [{"loc": ["query", "limit"], "msg": "bad"}]}), PermanentError),
+        (_err(400, "Invalid project ID format. Only alphanumeric, underscore, and dash characters allowed."),
+         PermanentError),
         (_err(429, "Too many requests"), TransientError),
         (_err(500, "Internal server error"), TransientError),
         (_err(503, "Service unavailable"), TransientError),
     ],
-)
+)  # fmt: skip
 async def test_error_answers_map_to_the_taxonomy(
     client: TaskServiceClient, response: httpx.Response, error: type[Exception]
 ) -> None:
     """4xx are permanent (never retried); 429 and 5xx are transient; the message keeps the service's words."""
-    respx.post(f"{BASE}/api/v1/tasks/submit").mock(return_value=response)
+    respx.get(f"{BASE}/api/v1/projects/p1/tasks").mock(return_value=response)
     with pytest.raises(error) as info:
-        await client.submit("p1", "process_audio", {"prompt": "x", "audio_params": {}}, idempotency_key="k")
+        await client.project_tasks("p1")
     assert str(response.status_code) in str(info.value)
 
 
 @respx.mock
-@pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
-async def test_network_failures_are_transient(client: TaskServiceClient, exc: Exception) -> None:
-    """Connection errors and timeouts are transient."""
-    respx.post(f"{BASE}/api/v1/tasks/submit").mock(side_effect=exc)
-    with pytest.raises(TransientError, match="unreachable"):
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (_err(500, "Internal server error"), OutcomeUnknownError),
+        (httpx.ReadTimeout("slow"), OutcomeUnknownError),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), OutcomeUnknownError),
+        (_err(504, "Gateway timeout"), OutcomeUnknownError),
+        (httpx.ConnectError("refused"), TransientError),
+        (_err(503, "Service unavailable"), TransientError),
+        (_err(400, "Unsupported task type: TaskType.RENDER_ANIMATION"), PermanentError),
+    ],
+)  # fmt: skip
+async def test_a_submit_whose_answer_is_lost_is_outcome_unknown(
+    client: TaskServiceClient, answer: httpx.Response | Exception, error: type[Exception]
+) -> None:
+    """The service enqueues a job before it answers: after a 500, a 504, a timeout or a drop the job may exist
+    (OutcomeUnknownError, never retried blindly); a refused connection or a 503 made none (plain transient)."""
+    route = respx.post(f"{BASE}/api/v1/tasks/submit")
+    if isinstance(answer, Exception):
+        route.mock(side_effect=answer)
+    else:
+        route.mock(return_value=answer)
+    with pytest.raises(error) as info:
         await client.submit("p1", "process_audio", {"prompt": "x", "audio_params": {}}, idempotency_key="k")
+    assert (type(info.value) is OutcomeUnknownError) == (error is OutcomeUnknownError)
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_a_get_on_a_connection_dropped_by_the_keep_alive_is_sent_once_more(
+    client: TaskServiceClient,
+) -> None:
+    """The service closes idle connections after 5 s: a GET that meets one is resent once; a second drop fails."""
+    page = httpx.Response(
+        200, json={"tasks": [], "pagination": {"page": 1, "limit": 100, "total": 0, "total_pages": 0}}
+    )
+    drop = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    route = respx.get(f"{BASE}/api/v1/projects/p1/tasks").mock(side_effect=[drop, page])
+    assert await client.project_tasks("p1") == []
+    assert (route.call_count, client.resent_after_drop) == (2, 1)
+    route.mock(side_effect=[drop, drop])
+    with pytest.raises(TransientError, match="RemoteProtocolError"):
+        await client.project_tasks("p1")
 
 
 @respx.mock
@@ -134,13 +187,15 @@ async def test_status_route_404_means_unknown_not_failed(client: TaskServiceClie
 
 
 @respx.mock
-async def test_cancel_running_and_completed(client: TaskServiceClient) -> None:
-    """DELETE cancels a running task; the 500 it answers for a completed task means "already finished"."""
+async def test_cancel_running_and_finished(client: TaskServiceClient) -> None:
+    """DELETE answers 200 for a running task (which completes anyway) and 500 for a completed or failed one:
+    read as "already finished"."""
     respx.delete(f"{BASE}/api/v1/tasks/t-run").mock(
-        return_value=httpx.Response(200, json={"task_id": "t-run", "status": "cancelled", "message": "ok",
-                                               "previous_state": "processing", "cancelled_at": "x"})
+        return_value=httpx.Response(200, json={"task_id": "t-run", "status": "cancelled",
+                                               "message": "Task was queued and has been revoked",
+                                               "previous_state": "queued", "cancelled_at": "x"})
     )  # fmt: skip
-    respx.delete(f"{BASE}/api/v1/tasks/t-done").mock(return_value=_err(500, "Internal server error"))
+    respx.delete(f"{BASE}/api/v1/tasks/t-done").mock(return_value=_err(500, "Failed to cancel task: "))
     assert (await client.cancel("t-run"))["status"] == "cancelled"
     assert (await client.cancel("t-done"))["status"] == "finished"
 
@@ -152,23 +207,3 @@ async def test_health(client: TaskServiceClient) -> None:
     assert await client.healthy()
     respx.get(f"{BASE}/health").mock(side_effect=httpx.ConnectError("down"))
     assert not await client.healthy()
-
-
-@respx.mock
-async def test_fetch_json_reads_a_result_document_through_the_clients_connections(
-    client: TaskServiceClient,
-) -> None:
-    """An evaluation's result_url is read with the client's own connection pool and TLS settings."""
-    url = f"{BASE}/media/p1/eval.json"
-    route = respx.get(url).mock(return_value=httpx.Response(200, json={"score": 81}))
-    assert await client.fetch_json(url) == {"score": 81}
-    assert route.calls.last.request.url == url
-    respx.get(f"{BASE}/media/busy.json").mock(return_value=_err(503, "busy"))
-    with pytest.raises(TransientError):
-        await client.fetch_json(f"{BASE}/media/busy.json")
-    respx.get(f"{BASE}/media/list.json").mock(return_value=httpx.Response(200, json=[1, 2]))
-    with pytest.raises(PermanentError, match="not a JSON object"):
-        await client.fetch_json(f"{BASE}/media/list.json")
-    respx.get(f"{BASE}/media/text").mock(return_value=httpx.Response(200, text="<html>"))
-    with pytest.raises(PermanentError, match="not JSON"):
-        await client.fetch_json(f"{BASE}/media/text")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters import PermanentError, RecoverableError
+from adapters import CapabilityMissingError, PermanentError, RecoverableError
 from graphs import LocalWriter, Ports, ProductionOptions
 
 
@@ -33,21 +34,27 @@ class FakeTasks:
             raise Crash(step_key)
         self.submits[step_key] += 1
         if task_type in self.failing_types:
-            msg = f"{task_type} failed (GPU error)"
-            raise RecoverableError(msg)
+            reason = "'Context' object has no attribute 'started_at'"
+            msg = f"task-service {task_type} job j-1 for step {step_key!r} failed: {reason}"
+            raise RecoverableError(msg).about(
+                service="task-service", operation=task_type, step=step_key, reason=reason
+            )
         if task_type == "evaluate_department":
+            assert all(isinstance(item, dict) for item in task_data["gather_data"]), (
+                "gather_data is a list of objects"
+            )
             if task_data["department_slug"] == "story":
                 if self._score_iter is None:
                     self._score_iter = itertools.chain(self.scores, itertools.repeat(self.scores[-1]))
-                return {"task_id": step_key, "score": next(self._score_iter)}
-            return {"task_id": step_key, "score": 80.0}
+                return {"task_id": step_key, "rating": next(self._score_iter), "status": "completed"}
+            return {"task_id": step_key, "rating": 80, "status": "completed"}
         ext = {"generate_image": "png", "process_audio": "wav", "generate_video": "mp4"}[task_type]
         return {"task_id": step_key, "result_url": f"http://media/{step_key}.{ext}", "status": "completed"}
 
 
 @dataclass
 class FakeBrain:
-    """Brain fake with real ids and a trivial similarity."""
+    """Brain fake with real ids and a trivial similarity; like the deployed Brain, it has only the two tools."""
 
     characters: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
@@ -61,7 +68,10 @@ class FakeBrain:
         if tool == "find_similar_characters":
             return {"status": "success", "results": [{"id": k, "name": v["name"], "similarity_score": 0.5}
                                                      for k, v in self.characters.items()]}  # fmt: skip
-        return {"status": "success", "node_id": "n1"}
+        msg = f"brain {tool} refused: Unknown tool: {tool}"
+        raise CapabilityMissingError(msg).about(
+            service="brain", operation=tool, reason=f"Unknown tool: {tool}"
+        )
 
 
 @dataclass
@@ -120,7 +130,7 @@ class World:
     brain: FakeBrain = field(default_factory=FakeBrain)
     auto_movie: FakeAutoMovie = field(default_factory=FakeAutoMovie)
     memo: FakeMemo = field(default_factory=FakeMemo)
-    agent_events: list[tuple[str, str, str]] = field(default_factory=list)
+    agent_events: list[tuple[str, str, Mapping[str, str]]] = field(default_factory=list)
     # The run's options, as a workflow's record would hold them (the engine parses them into the ports).
     options: dict[str, Any] = field(default_factory=dict)
 

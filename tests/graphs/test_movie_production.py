@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import anyio
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
@@ -134,9 +135,38 @@ async def test_failed_agent_routes_to_its_alternative(tmp_path: Path) -> None:
                        {"project_id": "p1", "brief": "b"}, {})  # fmt: skip
     assert out["summary"]["scene_clips_by"] == ["animatic_builder"]
     assert "scene_clips" in out["summary"]["deliverables"]
-    failed = [a for a, outcome, _ in world.agent_events if outcome == "failed"]
-    assert failed == ["video_generator"] * 3
-    assert sum(1 for a, o, d in world.agent_events if a == "animatic_builder" and "alternative" in d) == 3
+    failed = [
+        (a, info)
+        for a, outcome, info in world.agent_events
+        if outcome == "failed" and a != "knowledge_keeper"
+    ]
+    assert [a for a, _ in failed] == ["video_generator"] * 3
+    info = failed[0][1]
+    assert (info["service"], info["operation"]) == ("task-service", "generate_video")
+    assert info["reason"] == "'Context' object has no attribute 'started_at'"
+    assert info["next"] == "trying alternative animatic_builder"
+    assert info["step"].startswith("scene.")
+    assert (
+        sum(1 for a, o, d in world.agent_events if a == "animatic_builder" and "alternative" in d["detail"])
+        == 3
+    )
+
+
+async def test_knowledge_falls_back_to_a_note_when_the_brain_lacks_the_tool(tmp_path: Path) -> None:
+    """The deployed Brain has no store_knowledge: the story is kept as a note, and the event says why."""
+    world = World(tmp_path, options={"scenes": 1, "characters": 1, "auto_approve": True})
+    graph = build_movie_production().compile(checkpointer=InMemorySaver())
+    out = await _drive(graph, world, _config(), {"project_id": "p1", "brief": "b"}, {})
+    assert out["summary"]["outcome"] == "distributed"
+    assert "knowledge_note" in out["agents_run"]
+    (info,) = [i for a, o, i in world.agent_events if a == "knowledge_keeper" and o == "failed"]
+    assert (info["service"], info["operation"], info["reason"]) == (
+        "brain",
+        "store_knowledge",
+        "Unknown tool: store_knowledge",
+    )
+    assert info["next"] == "trying alternative knowledge_note"
+    assert await anyio.Path(world.root / "story-knowledge.json").exists()
 
 
 @pytest.mark.parametrize("scenes", [1, 12])

@@ -51,7 +51,7 @@ async def stdio_client(
 ) -> AsyncIterator[Client]:
     """A client of `movie-orchestrator serve --sandbox` over stdio (a subprocess on the test's Redis)."""
     env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "LOG_FORMAT": "json",
-           "TASK_POLL_SECONDS": "0.2"}  # fmt: skip
+           "TASK_POLL_SECONDS": "0.2", "SANDBOX_WEBHOOK_DELAY_SECONDS": "0.1"}  # fmt: skip
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir)],

@@ -86,13 +86,19 @@ def settings(redis_url: str, key_prefix: str, tmp_path: Path) -> Settings:
         lease_seconds=2.0,
         task_poll_seconds=0.2,
         instance_id=f"test-{key_prefix}",
+        sandbox_webhook_delay_seconds=WEBHOOK_DELAY,
     )
+
+
+# The stand-ins keep the real services' defects in tests; the Task Service's ~6 s between a job's status and
+# its webhook is compressed to this (the order, status first, is what matters).
+WEBHOOK_DELAY = 0.1
 
 
 @pytest.fixture
 async def standins(settings: Settings) -> AsyncIterator[Sandbox]:
-    """The stand-ins of the Task Service, the Brain and Auto-Movie, on loopback, for this test."""
-    async with Sandbox.running(settings.media_root) as sandbox:
+    """The stand-ins of the Task Service, the Brain and Auto-Movie, on loopback, for this test (defects on)."""
+    async with Sandbox.running(settings.media_root, webhook_delay=WEBHOOK_DELAY) as sandbox:
         yield sandbox
 
 

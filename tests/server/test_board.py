@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 
 from server import Caller, Orchestrator, Settings
 from server.process import board_link, write_board_access
+from server.sandbox import DEMO_PROJECT_ID
 from server.web.board import node_states, picture, timeline
 from tests.server.conftest import OpenOrchestrator
 
@@ -116,6 +118,26 @@ async def test_operations_go_through_the_service_and_are_audited(orch: Orchestra
     mine = [e["what"] for e in events if e["who"] == "board-operate"]
     assert mine[:3] == ["workflow.pause_requested", "workflow.paused", "workflow.resumed"]
     assert "workflow.cancelled" in mine
+
+
+async def test_the_page_shows_what_failed_outside_with_the_services_reason_and_what_followed(
+    orch: Orchestrator,
+) -> None:
+    """The Task Service's video fails in every scene: the production page names the service, the job type,
+    the step, its reason and the alternative that took over (as get_status's events do)."""
+    keys = await _keys(orch)
+    options = {"scenes": 2, "characters": 1, "auto_approve": True}
+    wid = (await orch.service.start_workflow(Caller(), project_id="proj-a", options=options)).workflow_id
+    done = await orch.service.wait_status(Caller(), wid, 60, until=["completed", "failed"])
+    assert done.status == "completed", done.last_error
+    async with _http(orch, keys["read"]) as http:
+        page = (await http.get(f"/board/api/w/{wid}")).text
+    assert "Outside services failed" in page
+    shown = r'task-service</strong> generate_video at step <code>scene\.\d</code> <span class="muted">\u00d72</span>'
+    assert re.search(shown, page)
+    assert "&#39;Context&#39; object has no attribute &#39;started_at&#39;" in page
+    assert "next: trying alternative animatic_builder" in page
+    assert "brain</strong> store_knowledge" in page
 
 
 async def test_answering_on_the_board_resumes_the_production(orch: Orchestrator) -> None:
@@ -239,7 +261,7 @@ async def test_the_demo_link_opens_the_board_with_a_decide_key_of_the_demo_proje
     assert link.startswith(f"{orch.http_url}/#/w/wf-0123456789abcdef&key=mo_")
     async with _http(orch, link.split("&key=")[1]) as http:
         who = (await http.get("/board/api/whoami")).json()
-    assert (who["role"], who["projects"]) == ("decide", ["demo-project"])
+    assert (who["role"], who["projects"]) == ("decide", [DEMO_PROJECT_ID])
 
 
 async def test_a_tampered_record_is_an_error_on_the_page_and_does_not_end_the_stream(

@@ -197,7 +197,7 @@ async def test_the_board_works_behind_engine_processes(
     redis = await open_redis(redis_url)
     key = (await KeyStore(redis, key_prefix).create("producer", ["proj-a"], "decide"))[0]
     await redis.aclose()
-    env = {"REDIS_URL": redis_url, "KEY_PREFIX": key_prefix}
+    env = {"REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "SANDBOX_WEBHOOK_DELAY_SECONDS": "0.1"}
     async with _server(env, tmp_path, "--sandbox", "--engine-processes", "1") as url:
         page = await _open(browser, url + "/", key)
         auth = {"Authorization": f"Bearer {key}"}

@@ -65,7 +65,8 @@ async def test_pause_stops_at_a_step_boundary_and_resume_finishes(
 
 
 async def test_cancel_mid_run_cancels_outside_jobs(standins: Sandbox, tripping: Orchestrator) -> None:
-    """Cancelling while Task Service jobs run marks the workflow cancelled and DELETEs its jobs."""
+    """Cancelling while Task Service jobs run marks the workflow cancelled and DELETEs its jobs (which the
+    real service answers 200 for, and lets a job a worker already runs complete anyway)."""
     ts = standins.task_service
     ts.latency = 30.0
     async with Client(tripping.mcp) as c:
@@ -77,8 +78,9 @@ async def test_cancel_mid_run_cancels_outside_jobs(standins: Sandbox, tripping: 
         assert cancelled["status"] in {"cancelled", "running"}
         final = await wait_status(c, wid, ["cancelled"], limit=10)
     assert final["status"] == "cancelled"
-    assert any(t["status"] == "cancelled" for t in ts.tasks.values())
-    assert not any(t["status"] == "processing" for t in ts.tasks.values())
+    running = [t for t in ts.tasks.values() if not t["ended"]]
+    assert running
+    assert all(t["revoked"] for t in running)
     engine = tripping.engine
     assert engine is not None
     with anyio.fail_after(5):

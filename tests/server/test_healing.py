@@ -4,6 +4,7 @@ return and submitted again exactly once; a job that survived is never submitted 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any, cast
 
@@ -174,13 +175,18 @@ async def test_of_two_runs_that_see_the_same_lost_job_exactly_one_submits_it_aga
 
     lost = JobLost("t1", 2, "lost_after_outage")
     got = await asyncio.gather(
-        *(healing.resubmit("wf-1", "wf-1:scene.0", lost, submit, None) for _ in range(2))
+        *(
+            healing.resubmit("wf-1", "wf-1:scene.0", lost, submit, None, nonce=secrets.token_hex(8))
+            for _ in range(2)
+        )
     )
     assert got == ["t2", "t2"]
     assert len(sent) == 1
     assert await store.job_for("wf-1", "wf-1:scene.0") == "t2"
     # a third run that noticed late adopts it too, without submitting
-    assert await healing.resubmit("wf-1", "wf-1:scene.0", lost, submit, None) == "t2"
+    assert (
+        await healing.resubmit("wf-1", "wf-1:scene.0", lost, submit, None, nonce=secrets.token_hex(8)) == "t2"
+    )
     assert len(sent) == 1
 
 

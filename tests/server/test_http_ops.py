@@ -49,14 +49,45 @@ async def test_webhooks_need_their_job_token_and_duplicates_are_ignored(orch: Or
         first = await http.post("/webhooks/tasks", params=ok, json=body)
         again = await http.post("/webhooks/tasks", params=ok, json=body)
         bad = await http.post("/webhooks/tasks", params=ok, content=b"{")
-    assert first.json() == {"ok": True, "duplicate": False}
-    assert again.json() == {"ok": True, "duplicate": True}
+    assert first.json() == {"ok": True, "duplicate": False, "late": False}
+    assert again.json() == {"ok": True, "duplicate": True, "late": False}
     assert bad.status_code == 400
     assert await orch.store.job_result("wf-1", "wf-1:step", "t-1") == {
         "status": "completed",
         "result_url": "http://m/x.png",
         "error": "",
+        "submission": "n1",
     }
+
+
+async def test_a_webhook_for_a_job_its_step_already_settled_is_accepted_not_refused(
+    orch: Orchestrator,
+) -> None:
+    """The real service flips a job's status ~6 s before its webhook: a step that settled from the task list
+    (and forgot the job) still takes the webhook: 200, counted as late, its reason in the events, no audit."""
+    body = {"task_id": "t-9", "project_id": "p", "status": "failed", "error": "'Context' object has no attribute "
+            "'started_at'", "failed_at": "2026-01-01T00:00:00Z", "traceback": "Traceback ..."}  # fmt: skip
+    rec, _ = await orch.store.create(project_id="p", workflow="preview", brief="", options={}, created_by="t",
+                                     correlation_id="", enqueue=False)  # fmt: skip
+    wid, step = rec.id, "scene.0:video_generator"
+    await orch.store.remember_job(wid, f"{wid}:{step}", "t-9", "n9")
+    await orch.store.forget_job(wid, f"{wid}:{step}")
+    params = {
+        "wid": wid,
+        "step": step,
+        "n": "n9",
+        "token": JobRef(wid, step).token(orch.webhook_secret, "n9"),
+    }
+    async with httpx.AsyncClient(base_url=orch.http_url) as http:
+        late = await http.post("/webhooks/tasks", params=params, json=body)
+        again = await http.post("/webhooks/tasks", params=params, json=body)
+        metrics = (await http.get("/metrics")).text
+    assert (late.status_code, late.json()) == (200, {"ok": True, "duplicate": False, "late": True})
+    assert again.status_code == 200
+    (event,) = [e for e in await orch.store.events(wid) if e["what"] == "job.reported_late"]
+    assert event["data"]["reason"] == "'Context' object has no attribute 'started_at'"
+    assert 'mo_webhooks_total{outcome="late"} 1.0' in metrics
+    assert not [e for e in await orch.audit.read(100) if e["what"] == "webhook.refused"]
 
 
 async def test_finished_workflows_expire_after_the_retention(orch: Orchestrator) -> None:

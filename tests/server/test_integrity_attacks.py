@@ -381,7 +381,10 @@ async def test_a_webhook_is_bound_to_its_own_job(orch: Orchestrator) -> None:
     assert stale.status_code == 404
     # the job's own webhook is accepted once, then idempotent
     own = [await _webhook(orch, "wf-victim", "s", "nv", "t-victim") for _ in range(2)]
-    assert [r.json() for r in own] == [{"ok": True, "duplicate": False}, {"ok": True, "duplicate": True}]
+    assert [r.json() for r in own] == [
+        {"ok": True, "duplicate": False, "late": False},
+        {"ok": True, "duplicate": True, "late": False},
+    ]
     # before the submission answered, the step's webhook is expected (no id yet) and lands in its own workflow only
     await store.remember_job("wf-attacker", "wf-attacker:early", "", "ne")
     early = await _webhook(orch, "wf-attacker", "early", "ne", "t-victim-2")

@@ -17,6 +17,10 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from adapters import EmbeddedRedis
 from server.sandbox import AutoMovieStandIn, BrainStandIn, TaskServiceStandIn, serve_app
@@ -37,7 +41,9 @@ class Services:
 async def services(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Services]:
     """Task Service (slow jobs: 1 s, or the seconds given by indirect parametrization), Brain and
     Auto-Movie stand-ins on loopback."""
-    ts = TaskServiceStandIn(media_dir=tmp_path / "media", latency=getattr(request, "param", 1.0))
+    ts = TaskServiceStandIn(
+        media_dir=tmp_path / "media", latency=getattr(request, "param", 1.0), webhook_delay=0.1
+    )
     brain = BrainStandIn()
     am = AutoMovieStandIn(store_file=tmp_path / "am.json")
     async with (
@@ -147,15 +153,56 @@ async def until(url: str, wid: str, pred: Any, limit: float = 90) -> dict[str, A
             await anyio.sleep(0.2)
 
 
+class WebhookFront:
+    """What a deployment of several instances puts before them for the Task Service's webhooks (a load
+    balancer): one address that reaches an instance still alive. A webhook sent to an instance that has
+    died is lost (the service tries 3 times in 3 s), and a completed job's result with it."""
+
+    def __init__(self) -> None:
+        self.instances: list[str] = []
+
+    async def forward(self, request: Request) -> Response:
+        body, query = await request.body(), request.url.query
+        async with httpx2.AsyncClient(timeout=10) as http:
+            for base in self.instances:
+                with contextlib.suppress(httpx2.TransportError):
+                    r = await http.post(f"{base}/webhooks/tasks?{query}", content=body,
+                                        headers={"content-type": "application/json"})  # fmt: skip
+                    return Response(r.content, r.status_code, media_type="application/json")
+        return Response(status_code=503)
+
+
 async def test_sigkill_of_the_running_instance_mid_step(
     services: Services, redis_url: str, key_prefix: str, tmp_path: Path, redis_client: Any
 ) -> None:
-    """Two instances on one Redis; the one running a production is SIGKILLed mid-step; the other finishes it.
+    """Two instances on one Redis behind one webhook address; the one running a production is SIGKILLed
+    mid-step; the other finishes it.
 
     The Task Service saw exactly one submit per step and both human decisions were honoured.
     """
-    env = {**services.env, "REDIS_URL": redis_url, "KEY_PREFIX": key_prefix}
+    front = WebhookFront()
+    async with serve_app(
+        Starlette(routes=[Route("/webhooks/tasks", front.forward, methods=["POST"])])
+    ) as front_url:
+        env = {
+            **services.env,
+            "REDIS_URL": redis_url,
+            "KEY_PREFIX": key_prefix,
+            "WEBHOOK_BASE_URL": front_url,
+        }
+        await _kill_one_mid_step(services, env, front, tmp_path, redis_client, key_prefix)
+
+
+async def _kill_one_mid_step(
+    services: Services,
+    env: dict[str, str],
+    front: WebhookFront,
+    tmp_path: Path,
+    redis_client: Any,
+    key_prefix: str,
+) -> None:
     async with server("alpha", env, tmp_path) as a, server("beta", env, tmp_path) as b:
+        front.instances = [a.url, b.url]
         start = await call(a.url, "start_workflow", {"project_id": "demo-project", "brief": "a map",
                                                      "options": {"scenes": 2, "characters": 2}})  # fmt: skip
         wid = start["workflow_id"]
@@ -171,6 +218,7 @@ async def test_sigkill_of_the_running_instance_mid_step(
         victim, survivor = (a, b) if holder == "alpha" else (b, a)
         victim.kill()
         await victim.proc.wait()
+        front.instances = [survivor.url]
         st = await until(
             survivor.url, wid, lambda s: s["status"] in {"waiting_decision", "failed"}, limit=120
         )

@@ -171,6 +171,11 @@ def test_descriptions_read_like_sentences() -> None:
         "error", "step keyframe failed: boom")  # fmt: skip
     assert event_log("service.waiting", {"reason": "waiting for brain: circuit open"})[0] == "warning"  # type: ignore[index]
     assert event_log("agent.transient", {"agent": "x", "detail": "timeout"})[1].endswith("retry scheduled")  # type: ignore[index]
+    failed = {"agent": "video_generator", "service": "task-service", "operation": "generate_video", "step": "scene.0",
+              "reason": "'Context' object has no attribute 'started_at'", "next": "trying alternative animatic_builder"}  # fmt: skip
+    assert event_log("agent.failed", failed) == ("warning", "video_generator failed (task-service generate_video: "
+                                                 "'Context' object has no attribute 'started_at'); trying alternative "
+                                                 "animatic_builder")  # fmt: skip
     assert event_log("decision.requested", {"decisions": ["d1"]})[0] == "notice"  # type: ignore[index]
     assert event_log("step.started", {"step": "x"}) is None
 

@@ -89,12 +89,10 @@ async def test_one_production_is_one_trace_of_every_step_agent_and_outside_call(
     assert len(submits) == len(jobs)
     sent = [t["metadata"].get("traceparent", "") for t in standins.task_service.tasks.values()]
     assert all(tp.split("-")[1] == format(root.context.trace_id, "032x") for tp in sent), sent
-    tasks = standins.task_service.tasks
+    # The service echoes the submit's metadata in every webhook, a failure's too (docs/contracts/task-service.md):
+    # each webhook continues its own job's trace.
     for hook in [s for s in mine if s.name == "webhook task-service"]:
-        if tasks[str(_attr(hook, "mo.task_id"))]["status"] == "completed":  # the job's metadata came back
-            assert any(a.name.startswith("job ") for a in spans.ancestors(hook))
-        else:  # a failure's webhook carries no metadata: under the production
-            assert spans.parent(hook) == root
+        assert any(a.name.startswith("job ") for a in spans.ancestors(hook)), _attr(hook, "mo.task_id")
     assert len([s for s in mine if s.name == "webhook task-service"]) == len(jobs)
     assert [s for s in mine if s.name.startswith("auto-movie GET /api/v1/projects/")]
     assert [s for s in mine if s.name.startswith("MCP send tools/call")]  # the Brain, traced by the SDK

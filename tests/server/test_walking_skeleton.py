@@ -84,6 +84,7 @@ async def test_preview_over_stdio_subprocess(redis_url: str, key_prefix: str, tm
         "KEY_PREFIX": key_prefix,
         "LOG_FORMAT": "json",
         "TASK_POLL_SECONDS": "0.2",
+        "SANDBOX_WEBHOOK_DELAY_SECONDS": "0.1",
     }
     params = StdioServerParameters(
         command=sys.executable,

@@ -40,6 +40,7 @@ from server.core import (
     Refusal,
     WorkflowStatus,
     current_caller,
+    outside_failures,
     refusal,
 )
 from server.mcp import RedisNotifier
@@ -231,7 +232,7 @@ class Board:
             deliverables_view, self._deliverables, status.project_id, wid, values, BOARD_API
         )
         return self._render(
-            "_detail.html", s=status, caller=caller, events=list(reversed(events[-150:])),
+            "_detail.html", s=status, caller=caller, events=list(reversed(events[-150:])), failures=outside_failures(events),
             checkpoints=checkpoints.checkpoints, answered=decisions["answered"], deliverables=shown,
             terminal=status.status in TERMINAL, now=time.time(), **_drawing(status, events),
         )  # fmt: skip
