@@ -9,7 +9,7 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import BASE_CAPABILITIES
 
 from adapters import AnyRedis, RedisCheckpointSaver
-from tests.conftest import CONFORMANCE_LINES
+from tests.conftest import CONFORMANCE
 
 
 async def test_conformance_suite_passes_every_declared_capability(
@@ -28,7 +28,7 @@ async def test_conformance_suite_passes_every_declared_capability(
         else f"{name}: not implemented"
         for name, r in sorted(report.results.items())
     ]
-    request.config.stash.setdefault(CONFORMANCE_LINES, []).extend(lines)
+    request.node.user_properties.extend((CONFORMANCE, line) for line in lines)
     for cap in BASE_CAPABILITIES:
         result = report.results[cap.value]
         assert result.detected, f"base capability {cap.value} not implemented"
@@ -37,4 +37,4 @@ async def test_conformance_suite_passes_every_declared_capability(
     assert report.passed_all_base()
     passed = sum(r.tests_passed for r in report.results.values())
     assert passed >= 58
-    request.config.stash[CONFORMANCE_LINES].append(f"total: {passed} checks passed")
+    request.node.user_properties.append((CONFORMANCE, f"total: {passed} checks passed"))
