@@ -13,13 +13,20 @@ from tests.server.conftest import OpenOrchestrator, structured, wait_status
 
 # Far longer than any test here may take: a run that waited for its lease would time the test out.
 LEASE = 60.0
+# The job in flight when the first instance stops sends its webhook to that instance's address, which is gone
+# (a deployment puts one address before all instances): the next instance sees the job ended in the task list,
+# waits this long for the webhook, then its step submits the job again.
+GRACE = 1.0
 
 
 async def test_a_run_stopped_midway_is_taken_by_the_next_engine_at_once(
     open_orch: OpenOrchestrator, standins: Sandbox
 ) -> None:
     """Stopping an engine mid-production hands the run back; a fresh engine finishes it within seconds."""
-    async with open_orch(sandbox=standins, lease_seconds=LEASE) as first, Client(first.mcp) as c:
+    async with (
+        open_orch(sandbox=standins, lease_seconds=LEASE, task_webhook_grace_seconds=GRACE) as first,
+        Client(first.mcp) as c,
+    ):
         args = {
             "project_id": "p",
             "brief": "x",
@@ -30,7 +37,10 @@ async def test_a_run_stopped_midway_is_taken_by_the_next_engine_at_once(
         await first.stop_engine(drain_seconds=0.0)
         assert structured(await c.call_tool("get_status", {"workflow_id": wid}))["status"] != "completed"
     started = time.monotonic()
-    async with open_orch(sandbox=standins, lease_seconds=LEASE) as second, Client(second.mcp) as c:
+    async with (
+        open_orch(sandbox=standins, lease_seconds=LEASE, task_webhook_grace_seconds=GRACE) as second,
+        Client(second.mcp) as c,
+    ):
         st = await wait_status(c, wid, limit=20)
     assert st["status"] == "completed"
     assert time.monotonic() - started < 20
