@@ -41,9 +41,16 @@ def _need(ok: bool, what: str) -> None:
     pytest.skip(f"client not installed: {what} (make .clients/.installed)")
 
 
+# The Task Service stand-in's webhook comes 0.1 s after the status flips, as in the other tests (the real service's
+# 6 s, the stand-in's default, would only slow every production here). Set on the command line through `env`
+# because the clients hand their server process a filtered environment of their own choosing.
+_SERVER_ENV = ("SANDBOX_WEBHOOK_DELAY_SECONDS=0.1",)
+
+
 def server_argv(data_dir: Path, *extra: str) -> list[str]:
     """The server as a client spawns it: this interpreter, this checkout, the stand-ins, its own data."""
-    return [sys.executable, "-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir), *extra]
+    server = [sys.executable, "-m", "server", "serve", "--sandbox", "--data-dir", str(data_dir), *extra]
+    return ["/usr/bin/env", *_SERVER_ENV, *server]
 
 
 def child_env() -> dict[str, str]:
