@@ -54,8 +54,8 @@ class Sandbox:
             task_latency: seconds a Task Service job works (default: the stand-in's).
             task_port: the Task Service stand-in's port (0: any free one).
             webhook_delay: seconds between a job's status flip and its webhook (default: the real build's ~6 s).
-            defects: mirror the real services' defects (False: webhook with the status, video works, no
-                stuck rows).
+            defects: mirror the real services' defects (False: webhook with the status whatever
+                `webhook_delay` says — the late webhook is one of them —, video works, no stuck rows).
             brain_mcp: also serve the platform's documented MCP dialect (and its knowledge tools) at ``/mcp``,
                 which the deployed Brain does not have.
         """
@@ -64,7 +64,7 @@ class Sandbox:
             ts = TaskServiceStandIn.without_defects(media_root / "_tasks")
         if task_latency is not None:
             ts.latency = task_latency
-        if webhook_delay is not None:
+        if webhook_delay is not None and defects:
             ts.webhook_delay = webhook_delay
         brain = BrainStandIn(mcp_dialect=brain_mcp)
         am = AutoMovieStandIn(store_file=media_root / "_auto_movie" / "projects.json")

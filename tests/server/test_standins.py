@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters import AutoMovieClient, OutcomeUnknownError, PermanentError, TaskServiceClient, TransientError
-from server.sandbox import AutoMovieStandIn, TaskServiceStandIn, serve_app
+from server.sandbox import AutoMovieStandIn, Sandbox, TaskServiceStandIn, serve_app
 
 
 async def test_task_service_stand_in_serves_real_files_queues_and_loses_answers(tmp_path: Path) -> None:
@@ -66,6 +66,17 @@ async def test_task_service_stand_in_serves_real_files_queues_and_loses_answers(
     await ts.aclose()
     calm = TaskServiceStandIn.without_defects(tmp_path / "m2")
     assert (calm.webhook_delay, calm.video_always_fails, calm.stuck_rows) == (0.0, False, False)
+
+
+async def test_stand_ins_without_defects_send_the_webhook_with_the_status_whatever_the_delay_setting(
+    tmp_path: Path,
+) -> None:
+    """`--no-defects` / SANDBOX_DEFECTS=false: the late webhook is a defect, so the delay setting does not apply
+    (it did: the setting's 6 s reached the stand-in and the benchmarks measured that wait)."""
+    async with Sandbox.running(tmp_path / "off", webhook_delay=6.0, defects=False) as off:
+        assert (off.task_service.webhook_delay, off.task_service.video_always_fails) == (0.0, False)
+    async with Sandbox.running(tmp_path / "on", webhook_delay=2.5) as on:
+        assert (on.task_service.webhook_delay, on.task_service.video_always_fails) == (2.5, True)
 
 
 async def test_auto_movie_stand_in_persists_and_expires_tokens(tmp_path: Path) -> None:
