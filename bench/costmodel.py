@@ -238,7 +238,9 @@ async def run(workflows: int = 100, productions: int = 10, label: str = "this co
             EmbeddedRedis(data_dir=Path(tmp_name) / "redis", transport="tcp") as redis:  # fmt: skip
         tmp = Path(tmp_name)
         env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
-        sandbox_args = ["sandbox", "--latency", "0", "--data-dir", str(tmp / "sandbox" / "d")]
+        # without the real services' defects: the 6 s late webhook and failing video are the stand-in's waits
+        # and retries, not the cost of a step (they doubled the CPU counted per agent execution)
+        sandbox_args = ["sandbox", "--latency", "0", "--no-defects", "--data-dir", str(tmp / "sandbox" / "d")]
         async with _process(sandbox_args, env, "AUTO_MOVIE_URL=") as (_, lines):
             services = _sandbox_env(lines)
             projects = await _projects(services, 5)
