@@ -12,6 +12,8 @@ __all__ = ["append_section", "machine_line", "write_report"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "BENCHMARKS.md"
+# What a run writes itself (the plot, before the report): it does not make the tree dirty.
+_OWN_OUTPUT = (":(exclude)BENCHMARKS.md", ":(exclude)docs/bench")
 
 
 def _commit() -> str:
@@ -20,7 +22,7 @@ def _commit() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *_OWN_OUTPUT],
             cwd=ROOT,
             capture_output=True,
             text=True,
