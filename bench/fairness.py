@@ -3,7 +3,8 @@
 One orchestrator with the stand-ins in process (as the issue measured it), Task Service jobs of latency L.
 Project B's production alone, then three rounds, each in a fresh orchestrator: a flood of N productions of
 project A started at once, and B's same production 1.5 s later. B's time in the flood over its time alone is
-the ratio (target <= 1.5x); the median of the rounds is reported, with the event loop's lag and the CPU turns the engine gave out meanwhile. The flood is not waited for.
+the ratio (target <= 1.5x); the median of the rounds is reported, with the event loop's lag and the CPU turns
+the engine gave out meanwhile. The flood is not waited for.
 """
 
 from __future__ import annotations
