@@ -182,17 +182,42 @@ async def _busy(gate: CpuGate, tenant: str, priority: float, order: list[str], s
     gate.release(tenant, seconds)
 
 
-async def test_a_newcomer_tenant_is_served_at_the_next_grant_whatever_the_others_backlog() -> None:
-    """200 runs of project A wait for the one turn, which A holds; B's run, queued last and the youngest
-    workflow of all, is the next one served, and A's backlog goes on after it."""
+async def test_a_newcomer_tenant_computes_at_once_whatever_the_others_backlog() -> None:
+    """200 runs of project A wait for the one turn, which A holds; B's run, started last and the youngest
+    workflow of all, computes at once on a lent turn, which disappears when a turn comes back: A's backlog goes
+    on after it, one at a time."""
     gate = CpuGate(1)
     await gate.acquire(0.0, "A")
     order: list[str] = []
     backlog = [asyncio.create_task(_busy(gate, "A", float(i), order, 0.01)) for i in range(200)]
     await _settle()
+    assert gate.waiting == 200
     newcomer = asyncio.create_task(_busy(gate, "B", 1e12, order, 0.01))
     await _settle()
+    assert order == ["B"]  # before A gave anything back
+    assert newcomer.done()
+    assert gate.free == 0  # the lent turn went back as B's turn came back
+    gate.release("A", 0.01)
+    await asyncio.wait_for(asyncio.gather(*backlog), 5)
+    assert order.count("A") == 200
+    assert gate.free == 1
+    assert not gate.held
+
+
+async def test_a_queued_tenant_is_served_at_the_next_grant_whatever_the_others_backlog() -> None:
+    """Lent turns run out (at most as many as the turns): a tenant that still has to queue is served at the next
+    turn that comes back, before the 200 of A queued earlier."""
+    gate = CpuGate(1)
+    await gate.acquire(0.0, "A")
+    await gate.acquire(0.0, "C")  # the one lent turn
+    order: list[str] = []
+    backlog = [asyncio.create_task(_busy(gate, "A", float(i), order, 0.01)) for i in range(200)]
+    await _settle()
+    newcomer = asyncio.create_task(_busy(gate, "B", 1e12, order, 0.01))
+    await _settle()
+    assert order == []
     assert gate.waiting == 201
+    gate.release("C", 0.0)  # the lent turn disappears
     gate.release("A", 0.01)
     await asyncio.wait_for(asyncio.gather(*backlog, newcomer), 5)
     assert order[0] == "B"
@@ -269,6 +294,31 @@ async def test_capacity_lowered_takes_effect_as_turns_come_back_and_raised_serve
     gate.release("A", 0.0)
     gate.release("A", 0.0)
     assert gate.free == 0  # two turns went away
+    got: list[float] = []
+
+    async def wants(priority: float) -> None:
+        await gate.acquire(priority, "A")
+        got.append(priority)
+
+    waiters = [asyncio.create_task(wants(p)) for p in (10.0, 11.0, 12.0)]
+    await _settle()
+    assert got == []
+    assert gate.waiting_by_tenant() == [("A", 3)]
+    gate.set_capacity(4)
+    await _settle()
+    assert got == [10.0, 11.0]
+    gate.release("A", 0.0)
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert gate.free == 0
+    assert gate.turns == 4
+
+
+async def test_lent_turns_are_bounded_by_the_turns_and_vanish_as_turns_come_back() -> None:
+    """Tenants holding no turn while another holds them all each get one lent turn, up to as many as there are
+    turns; the next waits; every lent turn disappears as a turn comes back, so the pool ends as it began."""
+    gate = CpuGate(2)
+    await gate.acquire(0.0, "A")
+    await gate.acquire(1.0, "A")
     got: list[str] = []
 
     async def wants(tenant: str) -> None:
@@ -277,12 +327,14 @@ async def test_capacity_lowered_takes_effect_as_turns_come_back_and_raised_serve
 
     waiters = [asyncio.create_task(wants(t)) for t in "BCD"]
     await _settle()
-    assert got == []
-    assert [t for t, _ in gate.waiting_by_tenant()] == ["B", "C", "D"]
-    gate.set_capacity(4)
-    await _settle()
-    assert sorted(got) == ["B", "C"]
-    gate.release("A", 0.0)
+    assert got == ["B", "C"]
+    assert gate.free == -2
+    assert [t for t, _ in gate.waiting_by_tenant()] == ["D"]
+    for tenant in ("A", "A", "B"):  # two vanish, the third goes to D
+        gate.release(tenant, 0.0)
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
-    assert gate.free == 0
-    assert gate.turns == 4
+    assert got == ["B", "C", "D"]
+    for tenant in ("C", "D"):
+        gate.release(tenant, 0.0)
+    assert gate.free == 2
+    assert not gate.held
