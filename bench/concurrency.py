@@ -170,6 +170,13 @@ async def _discard(stream: asyncio.StreamReader) -> None:
         pass
 
 
+def sandbox_args(tmp: Path, latency: float) -> list[str]:
+    """`movie-orchestrator sandbox` as the benchmarks run it: jobs of `latency` s, without the real services'
+    defects (webhook with the status, video that works) — the workload of BENCHMARKS.md's history, and this
+    service's cost rather than the stand-in's waits."""
+    return ["sandbox", "--latency", str(latency), "--no-defects", "--data-dir", str(tmp / "sandbox" / "d")]
+
+
 def _sandbox_env(lines: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for line in lines:
@@ -357,17 +364,10 @@ async def run(
     read_memory = memory or (lambda: _redis_memory(redis_url))
     redis_procs = [psutil.Process(p) for p in redis_pids or []]
     base_env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
-    # The stand-ins without the real services' defects (webhook with the status, video that works): the
-    # workload of BENCHMARKS.md's history, and this service's cost rather than the stand-in's waits.
-    sandbox_args = [
-        "sandbox",
-        "--latency",
-        str(job_latency),
-        "--no-defects",
-        "--data-dir",
-        str(tmp / "sandbox" / "d"),
-    ]
-    async with _process(sandbox_args, base_env, "AUTO_MOVIE_URL=") as (sandbox_pid, sandbox_lines):
+    async with _process(sandbox_args(tmp, job_latency), base_env, "AUTO_MOVIE_URL=") as (
+        sandbox_pid,
+        sandbox_lines,
+    ):
         services = _sandbox_env(sandbox_lines)
         projects = await _projects(services, workflows)
         prefix = f"c{uuid.uuid4().hex[:6]}"

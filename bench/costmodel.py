@@ -36,7 +36,7 @@ from pydantic import SecretStr
 from redis.asyncio.connection import Connection
 
 from adapters import EmbeddedRedis, Signer, WorkflowStore, open_redis
-from bench.concurrency import _process, _projects, _sandbox_env
+from bench.concurrency import _process, _projects, _sandbox_env, sandbox_args
 from bench.frontdoor import RawMcp
 from graphs import DIAGNOSTIC_STEPS
 from server import Settings, open_orchestrator
@@ -238,10 +238,9 @@ async def run(workflows: int = 100, productions: int = 10, label: str = "this co
             EmbeddedRedis(data_dir=Path(tmp_name) / "redis", transport="tcp") as redis:  # fmt: skip
         tmp = Path(tmp_name)
         env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
-        # without the real services' defects: the 6 s late webhook and failing video are the stand-in's waits
-        # and retries, not the cost of a step (they doubled the CPU counted per agent execution)
-        sandbox_args = ["sandbox", "--latency", "0", "--no-defects", "--data-dir", str(tmp / "sandbox" / "d")]
-        async with _process(sandbox_args, env, "AUTO_MOVIE_URL=") as (_, lines):
+        # without the defects: the 6 s late webhook and failing video are the stand-in's waits and retries, not
+        # the cost of a step (they doubled the CPU counted per agent execution)
+        async with _process(sandbox_args(tmp, 0), env, "AUTO_MOVIE_URL=") as (_, lines):
             services = _sandbox_env(lines)
             projects = await _projects(services, 5)
             settings = Settings(

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx2
 
-from bench.concurrency import WAIT_FOR, _process, _projects, _sandbox_env, one_process_server
+from bench.concurrency import WAIT_FOR, _process, _projects, _sandbox_env, one_process_server, sandbox_args
 from bench.frontdoor import RawMcp
 
 __all__ = ["CriticalPathResult", "bound_units", "run"]
@@ -179,17 +179,7 @@ async def run(
     """Run benchmark 7 on `redis_url`: a batch of each size, one after the other, on one server."""
     out = CriticalPathResult(latency=latency)
     base_env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
-    # The stand-ins without the real services' defects (webhook with the status, video that works): the
-    # workload of BENCHMARKS.md's history, and this service's cost rather than the stand-in's waits.
-    sandbox_args = [
-        "sandbox",
-        "--latency",
-        str(latency),
-        "--no-defects",
-        "--data-dir",
-        str(tmp / "sandbox" / "d"),
-    ]
-    async with _process(sandbox_args, base_env, "AUTO_MOVIE_URL=") as (_, sandbox_lines):
+    async with _process(sandbox_args(tmp, latency), base_env, "AUTO_MOVIE_URL=") as (_, sandbox_lines):
         services = _sandbox_env(sandbox_lines)
         env = {**base_env, **services, "REDIS_URL": redis_url, "KEY_PREFIX": f"p{uuid.uuid4().hex[:6]}",
                "LOG_FILE": str(tmp / "critical-path-server.log")}  # fmt: skip
