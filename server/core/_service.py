@@ -189,6 +189,18 @@ class OrchestratorService:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    async def _update(
+        self,
+        caller: Caller,
+        workflow_id: str,
+        fields: dict[str, Any],
+        event: str,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Write `fields` to the workflow's record with its `event` (and `data`), in the caller's name."""
+        await self.store.update(workflow_id, fields, event=event, who=caller.name,
+                                correlation_id=caller.correlation_id, event_data=data)  # fmt: skip
+
     async def _visible(self, caller: Caller, workflow_id: str) -> WorkflowRecord:
         if not isinstance(workflow_id, str) or not _WID_RE.match(workflow_id):
             raise InvalidArgumentError("workflow_id", "must look like 'wf-' followed by 16 hex digits")
@@ -427,13 +439,12 @@ class OrchestratorService:
             raise ConflictError(msg, earlier_choice=standing.get("choice"))
         # The signed record lists the decisions taken, so a run notices an answer removed from the ledger.
         taken = sorted({*rec.decided, *(await self.store.decisions(workflow_id))})
-        await self.store.update(
+        await self._update(
+            caller,
             workflow_id,
             {"status": Status.QUEUED, "message": "decision received, resuming", "decided": taken},
-            event="decision.submitted",
-            who=caller.name,
-            correlation_id=caller.correlation_id,
-            event_data={"decision_id": decision_id, "choice": choice, "comment": comment},
+            "decision.submitted",
+            data={"decision_id": decision_id, "choice": choice, "comment": comment},
         )
         await self.store.enqueue(workflow_id, "decision", caller.correlation_id, trace=tracing.carrier())
         await self._audit.record("decision.submitted", caller=caller.name, workflow_id=workflow_id,
@@ -498,20 +509,10 @@ class OrchestratorService:
             raise ConflictError(msg)
         if rec.status == Status.PAUSED:
             return _status(rec)
-        await self.store.update(
-            workflow_id,
-            {"control": "pause"},
-            event="workflow.pause_requested",
-            who=caller.name,
-            correlation_id=caller.correlation_id,
-        )
+        await self._update(caller, workflow_id, {"control": "pause"}, "workflow.pause_requested")
         if rec.status in {Status.QUEUED, Status.WAITING_DECISION}:
-            await self.store.update(
-                workflow_id,
-                {"status": Status.PAUSED, "message": "paused"},
-                event="workflow.paused",
-                who=caller.name,
-                correlation_id=caller.correlation_id,
+            await self._update(
+                caller, workflow_id, {"status": Status.PAUSED, "message": "paused"}, "workflow.paused"
             )
         else:
             await self.store.publish_control(workflow_id, "pause")
@@ -524,12 +525,11 @@ class OrchestratorService:
         if rec.status != Status.PAUSED and rec.control != "pause":
             msg = f"workflow {workflow_id!r} is {rec.status}, not paused"
             raise ConflictError(msg)
-        await self.store.update(
+        await self._update(
+            caller,
             workflow_id,
             {"control": "", "status": Status.QUEUED, "message": "resuming"},
-            event="workflow.resumed",
-            who=caller.name,
-            correlation_id=caller.correlation_id,
+            "workflow.resumed",
         )
         await self.store.enqueue(workflow_id, "resume", caller.correlation_id, trace=tracing.carrier())
         return _status(await self.store.get(workflow_id) or rec)
@@ -543,20 +543,13 @@ class OrchestratorService:
                 return _status(rec)
             msg = f"workflow {workflow_id!r} is already {rec.status}"
             raise ConflictError(msg)
-        await self.store.update(
-            workflow_id,
-            {"control": "cancel"},
-            event="workflow.cancel_requested",
-            who=caller.name,
-            correlation_id=caller.correlation_id,
-        )
+        await self._update(caller, workflow_id, {"control": "cancel"}, "workflow.cancel_requested")
         if rec.status in {Status.QUEUED, Status.WAITING_DECISION, Status.PAUSED}:
-            await self.store.update(
+            await self._update(
+                caller,
                 workflow_id,
                 {"status": Status.CANCELLED, "message": "cancelled", "pending": []},
-                event="workflow.cancelled",
-                who=caller.name,
-                correlation_id=caller.correlation_id,
+                "workflow.cancelled",
             )
             tracing.ended(f"production {rec.workflow} ended", rec.trace, rec.created_at, mo_workflow_id=rec.id,
                           mo_project_id=rec.project_id, mo_status=str(Status.CANCELLED))  # fmt: skip
@@ -576,12 +569,11 @@ class OrchestratorService:
             raise ConflictError(msg)
         # In flight again: its project's and the caller's key's max_in_flight apply (it is no new start).
         async with self._reserved(workflow_id, caller, rec.project_id, start=False, action="retried"):
-            await self.store.update(
+            await self._update(
+                caller,
                 workflow_id,
                 {"status": Status.QUEUED, "message": "retrying the failed step"},
-                event="workflow.retry",
-                who=caller.name,
-                correlation_id=caller.correlation_id,
+                "workflow.retry",
             )
         await self.store.enqueue(workflow_id, "retry", caller.correlation_id, trace=tracing.carrier())
         return _status(await self.store.get(workflow_id) or rec)
@@ -608,9 +600,8 @@ class OrchestratorService:
             if root is not None:
                 root.end()
             await self.checkpoints_of.copy(tup, rec.id)
-            await self.store.update(rec.id, {}, event="workflow.forked", who=caller.name,
-                                    correlation_id=caller.correlation_id,
-                                    event_data={"from": workflow_id, "checkpoint_id": checkpoint_id})  # fmt: skip
+            await self._update(caller, rec.id, {}, "workflow.forked",
+                               data={"from": workflow_id, "checkpoint_id": checkpoint_id})  # fmt: skip
             await self.store.enqueue(rec.id, "fork", caller.correlation_id, trace=tracing.carrier())
         return StartResult(workflow_id=rec.id, status=Status.QUEUED, project_id=rec.project_id,
                            workflow=rec.workflow, created=True, resources=self.resources(rec.id))  # fmt: skip
