@@ -23,9 +23,11 @@ from pathlib import Path
 
 import httpx2
 import psutil
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bench.frontdoor import RawMcp
+from server import Settings
 
 __all__ = ["ConcurrencyResult", "run"]
 
@@ -175,6 +177,14 @@ def sandbox_args(tmp: Path, latency: float) -> list[str]:
     defects (webhook with the status, video that works) — the workload of BENCHMARKS.md's history, and this
     service's cost rather than the stand-in's waits."""
     return ["sandbox", "--latency", str(latency), "--no-defects", "--data-dir", str(tmp / "sandbox" / "d")]
+
+
+def in_process_settings(redis_url: str, tmp: Path, prefix: str) -> Settings:
+    """A benchmark's orchestrator with the stand-ins in its own process: a key prefix of its own (`prefix` and a
+    random tail), and the stand-ins without the real services' defects, as `sandbox_args` starts them."""
+    return Settings(redis_url=SecretStr(redis_url), key_prefix=f"{prefix}{uuid.uuid4().hex[:6]}",
+                    data_dir=tmp / "data", media_dir=tmp / "media", shutdown_grace_seconds=2.0,
+                    sandbox_defects=False)  # fmt: skip
 
 
 def _sandbox_env(lines: list[str]) -> dict[str, str]:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from adapters import TERMINAL
-from server import Caller, Orchestrator, Settings, open_orchestrator
+from bench.concurrency import in_process_settings
+from server import Caller, Orchestrator, open_orchestrator
 from server.telemetry import configure_logging
 
 __all__ = ["FairnessResult", "Round", "run"]
@@ -177,11 +175,7 @@ async def run(
     out = FairnessResult(flood=flood, latency=latency)
     configure_logging("json", "warning", str(tmp / "fairness.log"))  # in process: not on the report's stdout
     for i in range(rounds):
-        settings = Settings(redis_url=SecretStr(redis_url), key_prefix=f"fair{uuid.uuid4().hex[:6]}",
-                            data_dir=tmp / "data", media_dir=tmp / "media", shutdown_grace_seconds=2.0,
-                            # the stand-ins without the real services' defects (late webhook, failing video), as in the
-                            # other benchmarks: this service's cost, not the stand-in's waits
-                            sandbox_defects=False)  # fmt: skip
+        settings = in_process_settings(redis_url, tmp, "fair")
         async with open_orchestrator(settings, sandbox=True, task_latency=latency) as (orch, _):
             if i == 0:
                 assert orch.engine is not None

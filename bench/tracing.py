@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,10 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from pydantic import SecretStr
 
 from adapters import TERMINAL, tracing
-from server import Caller, Orchestrator, Settings, open_orchestrator
+from bench.concurrency import in_process_settings
+from server import Caller, Orchestrator, open_orchestrator
 from server.telemetry import configure_logging
 
 __all__ = ["TracingResult", "run"]
@@ -136,11 +135,7 @@ async def run(redis_url: str, tmp: Path, *, productions: int = 10, rounds: int =
     provider = TracerProvider(resource=Resource.create({"service.name": "movie-orchestrator-bench"}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    settings = Settings(redis_url=SecretStr(redis_url), key_prefix=f"trc{uuid.uuid4().hex[:6]}",
-                        data_dir=tmp / "data", media_dir=tmp / "media", shutdown_grace_seconds=2.0,
-                        # the stand-ins without the real services' defects (late webhook, failing video), as in the
-                        # other benchmarks: this service's cost, not the stand-in's waits
-                        sandbox_defects=False)  # fmt: skip
+    settings = in_process_settings(redis_url, tmp, "trc")
     try:
         async with open_orchestrator(settings, sandbox=True, task_latency=0.05) as (orch, _):
             out.span_us["off"] = _span_cost()
