@@ -248,9 +248,8 @@ class Healing:
         self._metrics.jobs_lost.labels(lost.reason).inc()
         log.warning("jobs.lost", step=key, task_id=lost.task_id, reason=lost.reason, listings=lost.listings)
         tracing.event("job.lost", mo_task_id=lost.task_id, mo_reason=lost.reason)
-        with contextlib.suppress(
-            Exception
-        ):  # the event log is for people: the resubmission goes on without it
+        # The event log is for people: the resubmission goes on without it.
+        with contextlib.suppress(Exception):
             await self._store.update(wid, {}, event="job.lost", event_data={
                 "step": key, "task_id": lost.task_id, "reason": lost.reason, "listings": lost.listings})  # fmt: skip
         if budget is not None:

@@ -291,9 +291,13 @@ class TaskServiceJobs:
         # Only new submissions count: a resumed step waits for the job it already has.
         if charge and self._budget is not None:
             await self._budget.charge("outside_jobs", where=job.step)
+        return await self._send(job, task_type, task_data, await self._new_submission(job))
+
+    async def _new_submission(self, job: JobRef) -> str:
+        """A fresh nonce, recorded as the step's submission (no job id yet) before anything is sent."""
         nonce = new_nonce()
         await self._store.remember_job(self._wid, job.key, "", nonce)
-        return await self._send(job, task_type, task_data, nonce)
+        return nonce
 
     async def _send(self, job: JobRef, task_type: str, task_data: dict[str, Any], nonce: str) -> str:
         """Submit the step's job under `nonce` (already recorded) and record its id.
@@ -316,8 +320,7 @@ class TaskServiceJobs:
                 if attempt == 2:
                     raise  # the step's retry policy tries again later, reconciling first
                 log.warning("jobs.resubmitting_after_reconcile", step=job.step, task_type=task_type)
-                nonce = new_nonce()
-                await self._store.remember_job(self._wid, job.key, "", nonce)
+                nonce = await self._new_submission(job)
                 continue
             task_id = str(answer["task_id"])
             await self._store.remember_job(self._wid, job.key, task_id, nonce)
