@@ -230,24 +230,34 @@ class TaskServiceClient:
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            params: dict[str, Any] = {"page": page, "limit": limit}
-            if status:
-                params["status"] = status
-            if task_type:
-                params["task_type"] = task_type
-            data = (await self._request("GET", f"/projects/{project_id}/tasks", params=params)).json()
+            data = await self.list_page(
+                project_id, page=page, limit=limit, status=status, task_type=task_type
+            )
             out += data.get("tasks", [])
             pages = int(data.get("pagination", {}).get("total_pages", 1) or 1)
             if page >= pages:
                 return out
             page += 1
 
-    async def list_page(self, project_id: str, *, page: int, limit: int = 100) -> dict[str, Any]:
-        """One page of the project's task list as the service answered it (``tasks``, ``pagination``)."""
-        resp = await self._request(
-            "GET", f"/projects/{project_id}/tasks", params={"page": page, "limit": limit}
-        )
-        data: dict[str, Any] = resp.json()
+    async def list_page(
+        self,
+        project_id: str,
+        *,
+        page: int,
+        limit: int = 100,
+        status: str | None = None,
+        task_type: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of the project's task list as the service answered it (``tasks``, ``pagination``),
+        filtered by `status` and `task_type` when given."""
+        params: dict[str, Any] = {"page": page, "limit": limit}
+        if status:
+            params["status"] = status
+        if task_type:
+            params["task_type"] = task_type
+        data: dict[str, Any] = (
+            await self._request("GET", f"/projects/{project_id}/tasks", params=params)
+        ).json()
         return data
 
     async def tasks_since(self, project_id: str, task_type: str, since: float) -> list[dict[str, Any]]:
